@@ -1,0 +1,42 @@
+# The two set-up commands of the README: `make test` and `make demo`. Both start from nothing
+# but python3: they make the virtual environment and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SPEC ?= ../shared/sage-api/swagger-v3.1.json
+
+.PHONY: test lint typecheck pytest demo bench schemas check-schemas clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check tap_sage target_sage tests bench scripts
+	$(BIN)/ruff format --check tap_sage target_sage tests bench scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Regenerate the catalogue and schemas from Sage's spec (never committed).
+schemas: $(STAMP)
+	$(BIN)/python scripts/generate_catalogue.py --spec $(SPEC)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
