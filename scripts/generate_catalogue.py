@@ -177,12 +177,14 @@ def build(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[st
                 for method, op in sub_ops.items():
                     if method in {"get", "post"}:
                         status = int(next(iter(op["responses"])))
-                        actions.append({
-                            "name": sub.rsplit("/", 1)[-1],
-                            "method": method.upper(),
-                            "path": sub,
-                            "success_status": status,
-                        })
+                        actions.append(
+                            {
+                                "name": sub.rsplit("/", 1)[-1],
+                                "method": method.upper(),
+                                "path": sub,
+                                "success_status": status,
+                            }
+                        )
         params = [
             {
                 "name": p["name"],
@@ -228,7 +230,10 @@ def build(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[st
 def build_businesses(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Schemas of ``/businesses`` items and ``/user`` from the user-businesses spec."""
     builder = SchemaBuilder(spec["definitions"])
-    return {"read/_businesses.json": builder.read("Business"), "read/_user.json": builder.read("User")}
+    return {
+        "read/_businesses.json": builder.read("Business"),
+        "read/_user.json": builder.read("User"),
+    }
 
 
 def _dump(obj: Any) -> str:

@@ -16,7 +16,11 @@ SPEC = ROOT.parent / "shared" / "sage-api" / "swagger-v3.1.json"
 
 
 def test_every_resource_has_its_read_schema() -> None:
-    missing = [n for n in catalogue.resources() if not (catalogue.SCHEMAS_DIR / "read" / f"{n}.json").exists()]
+    missing = [
+        n
+        for n in catalogue.resources()
+        if not (catalogue.SCHEMAS_DIR / "read" / f"{n}.json").exists()
+    ]
     assert missing == []
 
 
@@ -61,7 +65,13 @@ def test_known_facts_from_the_notes() -> None:
 @pytest.mark.skipif(not SPEC.exists(), reason="Sage's spec is not beside the checkout")
 def test_committed_files_match_the_spec() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "generate_catalogue.py"), "--spec", str(SPEC), "--check"],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "generate_catalogue.py"),
+            "--spec",
+            str(SPEC),
+            "--check",
+        ],
         capture_output=True,
         text=True,
         check=False,

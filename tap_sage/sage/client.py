@@ -1,0 +1,306 @@
+"""The HTTP session to Sage shared by the tap and the target.
+
+``SageClient`` sends every request: bearer token from the connection's token source, ``Accept``
+and ``Content-Type`` JSON, ``X-Business``, proxy and CA bundle, a timeout, retries with
+``backoff`` on 429 (honouring ``Retry-After``), 5xx, timeouts and dropped connections, one
+token renewal on 401, and Sage's error bodies parsed into ``SageAPIError``. It logs method,
+path, status, duration and ``x_request_id``; never a header, a body or a token.
+
+One client per connection per process (``SageClient.for_config``), shared by every stream,
+sink and thread; each thread gets its own ``requests.Session``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Generator, Mapping
+from typing import Any, ClassVar
+from urllib.parse import urljoin, urlsplit
+
+import backoff
+import requests
+
+from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
+from tap_sage.sage.settings import ConnectionSettings
+
+LOGGER = logging.getLogger("sage.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class RetryableError(Exception):
+    """A transient failure worth another try: 429, 5xx, timeout or dropped connection."""
+
+    def __init__(self, reason: str, retry_after: float | None = None,
+                 response: requests.Response | None = None) -> None:  # fmt: skip
+        self.reason = reason
+        self.retry_after = retry_after
+        self.response = response
+        super().__init__(reason)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), else None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def sage_wait(*, factor: float = 0.5, max_value: float = 60.0) -> Generator[float, Any, None]:
+    """Backoff waits: the server's ``Retry-After`` when given, else full-jitter exponential.
+
+    python-backoff sends each caught exception into the generator.
+    """
+    exc = yield 0.0
+    attempt = 0
+    while True:
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            wait = min(float(retry_after), max_value)
+        else:
+            wait = random.uniform(0, min(max_value, factor * 2**attempt))
+        attempt += 1
+        exc = yield wait
+
+
+def parse_errors(response: requests.Response) -> list[dict[str, Any]]:
+    """Sage's error array from a response body (tolerating a dict or no JSON at all)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    if isinstance(body, list):
+        return [e for e in body if isinstance(e, dict)]
+    if isinstance(body, dict):
+        if "$dataCode" in body or "$message" in body:
+            return [body]
+        for key in ("errors", "$errors"):
+            if isinstance(body.get(key), list):
+                return [e for e in body[key] if isinstance(e, dict)]
+    return []
+
+
+def api_error(response: requests.Response, method: str, path: str) -> SageAPIError:
+    """The ``SageAPIError`` subclass for an error response."""
+    cls: type[SageAPIError] = SageAPIError
+    if response.status_code == 403:
+        cls = SageAccessDenied
+    elif response.status_code == 404:
+        cls = SageNotFound
+    return cls(
+        response.status_code,
+        method,
+        path,
+        parse_errors(response),
+        response.headers.get("x_request_id") or response.headers.get("X-Request-Id"),
+        response.text
+        if not response.headers.get("content-type", "").startswith("application/json")
+        else "",
+    )
+
+
+class SageClient:
+    """Sends requests to the Sage API for one connection."""
+
+    _instances: ClassVar[dict[tuple[str, str, str], SageClient]] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, settings: ConnectionSettings, tokens: Any | None = None) -> None:
+        from tap_sage.sage.auth import token_source_for
+
+        self.settings = settings
+        self._local = threading.local()
+        self.tokens = tokens or token_source_for(settings, self.new_session)
+        self.request_count = 0
+        self._count_lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: Mapping[str, Any] | ConnectionSettings) -> SageClient:
+        """The one client of this connection in this process (created on first use)."""
+        settings = (
+            config
+            if isinstance(config, ConnectionSettings)
+            else ConnectionSettings.from_config(config)
+        )
+        key = (settings.connection_name, str(settings.oauth_settings_location), settings.api_url)
+        with cls._instances_lock:
+            client = cls._instances.get(key)
+            if client is None or client.settings != settings:
+                client = cls(settings)
+                cls._instances[key] = client
+            return client
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def new_session(self) -> requests.Session:
+        """A ``requests.Session`` with this connection's proxy, TLS and User-Agent."""
+        session = requests.Session()
+        session.headers["User-Agent"] = self.settings.user_agent
+        session.headers["Accept"] = "application/json"
+        if self.settings.proxies:
+            session.proxies.update(self.settings.proxies)
+            session.trust_env = False
+        if self.settings.ca_bundle:
+            session.verify = self.settings.ca_bundle
+        return session
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self.new_session()
+            self._local.session = session
+        return session
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """Absolute URL of an API path (``/contacts``, a relative ``$next``, or a full URL)."""
+        if urlsplit(path).scheme:
+            return path
+        return urljoin(self.settings.api_url + "/", path.lstrip("/"))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        business_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry: bool | None = None,
+        expected: tuple[int, ...] = (200, 201, 204),
+    ) -> requests.Response:
+        """Send one request, with retries; raise ``SageAPIError`` on an error answer.
+
+        ``retry`` defaults to True for GET/PUT/DELETE and False for POST: a POST is retried only
+        when the caller says it is safe (it carries an ``idempotency_id``).
+        """
+        method = method.upper()
+        may_retry = (method in SAFE_METHODS) if retry is None else retry
+        max_tries = 1 + (self.settings.max_retries if may_retry else 0)
+        url = self.url(path)
+        log_path = urlsplit(url).path
+        response: requests.Response | None = None
+        try:
+            response = self._send_with_retries(
+                method, url, log_path, business_id, params, json_body, headers, max_tries
+            )
+        except RetryableError as exc:
+            if exc.response is not None:
+                raise api_error(exc.response, method, log_path) from exc
+            raise SageNetworkError(f"{exc.reason} (gave up after {max_tries} tries)") from exc
+        if response.status_code not in expected:
+            raise api_error(response, method, log_path)
+        return response
+
+    def _send_with_retries(
+        self,
+        method: str,
+        url: str,
+        log_path: str,
+        business_id: str | None,
+        params: Mapping[str, Any] | None,
+        json_body: Any | None,
+        headers: Mapping[str, str] | None,
+        max_tries: int,
+    ) -> requests.Response:
+        response: requests.Response | None = None
+        for attempt in backoff.retry_context(
+            RetryableError,
+            lambda: sage_wait(max_value=self.settings.max_backoff),
+            max_tries=max_tries,
+            jitter=None,
+            on_backoff=lambda d: LOGGER.warning(
+                "Retrying %s %s in %.1fs (try %d): %s",
+                method, log_path, d["wait"], d["tries"], d.get("exception"),
+            ),
+            logger=None,
+        ):  # fmt: skip
+            with attempt:
+                response = self._send_once(method, url, log_path, business_id, params, json_body,
+                                           headers)  # fmt: skip
+        assert response is not None
+        return response
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        log_path: str,
+        business_id: str | None,
+        params: Mapping[str, Any] | None,
+        json_body: Any | None,
+        headers: Mapping[str, str] | None,
+    ) -> requests.Response:
+        for renewal in (False, True):
+            token = self.tokens.token()
+            hdrs = {"Authorization": f"Bearer {token}"}
+            if business_id:
+                hdrs["X-Business"] = business_id
+            if json_body is not None:
+                hdrs["Content-Type"] = "application/json"
+            if headers:
+                hdrs.update(headers)
+            started = time.monotonic()
+            try:
+                response = self.session.request(
+                    method, url, params=params, json=json_body, headers=hdrs,
+                    timeout=self.settings.timeout,
+                )  # fmt: skip
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise RetryableError(f"{type(exc).__name__} on {method} {log_path}") from exc
+            finally:
+                with self._count_lock:
+                    self.request_count += 1
+            elapsed = (time.monotonic() - started) * 1000
+            request_id = response.headers.get("x_request_id", "-")
+            LOGGER.debug(
+                "%s %s -> %s in %.0f ms (x_request_id %s)",
+                method, log_path, response.status_code, elapsed, request_id,
+            )  # fmt: skip
+            if response.status_code == 401 and not renewal:
+                self.tokens.invalidate(token)
+                continue
+            if response.status_code in RETRY_STATUSES:
+                raise RetryableError(
+                    f"{response.status_code} on {method} {log_path} (x_request_id {request_id})",
+                    parse_retry_after(response.headers.get("Retry-After")),
+                    response,
+                )
+            return response
+        return response
+
+    def get_json(
+        self, path: str, *, business_id: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """GET and decode JSON."""
+        return self.request("GET", path, business_id=business_id, params=params).json()
+
+    def businesses(self) -> list[dict[str, Any]]:
+        """Every business the token can reach (all pages of ``/businesses``)."""
+        out: list[dict[str, Any]] = []
+        next_path: str | None = "/businesses"
+        params: dict[str, Any] | None = {"items_per_page": 200}
+        while next_path:
+            body = self.get_json(next_path, params=params)
+            out.extend(body.get("$items", []))
+            next_path = body.get("$next")
+            params = None
+        return out
