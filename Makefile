@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
+LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts)
 
 .PHONY: test lint typecheck pytest demo bench schemas check-schemas clean
 
@@ -19,8 +20,8 @@ venv: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check tap_sage target_sage tests bench scripts
-	$(BIN)/ruff format --check tap_sage target_sage tests bench scripts
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
