@@ -1,0 +1,253 @@
+"""``sage-sandbox``: serve, seed and grant (see ``tap_sage/sandbox/__init__.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from tap_sage.sandbox import oauth, store
+from tap_sage.sandbox.app import FAULT_KINDS, SandboxApp, Settings
+from tap_sage.sandbox.seed import DEFAULT_CLIENT_ID, seed
+
+DEFAULT_DB = "./sage-sandbox.db"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Logs request lines; never the query string of ``/oauth`` (codes, states)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path
+        if path.startswith("/oauth"):
+            path = path.split("?", 1)[0]
+        self.log("info", '"%s %s" %s', self.command, path, code)
+
+
+class _SilentHandler(_QuietHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"choose among {','.join(FAULT_KINDS)}")
+    return kinds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sage-sandbox``."""
+    parser = argparse.ArgumentParser(
+        prog="sage-sandbox",
+        description="A local HTTP server that behaves like the Sage Accounting v3.1 API.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve /v3.1 and /oauth over HTTP")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8080, help="port (default 8080; 0 picks a free port)"
+    )
+    serve.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
+    serve.add_argument(
+        "--latency-ms", type=int, default=0, help="milliseconds added to every request (default 0)"
+    )
+    serve.add_argument(
+        "--fault-rate",
+        type=_rate,
+        default=0.0,
+        help="share of /v3.1 requests answered with a fault (default 0)",
+    )
+    serve.add_argument(
+        "--oauth-fault-rate",
+        type=_rate,
+        default=0.0,
+        help="share of /oauth requests answered with a fault (default 0)",
+    )
+    serve.add_argument(
+        "--fault-seed",
+        type=int,
+        default=None,
+        help="seed of the fault dice, for repeatable fault sequences",
+    )
+    serve.add_argument(
+        "--fault-kinds",
+        type=_kinds,
+        default=FAULT_KINDS,
+        help="comma-separated faults to draw from: 500 (answered before any work), 503, "
+        "429 (with Retry-After: 1), drop (socket closed, no answer), commit500 (a write is "
+        "committed, then answered 500), commitdrop (committed, then dropped); "
+        f"default all: {','.join(FAULT_KINDS)}",
+    )
+    serve.add_argument(
+        "--token-ttl",
+        type=int,
+        default=oauth.DEFAULT_TOKEN_TTL,
+        help="access token lifetime in seconds (default 300)",
+    )
+    serve.add_argument("--quiet", action="store_true", help="do not log request lines")
+
+    seed_cmd = sub.add_parser("seed", help="reset the database and fill it with data")
+    seed_cmd.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
+    seed_cmd.add_argument(
+        "--businesses",
+        type=int,
+        default=2,
+        help="number of businesses (default 2: GB Plus, US Start; then IE "
+        "Standard, CA Plus, ES Plus, FR Start, DE Plus)",
+    )
+    seed_cmd.add_argument(
+        "--scale", type=int, default=1, help="volume multiplier (default 1: a small business)"
+    )
+    seed_cmd.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="random seed; same arguments give the same data (default 1)",
+    )
+
+    grant = sub.add_parser("grant", help="print a fresh token grant as one JSON object")
+    grant.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
+    grant.add_argument(
+        "--client-id",
+        default=DEFAULT_CLIENT_ID,
+        help=f"OAuth client (default {DEFAULT_CLIENT_ID}; registered with a "
+        "fresh secret if unknown)",
+    )
+    grant.add_argument(
+        "--scope",
+        choices=oauth.SCOPES,
+        default="full_access",
+        help="scope of the grant (default full_access)",
+    )
+    grant.add_argument(
+        "--business-ids",
+        default=None,
+        help="comma-separated business ids the grant reaches (default all)",
+    )
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the server until interrupted."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    settings = Settings(
+        db=Path(args.db),
+        latency_ms=args.latency_ms,
+        fault_rate=args.fault_rate,
+        oauth_fault_rate=args.oauth_fault_rate,
+        fault_seed=args.fault_seed,
+        fault_kinds=args.fault_kinds,
+        token_ttl=args.token_ttl,
+        started_at=time.time(),
+    )
+    app = SandboxApp(settings)
+    handler = _SilentHandler if args.quiet else _QuietHandler
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=handler)
+    server.daemon_threads = True  # type: ignore[attr-defined]
+    host = args.host if ":" not in args.host else f"[{args.host}]"
+    print(f"sage-sandbox listening on http://{host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        app.pool.close()
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Reset and seed the database."""
+    started = time.monotonic()
+    counts = seed(Path(args.db), businesses=args.businesses, scale=args.scale, seed=args.seed)
+    elapsed = time.monotonic() - started
+    print(
+        f"seeded {args.db}: {sum(counts.values())} records in {len(counts)} resources, "
+        f"{args.businesses} businesses, scale {args.scale}, seed {args.seed} ({elapsed:.1f} s)",
+        flush=True,
+    )
+    return 0
+
+
+def issue_grant(
+    db: Path,
+    *,
+    client_id: str = DEFAULT_CLIENT_ID,
+    scope: str = "full_access",
+    business_ids: Sequence[str] | None = None,
+) -> dict[str, object]:
+    """A fresh grant straight from the database (no server needed)."""
+    conn = store.connect(db)
+    try:
+        store.create_schema(conn)
+        with store.transaction(conn):
+            if business_ids is not None:
+                known = {r[0] for r in conn.execute("SELECT id FROM businesses")}
+                unknown = [b for b in business_ids if b not in known]
+                if unknown:
+                    raise ValueError(f"unknown business ids: {', '.join(unknown)}")
+            secret = oauth.ensure_client(conn, client_id)
+            body = oauth.issue_tokens(
+                conn,
+                client_id=client_id,
+                scope=scope,
+                business_ids=None if business_ids is None else tuple(business_ids),
+                ttl=None,
+            )
+    finally:
+        conn.close()
+    return {
+        "access_token": body["access_token"],
+        "refresh_token": body["refresh_token"],
+        "expires_in": body["expires_in"],
+        "client_id": client_id,
+        "client_secret": secret,
+        "token_type": body["token_type"],
+        "scope": scope,
+    }
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    """Print one JSON grant."""
+    ids = None
+    if args.business_ids:
+        ids = [b.strip() for b in args.business_ids.split(",") if b.strip()]
+    try:
+        grant = issue_grant(
+            Path(args.db), client_id=args.client_id, scope=args.scope, business_ids=ids
+        )
+    except ValueError as exc:
+        print(f"sage-sandbox grant: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(grant), flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sage-sandbox``."""
+    args = build_parser().parse_args(argv)
+    commands = {"serve": cmd_serve, "seed": cmd_seed, "grant": cmd_grant}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,607 @@
+"""The sandbox over real HTTP: OAuth, businesses, lists (a sandbox subprocess per test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from tap_sage.sage import catalogue
+from tap_sage.sandbox.runner import SandboxProcess, grant, seed_db
+
+TIMEOUT = 10
+
+
+class Api:
+    """A tiny client: bearer token, optional X-Business."""
+
+    def __init__(self, sandbox: SandboxProcess, token: str | None = None) -> None:
+        self.sandbox = sandbox
+        self.token = token or sandbox.grant()["access_token"]
+        self.business: str | None = None
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if self.business:
+            headers["X-Business"] = self.business
+        headers.update(extra)
+        return headers
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return requests.get(
+            self.sandbox.api_url + path,
+            params=params or None,
+            headers=self.headers(),
+            timeout=TIMEOUT,
+        )
+
+    def post(self, path: str, body: Any = None) -> requests.Response:
+        return requests.post(
+            self.sandbox.api_url + path, json=body, headers=self.headers(), timeout=TIMEOUT
+        )
+
+    def put(self, path: str, body: Any) -> requests.Response:
+        return requests.put(
+            self.sandbox.api_url + path, json=body, headers=self.headers(), timeout=TIMEOUT
+        )
+
+    def delete(self, path: str, **params: Any) -> requests.Response:
+        return requests.delete(
+            self.sandbox.api_url + path,
+            params=params or None,
+            headers=self.headers(),
+            timeout=TIMEOUT,
+        )
+
+    def all_items(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        response = self.get(path, **params)
+        while True:
+            assert response.status_code == 200, response.text
+            body = response.json()
+            items += body["$items"]
+            if not body["$next"]:
+                return items
+            response = requests.get(
+                self.sandbox.api_url + body["$next"], headers=self.headers(), timeout=TIMEOUT
+            )
+
+
+def sage_error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body, list)
+    assert body[0]["$severity"] == "error"
+    assert body[0]["$dataCode"] == code
+    assert set(body[0]) == {"$severity", "$dataCode", "$message", "$source"}
+    return dict(body[0])
+
+
+@pytest.fixture
+def api(sandbox: SandboxProcess) -> Api:
+    return Api(sandbox)
+
+
+def businesses(api: Api) -> list[dict[str, Any]]:
+    response = api.get("/businesses", attributes="all")
+    assert response.status_code == 200
+    return list(response.json()["$items"])
+
+
+def token(sandbox: SandboxProcess, **form: str) -> requests.Response:
+    return requests.post(sandbox.token_url, data=form, timeout=TIMEOUT)
+
+
+def authorize(sandbox: SandboxProcess, **params: str) -> requests.Response:
+    query = {
+        "response_type": "code",
+        "client_id": "sandbox-client",
+        "redirect_uri": "http://localhost:9999/callback",
+        "state": "xyz",
+        **params,
+    }
+    return requests.get(sandbox.authorize_url, params=query, allow_redirects=False, timeout=TIMEOUT)
+
+
+# -- CLI ---------------------------------------------------------------------------------
+
+
+def test_grant_command_prints_one_json_object(sandbox_db: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tap_sage.sandbox.cli", "grant", "--db", str(sandbox_db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    body = json.loads(lines[0])
+    assert set(body) == {
+        "access_token",
+        "refresh_token",
+        "expires_in",
+        "client_id",
+        "client_secret",
+        "token_type",
+        "scope",
+    }
+    assert body["client_id"] == "sandbox-client"
+    assert body["scope"] == "full_access"
+    other = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tap_sage.sandbox.cli",
+                "grant",
+                "--db",
+                str(sandbox_db),
+                "--client-id",
+                "another-app",
+                "--scope",
+                "readonly",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert other["client_id"] == "another-app"
+    assert other["client_secret"] and other["client_secret"] != body["client_secret"]
+    assert other["scope"] == "readonly"
+
+
+def test_help_documents_every_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tap_sage.sandbox.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for flag in (
+        "--host",
+        "--port",
+        "--db",
+        "--latency-ms",
+        "--fault-rate",
+        "--token-ttl",
+        "--oauth-fault-rate",
+        "--fault-seed",
+        "--fault-kinds",
+    ):
+        assert flag in result.stdout
+
+
+def test_seed_is_deterministic_and_resets(tmp_path: Path) -> None:
+    import sqlite3
+
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    seed_db(first, businesses=1, scale=1, seed=7)
+    seed_db(second, businesses=1, scale=1, seed=7)
+    seed_db(second, businesses=1, scale=1, seed=7)  # reseeding resets, no duplicates
+
+    def dump(db: Path) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute(
+                "SELECT resource, id, updated_at, data FROM records ORDER BY seq"
+            ).fetchall()
+        finally:
+            conn.close()
+
+    assert dump(first) == dump(second)
+    assert grant(first)["client_secret"] == grant(second)["client_secret"]
+
+
+def test_seed_covers_every_list_resource_with_clumped_timestamps(seeded_db: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(seeded_db)
+    try:
+        present = {r[0] for r in conn.execute("SELECT DISTINCT resource FROM records")}
+        run = conn.execute(
+            "SELECT resource, updated_at, count(*) AS n FROM records GROUP BY business, "
+            "resource, updated_at ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        invoices = conn.execute(
+            "SELECT count(*) FROM records WHERE resource = 'sales_invoices'"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    reachable = {
+        name
+        for name, res in catalogue.resources().items()
+        if res.list and (res.available_in("GB", "Plus") or res.available_in("US", "Start"))
+    }
+    assert reachable - present == set()
+    assert catalogue.resource(run[0]).sortable
+    assert run[2] > 200
+    assert run[1].endswith("Z") and len(run[1]) == 20
+    assert invoices >= 1000
+
+
+# -- OAuth -------------------------------------------------------------------------------
+
+
+def test_authorize_code_exchange_and_single_use(sandbox: SandboxProcess) -> None:
+    secret = sandbox.grant()["client_secret"]
+    response = authorize(sandbox)
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    query = parse_qs(location.query)
+    assert location.path == "/callback"
+    assert query["state"] == ["xyz"]
+    assert query["country"] == ["GB"]
+    code = query["code"][0]
+    assert code.startswith("GB/")
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "client_id": "sandbox-client",
+        "client_secret": secret,
+        "redirect_uri": "http://localhost:9999/callback",
+    }
+    first = token(sandbox, **form)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 300
+    assert body["refresh_token_expires_in"] == 2678400
+    assert body["scope"] == "full_access"
+    assert body["requested_by_id"]
+    assert Api(sandbox, body["access_token"]).get("/user").status_code == 200
+    again = token(sandbox, **form)
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
+
+
+def test_refresh_rotates_and_used_token_is_dead(sandbox: SandboxProcess) -> None:
+    granted = sandbox.grant()
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": granted["client_id"],
+        "client_secret": granted["client_secret"],
+    }
+    first = token(sandbox, refresh_token=granted["refresh_token"], **form)
+    assert first.status_code == 200
+    new = first.json()
+    assert new["refresh_token"] != granted["refresh_token"]
+    assert new["access_token"] != granted["access_token"]
+    replay = token(sandbox, refresh_token=granted["refresh_token"], **form)
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    basic = requests.post(
+        sandbox.token_url,
+        data={"grant_type": "refresh_token", "refresh_token": new["refresh_token"]},
+        auth=(granted["client_id"], granted["client_secret"]),
+        timeout=TIMEOUT,
+    )
+    assert basic.status_code == 200
+    assert Api(sandbox, basic.json()["access_token"]).get("/contacts").status_code == 200
+
+
+def test_wrong_client_answers_invalid_client(sandbox: SandboxProcess) -> None:
+    granted = sandbox.grant()
+    wrong_secret = token(
+        sandbox,
+        grant_type="refresh_token",
+        refresh_token=granted["refresh_token"],
+        client_id="sandbox-client",
+        client_secret="nope",
+    )
+    assert wrong_secret.status_code == 400
+    assert wrong_secret.json()["error"] == "invalid_client"
+    unknown = requests.post(
+        sandbox.token_url,
+        data={"grant_type": "refresh_token", "refresh_token": granted["refresh_token"]},
+        auth=("who", "ever"),
+        timeout=TIMEOUT,
+    )
+    assert unknown.status_code == 401
+    assert unknown.json()["error"] == "invalid_client"
+    # the refresh token was not burnt by the failed attempts
+    ok = token(
+        sandbox,
+        grant_type="refresh_token",
+        refresh_token=granted["refresh_token"],
+        client_id="sandbox-client",
+        client_secret=granted["client_secret"],
+    )
+    assert ok.status_code == 200
+
+
+def test_access_token_expires_after_ttl(sandbox_factory: Any) -> None:
+    sandbox = sandbox_factory(token_ttl=1)
+    granted = sandbox.grant()
+    api = Api(sandbox, granted["access_token"])
+    assert api.get("/contacts").status_code == 200
+    time.sleep(1.2)
+    error = sage_error(api.get("/contacts"), 401, "AuthorizationFailure")
+    assert error["$source"] == ""
+    refreshed = token(
+        sandbox,
+        grant_type="refresh_token",
+        refresh_token=granted["refresh_token"],
+        client_id=granted["client_id"],
+        client_secret=granted["client_secret"],
+    )
+    assert refreshed.json()["expires_in"] == 1
+    assert Api(sandbox, refreshed.json()["access_token"]).get("/contacts").status_code == 200
+
+
+def test_grant_uses_the_server_ttl(sandbox_factory: Any, sandbox_db: Path) -> None:
+    granted = grant(sandbox_db)
+    sandbox = sandbox_factory(db=sandbox_db, token_ttl=1)
+    api = Api(sandbox, granted["access_token"])
+    assert api.get("/user").status_code == 200
+    time.sleep(1.2)
+    assert api.get("/user").status_code == 401
+    assert sandbox.grant()["expires_in"] == 1
+
+
+def test_authorization_code_expires_after_60_seconds(sandbox: SandboxProcess) -> None:
+    import sqlite3
+
+    secret = sandbox.grant()["client_secret"]
+    code = parse_qs(urlsplit(authorize(sandbox).headers["Location"]).query)["code"][0]
+    conn = sqlite3.connect(sandbox.db)
+    try:
+        rows = conn.execute(
+            "SELECT expires_at - issued_at FROM tokens WHERE kind = 'code'"
+        ).fetchall()
+        assert [round(r[0]) for r in rows] == [60]
+        conn.execute("UPDATE tokens SET expires_at = expires_at - 61 WHERE kind = 'code'")
+        conn.commit()
+    finally:
+        conn.close()
+    expired = token(
+        sandbox,
+        grant_type="authorization_code",
+        code=code,
+        client_id="sandbox-client",
+        client_secret=secret,
+    )
+    assert expired.status_code == 400
+    assert expired.json()["error"] == "invalid_grant"
+
+
+def test_revoke_kills_access_and_refresh(sandbox: SandboxProcess) -> None:
+    granted = sandbox.grant()
+    api = Api(sandbox, granted["access_token"])
+    assert api.get("/user").status_code == 200
+    response = requests.post(
+        sandbox.revoke_url,
+        data={
+            "client_id": granted["client_id"],
+            "client_secret": granted["client_secret"],
+            "token": granted["access_token"],
+        },
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200
+    sage_error(api.get("/user"), 401, "AuthorizationFailure")
+    dead = token(
+        sandbox,
+        grant_type="refresh_token",
+        refresh_token=granted["refresh_token"],
+        client_id=granted["client_id"],
+        client_secret=granted["client_secret"],
+    )
+    assert dead.status_code == 400
+    assert dead.json()["error"] == "invalid_grant"
+
+
+def test_readonly_scope_cannot_write(sandbox: SandboxProcess) -> None:
+    api = Api(sandbox, sandbox.grant(scope="readonly")["access_token"])
+    assert api.get("/contacts").status_code == 200
+    body = {"contact": {"name": "Read Only", "contact_type_ids": ["CUSTOMER"]}}
+    sage_error(api.post("/contacts", body), 403, "AccessDenied")
+
+
+def test_missing_token_and_request_id(sandbox: SandboxProcess) -> None:
+    response = requests.get(sandbox.api_url + "/contacts", timeout=TIMEOUT)
+    sage_error(response, 401, "AuthorizationFailure")
+    assert uuid.UUID(response.headers["x_request_id"])
+
+
+def test_secrets_never_in_the_log(sandbox: SandboxProcess) -> None:
+    granted = sandbox.grant()
+    code = parse_qs(urlsplit(authorize(sandbox).headers["Location"]).query)["code"][0]
+    token(
+        sandbox,
+        grant_type="authorization_code",
+        code=code,
+        client_id="sandbox-client",
+        client_secret=granted["client_secret"],
+    )
+    token(
+        sandbox,
+        grant_type="refresh_token",
+        refresh_token=granted["refresh_token"],
+        client_id="sandbox-client",
+        client_secret=granted["client_secret"],
+    )
+    Api(sandbox, granted["access_token"]).get("/contacts")
+    log = sandbox.log_path.read_text()
+    assert "/oauth/token" in log
+    for secret in (
+        granted["client_secret"],
+        granted["refresh_token"],
+        granted["access_token"],
+        code.split("/")[1],
+    ):
+        assert secret not in log
+
+
+# -- businesses --------------------------------------------------------------------------
+
+
+def test_businesses_user_and_lead(api: Api) -> None:
+    response = api.get("/businesses")
+    body = response.json()
+    assert body["$total"] == 2
+    assert body["$items_per_page"] == 20
+    assert "$itemsPerPage" not in body
+    assert set(body["$items"][0]) == {"id", "displayed_as", "$path"}
+    full = businesses(api)
+    assert [b["country"]["id"] for b in full] == ["GB", "US"]
+    assert [b["subscriptions"][0]["displayed_as"] for b in full] == [
+        "Accounting Plus",
+        "Accounting Start",
+    ]
+    lead = api.get("/businesses/lead").json()
+    assert lead["id"] == full[0]["id"]
+    assert api.get(f"/businesses/{full[1]['id']}").json()["name"] == full[1]["name"]
+    assert api.get("/user").json()["email"]
+
+
+def test_x_business_selects_and_restricts(sandbox: SandboxProcess) -> None:
+    api = Api(sandbox)
+    gb, us = (b["id"] for b in businesses(api))
+    api.business = us
+    us_contacts = api.get("/contacts").json()["$total"]
+    api.business = None
+    default_contacts = api.get("/contacts").json()["$total"]
+    api.business = gb
+    assert api.get("/contacts").json()["$total"] == default_contacts != us_contacts
+    limited = Api(sandbox, sandbox.grant(business_ids=[us])["access_token"])
+    assert [b["id"] for b in limited.get("/businesses").json()["$items"]] == [us]
+    limited.business = gb
+    error = sage_error(limited.get("/contacts"), 403, "MultiUserAccessDenied")
+    assert error["$source"] == "X-Business"
+    limited.business = None
+    assert limited.get("/contacts").json()["$total"] == us_contacts  # lead reachable = US
+
+
+def test_unavailable_resource_answers_403(api: Api) -> None:
+    api.business = businesses(api)[1]["id"]  # US, Accounting Start
+    sage_error(api.get("/stock_items"), 403, "FeatureUnavailable")
+    sage_error(api.get("/cis_settings"), 403, "FeatureUnavailable")
+    api.business = None
+    assert api.get("/stock_items").status_code == 200
+    assert api.get("/cis_settings").status_code == 200
+
+
+# -- lists -------------------------------------------------------------------------------
+
+
+def test_envelope_relative_links_and_last_page(api: Api) -> None:
+    body = api.get("/contacts", items_per_page=25, page=2, search="a").json()
+    assert set(body) == {"$total", "$page", "$next", "$back", "$itemsPerPage", "$items"}
+    assert body["$page"] == 2 and body["$itemsPerPage"] == 25
+    assert body["$next"].startswith("/contacts?page=3&items_per_page=25")
+    assert "search=a" in body["$next"]
+    assert body["$back"].startswith("/contacts?page=1&items_per_page=25")
+    assert not body["$next"].startswith("/v3.1")
+    total = body["$total"]
+    last = -(-total // 25)
+    past = api.get("/contacts", items_per_page=25, page=last + 5).json()
+    at_last = api.get("/contacts", items_per_page=25, page=last).json()
+    assert past["$items"] == at_last["$items"] and past["$items"]
+    assert past["$next"] is None
+    first = api.get("/contacts").json()
+    assert first["$itemsPerPage"] == 20 and first["$back"] is None
+    assert api.get("/contacts", items_per_page=500).json()["$itemsPerPage"] == 200
+
+
+def test_walking_next_yields_every_record_once(api: Api) -> None:
+    items = api.all_items("/contacts", items_per_page=37)
+    ids = [i["id"] for i in items]
+    assert len(ids) == len(set(ids)) == api.get("/contacts").json()["$total"]
+
+
+def test_attributes(api: Api) -> None:
+    base = api.get("/contacts", items_per_page=3).json()["$items"]
+    assert all(set(i) == {"id", "displayed_as", "$path"} for i in base)
+    assert base[0]["$path"] == f"/contacts/{base[0]['id']}"
+    some = api.get("/contacts", items_per_page=3, attributes="name,email").json()["$items"]
+    assert all(set(i) == {"id", "displayed_as", "$path", "name", "email"} for i in some)
+    full = api.get("/contacts", items_per_page=3, attributes="all").json()["$items"]
+    assert {"created_at", "updated_at", "main_address", "contact_types"} <= set(full[0])
+    single = api.get(base[0]["$path"]).json()
+    assert single == full[0]
+
+
+def test_updated_or_created_since_is_inclusive(api: Api) -> None:
+    items = api.all_items("/sales_invoices", items_per_page=200, attributes="updated_at")
+    stamps = sorted(i["updated_at"] for i in items)
+    pivot = stamps[len(stamps) // 2]
+    expected = sum(1 for s in stamps if s >= pivot)
+    body = api.get("/sales_invoices", updated_or_created_since=pivot).json()
+    assert body["$total"] == expected
+    assert sum(1 for s in stamps if s > pivot) < expected
+
+
+def test_sort_by_updated_at(api: Api) -> None:
+    asc = api.all_items(
+        "/sales_invoices", items_per_page=200, attributes="updated_at", sort="updated_at"
+    )
+    stamps = [i["updated_at"] for i in asc]
+    assert stamps == sorted(stamps)
+    desc = api.get(
+        "/sales_invoices", items_per_page=200, attributes="updated_at", sort="updated_at:desc"
+    ).json()["$items"]
+    assert desc[0]["updated_at"] == stamps[-1]
+    error = sage_error(api.get("/contacts", sort="updated_at"), 400, "InvalidParameter")
+    assert error["$source"] == "sort"
+
+
+def test_date_and_id_filters(api: Api) -> None:
+    body = api.get(
+        "/sales_invoices",
+        from_date="2025-06-01",
+        to_date="2025-06-30",
+        attributes="date",
+        items_per_page=200,
+    ).json()
+    assert body["$total"] > 0
+    assert all("2025-06-01" <= i["date"] <= "2025-06-30" for i in body["$items"])
+    contact = api.get("/sales_invoices", attributes="contact").json()["$items"][0]["contact"]
+    mine = api.all_items("/sales_invoices", contact_id=contact["id"], attributes="contact")
+    assert mine and all(i["contact"]["id"] == contact["id"] for i in mine)
+    paid = api.get("/sales_invoices", status_id="PAID", attributes="status").json()
+    assert paid["$total"] > 0 and all(i["status"]["id"] == "PAID" for i in paid["$items"])
+    vendors = api.get("/contacts", contact_type_id="VENDOR", attributes="contact_types").json()
+    assert 0 < vendors["$total"] < api.get("/contacts").json()["$total"]
+    assert all(i["contact_types"][0]["id"] == "VENDOR" for i in vendors["$items"])
+    name = api.get("/contacts", attributes="name").json()["$items"][0]["name"]
+    found = api.get("/contacts", search=name.lower(), attributes="name").json()["$items"]
+    assert found and all(name.lower() in i["name"].lower() for i in found)
+    ignored = api.get("/contacts", no_such_param="x").json()["$total"]
+    assert ignored == api.get("/contacts").json()["$total"]
+
+
+def test_deleted_since_lists_tombstones_exclusively(api: Api) -> None:
+    body = api.get("/contacts", deleted_since="2000-01-01T00:00:00Z", items_per_page=200).json()
+    seeded = body["$items"]
+    assert seeded and all(set(t) == {"id", "displayed_as", "$path", "deleted_at"} for t in seeded)
+    newest = max(t["deleted_at"] for t in seeded)
+    after = api.get("/contacts", deleted_since=newest).json()
+    assert all(t["deleted_at"] > newest for t in after["$items"])
+    assert newest not in [t["deleted_at"] for t in after["$items"]]
+    live = {i["id"] for i in api.all_items("/contacts", items_per_page=200)}
+    assert not live & {t["id"] for t in seeded}
+
+
+def test_delete_during_page_scan_shifts_pages(api: Api) -> None:
+    page1 = api.get("/contacts", items_per_page=10, page=1).json()["$items"]
+    page2 = api.get("/contacts", items_per_page=10, page=2).json()["$items"]
+    assert api.delete(page1[0]["$path"]).status_code == 204
+    shifted = api.get("/contacts", items_per_page=10, page=2).json()["$items"]
+    assert shifted[0]["id"] == page2[1]["id"]  # page2[0] moved to page 1: a naive scan skips it
+
+
+def test_singleton_get_and_put(api: Api) -> None:
+    settings = api.get("/invoice_settings").json()
+    assert "$items" not in settings and "$path" in settings
+    updated = api.put("/invoice_settings", {"invoice_settings": {"next_invoice_number": 4242}})
+    assert updated.status_code == 200, updated.text
+    assert api.get("/invoice_settings").json()["next_invoice_number"] == 4242
