@@ -1,0 +1,644 @@
+"""Applying records to Sage: routing, the operation of each record, exactly-once, ordering.
+
+The exactly-once protocol (see also ``ledger.py``):
+
+* Every POST to a resource with idempotency carries ``idempotency_id`` = hash(business, stream,
+  source key, generation). A retry after a timeout or a 500, or a re-run after a crash, sends the
+  same id and Sage answers with the record it already made. The Sage id is committed to the
+  ledger as soon as Sage answers; a re-run then finds it and updates instead of creating.
+* A POST Sage cannot deduplicate (no idempotency on the resource, or an action) is preceded by
+  a committed ``pending`` intent. A pending intent found later (after a crash, a 5xx or a
+  dropped connection) is reconciled by looking the record up in Sage (content match, the
+  document's status, or the journal's reference) before anything is sent again.
+* STATE is only passed on by the SDK after every sink has been drained, and a drain returns only
+  when every record of the batch has been applied (or, under ``on_error: continue``, recorded
+  as failed): STATE never gets ahead of the writes.
+
+Ordering: ``Dispatcher`` hands operations to a pool of ``max_parallel_writes`` threads in input
+order. An operation waits for the previous operation on the same record (same source key or
+Sage id); a POST to a resource where Sage forbids parallel POSTs waits for the previous such
+POST. Sinks are drained one at a time, so these POSTs are strictly sequential across streams.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from tap_sage.sage import catalogue
+from tap_sage.sage.catalogue import Resource
+from tap_sage.sage.client import SageClient
+from tap_sage.sage.errors import SageAPIError, SageError, SageNetworkError, SageNotFound
+from target_sage import hooks
+from target_sage.ledger import APPLIED, DELETED, PENDING, Entry, Ledger
+from target_sage.payload import (
+    RecordError,
+    build_body,
+    canonical,
+    content_fields,
+    digest,
+    idempotency_id,
+    key_text,
+    paths,
+)
+from target_sage.results import DeadLetterFile, Result, ResultsFile
+from target_sage.settings import TargetSettings
+
+LOGGER = logging.getLogger("target_sage")
+
+
+class TargetFailure(SageError):
+    """A record failed under ``on_error: fail``: the run stops here."""
+
+
+class RoutingError(SageError):
+    """A stream maps to nothing Sage can write."""
+
+
+@dataclass
+class WorkItem:
+    """One record to apply, as the sink received it."""
+
+    stream: str
+    record: dict[str, Any]
+    key: str  # canonical source key
+    key_display: Any  # the source key as written to results ({"id": 1} or "#<hash>")
+    raw_message: dict[str, Any]  # the RECORD message as received, for the dead letter
+    schema_message: dict[str, Any] | None
+    chain: str = ""  # records with the same chain are applied in input order
+    sequential: bool = False  # set when dispatched: a POST Sage wants one at a time
+
+
+@dataclass
+class Route:
+    """Where the records of one stream go."""
+
+    stream: str
+    resource: Resource | None = None
+    procedure: str | None = None
+
+    @property
+    def target(self) -> str:
+        """Resource or procedure name."""
+        return self.procedure or (self.resource.name if self.resource else "")
+
+
+@dataclass
+class Call:
+    """The last HTTP answer of an operation (for the results file)."""
+
+    status: int | None = None
+    request_id: str | None = None
+
+
+@dataclass
+class Engine:
+    """Applies work items for one target run. Shared by every sink."""
+
+    settings: TargetSettings
+    results: ResultsFile
+    dead_letter: DeadLetterFile
+    ledger: Ledger
+    client_factory: Callable[[], SageClient]
+    _client: SageClient | None = None
+    _business_id: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warned: set[tuple[str, str]] = field(default_factory=set)
+    failed: int = 0
+
+    # -- shared pieces -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> SageClient:
+        """The connection's client (created on the first write)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self.client_factory()
+            return self._client
+
+    @property
+    def business_id(self) -> str:
+        """The business written to: the setting, else the connection's lead business."""
+        if self._business_id is None:
+            if self.settings.business_id:
+                self._business_id = self.settings.business_id
+            elif self.settings.dry_run:
+                self._business_id = ""
+            else:
+                self._business_id = self._lead_business()
+        return self._business_id
+
+    def _lead_business(self) -> str:
+        try:
+            lead = self.client.get_json("/businesses/lead")
+            if isinstance(lead, dict) and lead.get("id"):
+                return str(lead["id"])
+        except SageAPIError:
+            pass
+        businesses = self.client.businesses()
+        if not businesses:
+            raise SageError("The connection reaches no Sage business; set `business_id`")
+        return str(businesses[0]["id"])
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        ctx: Call,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any | None = None,
+        retry: bool | None = None,
+        expected: tuple[int, ...] = (200, 201, 204),
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """One request through the shared client, with the crash-test hooks around it."""
+        hooks.reached("before_request")
+        try:
+            response = self.client.request(
+                method,
+                path,
+                business_id=self.business_id,
+                params=params,
+                json_body=json_body,
+                retry=retry,
+                expected=expected,
+                headers=headers,
+            )
+        except SageAPIError as exc:
+            ctx.status, ctx.request_id = exc.status, exc.request_id
+            raise
+        ctx.status = response.status_code
+        ctx.request_id = response.headers.get("x_request_id") or response.headers.get(
+            "X-Request-Id"
+        )
+        hooks.reached("after_request")
+        return response
+
+    def warn_once(self, stream: str, text: str) -> None:
+        """Log a warning once per stream."""
+        with self._lock:
+            if (stream, text) in self._warned:
+                return
+            self._warned.add((stream, text))
+        LOGGER.warning("Stream `%s`: %s", stream, text)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def route(self, stream: str) -> Route:
+        """The resource or procedure of a stream; ``RoutingError`` when there is none."""
+        from target_sage.procedures import PROCEDURES
+
+        target = self.settings.stream_resources.get(stream, stream)
+        if target in PROCEDURES:
+            return Route(stream, procedure=target)
+        res = catalogue.resources().get(target)
+        if res is None:
+            hint = (
+                f"map it with the `stream_resources` setting, e.g. "
+                f'{{"{stream}": "contacts"}}, or name the stream after a Sage resource or an '
+                f"Execute procedure (see `target-sage --about`)"
+            )
+            raise RoutingError(
+                f"Stream `{stream}` maps to no Sage resource or procedure ({target!r}): {hint}"
+            )
+        if not res.writable or not res.wrapper:
+            raise RoutingError(
+                f"Stream `{stream}` maps to Sage resource `{res.name}`, which cannot be written"
+            )
+        return Route(stream, resource=res)
+
+    # -- one record -----------------------------------------------------------------------------
+
+    def apply(self, item: WorkItem, route: Route) -> Result:
+        """Apply one record; never raises for a record-level problem (returns ``failed``)."""
+        ctx = Call()
+        operation = "execute" if route.procedure else "upsert"
+        try:
+            if route.procedure:
+                from target_sage.procedures import PROCEDURES
+
+                return PROCEDURES[route.procedure].run(self, item, ctx)
+            assert route.resource is not None
+            return self._apply_resource(item, route.resource, ctx)
+        except RecordError as exc:
+            return Result(
+                item.stream,
+                operation,
+                item.key_display,
+                "failed",
+                message=str(exc),
+                source=exc.field,
+            )
+        except SageAPIError as exc:
+            return Result(
+                item.stream,
+                operation,
+                item.key_display,
+                "failed",
+                http_status=exc.status,
+                data_code=exc.data_code,
+                message=f"{exc} (stream `{item.stream}`, source key {item.key})",
+                source=exc.source,
+                x_request_id=exc.request_id,
+            )
+        except SageError as exc:
+            return Result(
+                item.stream,
+                operation,
+                item.key_display,
+                "failed",
+                message=f"{exc} (stream `{item.stream}`, source key {item.key})",
+            )
+
+    def resolve_references(self, item: WorkItem, fields: dict[str, Any]) -> None:
+        """Replace source keys of other streams by Sage ids, per the `references` setting."""
+        for dotted, other in self.settings.references.get(item.stream, {}).items():
+            for container, attr in list(paths(fields, dotted)):
+                value = container[attr]
+                entry = self.ledger.get(self.business_id, other, key_text(value))
+                if entry is None or entry.state != APPLIED or not entry.sage_id:
+                    raise RecordError(
+                        item.stream,
+                        item.key,
+                        dotted,
+                        f"no record of stream `{other}` with source key {key_text(value)} in the "
+                        f"ledger (send `{other}` first, or give the Sage id)",
+                    )
+                container[attr] = entry.sage_id
+
+    def _apply_resource(self, item: WorkItem, res: Resource, ctx: Call) -> Result:
+        s = self.settings
+        rec = item.record
+        deleted = rec.get("_sdc_deleted_at") is not None
+        forced = s.operations.get(item.stream)
+        fields = copy.deepcopy(content_fields(rec, s.sage_id_field))
+        content_hash = digest(canonical(fields))
+        entry = None if res.singleton else self.ledger.get(self.business_id, item.stream, item.key)
+        given_id = rec.get(s.sage_id_field)
+        known_id = str(given_id) if given_id else None
+        if known_id is None and entry is not None and entry.state == APPLIED and entry.sage_id:
+            known_id = entry.sage_id
+
+        def result(
+            op: str,
+            outcome: str,
+            sage_id: str | None = None,
+            msg: str | None = None,
+            output: dict[str, Any] | None = None,
+        ) -> Result:
+            return Result(
+                item.stream,
+                op,
+                item.key_display,
+                outcome,
+                sage_id=sage_id,
+                http_status=ctx.status,
+                x_request_id=ctx.request_id,
+                message=msg,
+                output=output,
+                dry_run=s.dry_run,
+            )
+
+        if res.singleton:
+            if not res.update:
+                raise RecordError(item.stream, item.key, None, f"`{res.name}` cannot be updated")
+            return self._update(item, res, ctx, None, fields, content_hash, None, result)
+
+        if deleted or forced == "delete":
+            if known_id is None:
+                if entry is not None and entry.state == DELETED:
+                    return result("delete", "skipped", entry.sage_id, "already deleted")
+                return result("delete", "skipped", None, "no Sage record known for this key")
+            return self._delete(item, res, ctx, known_id, result)
+
+        self.resolve_references(item, fields)
+        if forced == "update" or (forced != "create" and known_id is not None):
+            if known_id is None:
+                raise RecordError(
+                    item.stream,
+                    item.key,
+                    s.sage_id_field,
+                    "operation is update but no Sage id is known for this source "
+                    f"key (not in the ledger, no `{s.sage_id_field}` field)",
+                )
+            return self._update(item, res, ctx, known_id, fields, content_hash, entry, result)
+        # create
+        if entry is not None and entry.state == APPLIED and entry.sage_id:
+            return result("create", "skipped", entry.sage_id, "already created (ledger)")
+        if entry is not None and entry.state == DELETED and entry.applied_before(content_hash):
+            return result(
+                "create", "skipped", entry.sage_id, "already created and since deleted (ledger)"
+            )
+        return self._create(item, res, ctx, fields, content_hash, entry, result)
+
+    def _create(
+        self,
+        item: WorkItem,
+        res: Resource,
+        ctx: Call,
+        fields: dict[str, Any],
+        content_hash: str,
+        entry: Entry | None,
+        result: Callable[..., Result],
+    ) -> Result:
+        if not res.create:
+            raise RecordError(
+                item.stream,
+                item.key,
+                None,
+                f"Sage resource `{res.name}` cannot be created (no POST); "
+                "only update or delete records it already has",
+            )
+        generation = entry.generation if entry is not None else 0
+        extra = {}
+        if res.idempotency:
+            extra["idempotency_id"] = idempotency_id(
+                self.business_id, item.stream, item.key, generation
+            )
+        body, ignored = build_body(
+            res.name, "post", fields, stream=item.stream, key=item.key, extra=extra
+        )
+        self._warn_ignored(item.stream, ignored)
+        if self.settings.dry_run:
+            return result("create", "skipped", None, "dry run: would create")
+        bid = self.business_id
+        if res.idempotency:
+            response = self.call(
+                "POST", res.path, ctx, json_body=body, retry=True, expected=(200, 201)
+            )
+            sage_id = str(response.json()["id"])
+        else:
+            sage_id = self._create_without_idempotency(item, res, ctx, body, content_hash, entry)
+        self.ledger.record_applied(bid, item.stream, item.key, res.name, sage_id, content_hash)
+        hooks.reached("after_ledger")
+        return result("create", "created", sage_id)
+
+    def _create_without_idempotency(
+        self,
+        item: WorkItem,
+        res: Resource,
+        ctx: Call,
+        body: dict[str, Any],
+        content_hash: str,
+        entry: Entry | None,
+    ) -> str:
+        bid = self.business_id
+        inner = body[res.wrapper or ""]
+        if entry is not None and entry.state == PENDING:
+            found = self.find_created(res, inner, ctx)
+            if found:
+                LOGGER.info(
+                    "Stream `%s`, source key %s: found %s %s created by an interrupted run",
+                    item.stream,
+                    item.key,
+                    res.name,
+                    found,
+                )
+                return found
+        self.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash)
+        for attempt in range(4):
+            try:
+                response = self.call(
+                    "POST", res.path, ctx, json_body=body, retry=False, expected=(200, 201)
+                )
+                return str(response.json()["id"])
+            except (SageNetworkError, SageAPIError) as exc:
+                if isinstance(exc, SageAPIError) and exc.status < 500 and exc.status != 429:
+                    self.ledger.clear_intent(bid, item.stream, item.key)
+                    raise
+                # The POST may have been committed before the error: look before retrying.
+                LOGGER.warning(
+                    "POST %s failed (%s); looking for the record before retrying", res.path, exc
+                )
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+                found = self.find_created(res, inner, ctx)
+                if found:
+                    return found
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def find_created(self, res: Resource, inner: Mapping[str, Any], ctx: Call) -> str | None:
+        """The Sage record (not owned by another source record) whose fields match ``inner``."""
+        scalars = {
+            k: v
+            for k, v in inner.items()
+            if isinstance(v, (str, int, float, bool)) and k != "idempotency_id"
+        }
+        if not scalars:
+            return None
+        next_path: str | None = res.path
+        params: dict[str, Any] | None = {"attributes": "all", "items_per_page": 200}
+        while next_path:
+            body = self.call("GET", next_path, ctx, params=params).json()
+            params = None
+            items = body.get("$items", []) if isinstance(body, dict) else []
+            for item in items:
+                if all(item.get(k) == v for k, v in scalars.items()) and not (
+                    self.ledger.sage_id_taken(self.business_id, res.name, str(item.get("id")))
+                ):
+                    return str(item["id"])
+            next_path = body.get("$next") if isinstance(body, dict) else None
+        return None
+
+    def _update(
+        self,
+        item: WorkItem,
+        res: Resource,
+        ctx: Call,
+        sage_id: str | None,
+        fields: dict[str, Any],
+        content_hash: str,
+        entry: Entry | None,
+        result: Callable[..., Result],
+    ) -> Result:
+        if not res.update:
+            raise RecordError(
+                item.stream,
+                item.key,
+                None,
+                f"Sage resource `{res.name}` cannot be updated (no PUT)",
+            )
+        body, ignored = build_body(res.name, "put", fields, stream=item.stream, key=item.key)
+        self._warn_ignored(item.stream, ignored)
+        if (
+            self.settings.skip_unchanged
+            and entry is not None
+            and entry.state == APPLIED
+            and entry.content_hash == content_hash
+            and (sage_id is None or entry.sage_id == sage_id)
+        ):
+            return result("update", "skipped", sage_id, "unchanged since last applied (ledger)")
+        if self.settings.dry_run:
+            return result("update", "skipped", sage_id, "dry run: would update")
+        path = res.path if sage_id is None else f"{res.path}/{sage_id}"
+        response = self.call("PUT", path, ctx, json_body=body, expected=(200,))
+        if sage_id is None:
+            returned = response.json().get("id") if response.content else None
+            sage_id = str(returned) if returned else None
+        self.ledger.record_applied(
+            self.business_id, item.stream, item.key, res.name, sage_id, content_hash
+        )
+        hooks.reached("after_ledger")
+        return result("update", "updated", sage_id)
+
+    def _delete(
+        self, item: WorkItem, res: Resource, ctx: Call, sage_id: str, result: Callable[..., Result]
+    ) -> Result:
+        if res.void:
+            reason = item.record.get("void_reason") or self.settings.default_void_reason
+            return self.void(item, res, ctx, sage_id, reason, result, "delete")
+        if not res.delete:
+            raise RecordError(
+                item.stream,
+                item.key,
+                "_sdc_deleted_at",
+                f"Sage resource `{res.name}` cannot be deleted",
+            )
+        if self.settings.dry_run:
+            return result("delete", "skipped", sage_id, "dry run: would delete")
+        message = None
+        try:
+            self.call("DELETE", f"{res.path}/{sage_id}", ctx, expected=(200, 204))
+        except SageNotFound:
+            message = "already deleted in Sage"
+        self.ledger.record_deleted(self.business_id, item.stream, item.key, res.name, sage_id)
+        hooks.reached("after_ledger")
+        return result("delete", "deleted", sage_id, message)
+
+    def void(
+        self,
+        item: WorkItem,
+        res: Resource,
+        ctx: Call,
+        sage_id: str,
+        reason: Any,
+        result: Callable[..., Result],
+        operation: str,
+    ) -> Result:
+        """Void a sales invoice, credit note or corrective invoice (idempotent)."""
+        if self.settings.dry_run:
+            return result(operation, "skipped", sage_id, "dry run: would void")
+        params = {"void_reason": str(reason)} if reason else None
+        message = None
+        try:
+            self.call("DELETE", f"{res.path}/{sage_id}", ctx, params=params, expected=(200, 204))
+        except SageAPIError as exc:
+            if exc.status != 422:
+                raise
+            current = self.call("GET", f"{res.path}/{sage_id}", Call()).json()
+            if (current.get("status") or {}).get("id") != "VOID":
+                if exc.source == "void_reason":
+                    raise RecordError(
+                        item.stream,
+                        item.key,
+                        "void_reason",
+                        "Sage needs a void_reason to void this document: give it "
+                        "in the record or the `default_void_reason` "
+                        "setting",
+                    ) from exc
+                raise
+            message = "already void in Sage"
+        self.ledger.record_deleted(self.business_id, item.stream, item.key, res.name, sage_id)
+        hooks.reached("after_ledger")
+        return result(operation, "voided", sage_id, message)
+
+    def _warn_ignored(self, stream: str, ignored: list[str]) -> None:
+        for name in ignored:
+            if name in {"id", "displayed_as", "$path", "created_at", "updated_at", "business_id"}:
+                continue
+            self.warn_once(stream, f"field `{name}` is not part of Sage's write body; ignored")
+
+    # -- results -------------------------------------------------------------------------------
+
+    def report(self, item: WorkItem, result: Result) -> None:
+        """Write the result line, and the dead letter of a failure."""
+        self.report_message(result, item.schema_message, item.raw_message)
+
+    def report_message(
+        self,
+        result: Result,
+        schema_message: dict[str, Any] | None,
+        raw_message: dict[str, Any],
+    ) -> None:
+        """Write the result line, and under ``on_error: continue`` the failed message."""
+        self.results.write(result)
+        if result.outcome == "failed":
+            with self._lock:
+                self.failed += 1
+            if self.settings.on_error == "continue":
+                self.dead_letter.write(schema_message, raw_message)
+                LOGGER.error("%s", result.message)
+
+
+class Dispatcher:
+    """Applies a batch in input order with bounded concurrency (see the module docstring)."""
+
+    def __init__(self, engine: Engine, route: Route) -> None:
+        self.engine = engine
+        self.route = route
+
+    def run(self, items: list[WorkItem], sequential_post: Callable[[WorkItem], bool]) -> None:
+        """Apply every item; raise ``TargetFailure`` at the first failure under on_error=fail."""
+        engine = self.engine
+        stop: list[Result] = []
+        workers = engine.settings.max_parallel_writes
+
+        def work(item: WorkItem) -> None:
+            result = engine.apply(item, self.route)
+            engine.report(item, result)
+            if result.outcome == "failed" and engine.settings.on_error == "fail":
+                stop.append(result)
+
+        if workers == 1:
+            for item in items:
+                work(item)
+                if stop:
+                    break
+        else:
+            last_by_chain: dict[str, Future[None]] = {}
+            last_sequential: Future[None] | None = None
+            inflight: set[Future[None]] = set()
+            with ThreadPoolExecutor(workers, thread_name_prefix="sage-write") as pool:
+                for item in items:
+                    if stop:
+                        break
+                    before = last_by_chain.get(item.chain)
+                    if before is not None and not before.done():
+                        wait([before])
+                    seq = sequential_post(item)
+                    if seq and last_sequential is not None and not last_sequential.done():
+                        wait([last_sequential])
+                    while len(inflight) >= workers:
+                        done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                        inflight -= done
+                    if stop:
+                        break
+                    future = pool.submit(work, item)
+                    inflight.add(future)
+                    last_by_chain[item.chain] = future
+                    if seq:
+                        last_sequential = future
+                wait(inflight)
+                for future in inflight:
+                    future.result()  # surface bugs, not record failures
+        if stop:
+            raise TargetFailure(
+                f"{stop[0].message or 'record failed'} — stopping (on_error is `fail`; set "
+                "`on_error: continue` to record failures and go on)"
+            )
+
+
+def new_run_id() -> str:
+    """An id for this run, written on every result line."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]

@@ -1,0 +1,213 @@
+"""Record -> request body: serialisation, field selection, validation, keys and hashes.
+
+Pure functions, no I/O: they are what runs before any HTTP call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import functools
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jsonschema
+
+from tap_sage.sage import catalogue
+
+#: Fields that steer the target and never go to Sage.
+CONTROL_PREFIX = "_sdc_"
+
+
+class RecordError(Exception):
+    """A record cannot be written. Names the stream, the source key and the field."""
+
+    def __init__(self, stream: str, source_key: str, field: str | None, problem: str) -> None:
+        self.stream = stream
+        self.source_key = source_key
+        self.field = field
+        self.problem = problem
+        where = f", field `{field}`" if field else ""
+        super().__init__(f"Stream `{stream}`, source key {source_key}{where}: {problem}")
+
+
+def to_json_value(value: Any) -> Any:
+    """A record value as JSON: datetimes (parsed by the SDK) back to ISO strings, etc."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None and value.utcoffset() == dt.timedelta(0):
+            return value.replace(tzinfo=None).isoformat() + "Z"
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v) for v in value]
+    return value
+
+
+def canonical(value: Any) -> str:
+    """Compact, key-sorted JSON: the text form of keys and the input of hashes."""
+    return json.dumps(to_json_value(value), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(*parts: str) -> str:
+    """32 lowercase hex characters (the shape of Sage's ``idempotency_id``)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def content_fields(record: Mapping[str, Any], sage_id_field: str | None) -> dict[str, Any]:
+    """The record without control fields (``_sdc_*`` and the Sage id field)."""
+    return {
+        k: v
+        for k, v in record.items()
+        if not k.startswith(CONTROL_PREFIX) and (sage_id_field is None or k != sage_id_field)
+    }
+
+
+def source_key(record: Mapping[str, Any], key_properties: Sequence[str]) -> tuple[str, bool]:
+    """The canonical source key and whether it came from key properties.
+
+    With key properties: JSON list of their values (``["C-001"]``). Without: ``#`` and a hash
+    of the content, so that the same record sent again is recognised.
+    """
+    if key_properties:
+        return canonical([record.get(k) for k in key_properties]), True
+    return "#" + digest(canonical(content_fields(record, None))), False
+
+
+def key_text(value: Any) -> str:
+    """The canonical key of a reference value (a scalar or a list of key values)."""
+    if isinstance(value, (list, tuple)):
+        return canonical(list(value))
+    return canonical([value])
+
+
+def idempotency_id(business_id: str, stream: str, key: str, generation: int) -> str:
+    """Derived from the stream and the source key (and the generation after a delete)."""
+    return digest("target-sage/1", business_id, stream, key, str(generation))
+
+
+def _date_only(value: Any, field: str, stream: str, key: str) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.time() != dt.time(0) and value.tzinfo is None:
+            raise RecordError(stream, key, field, f"{value.isoformat()} is not a date")
+        return value.date().isoformat()
+    return value
+
+
+def _serialise(value: Any, schema: Mapping[str, Any], path: str, stream: str, key: str) -> Any:
+    if schema.get("format") == "date":
+        value = _date_only(value, path, stream, key)
+    if isinstance(value, Mapping) and isinstance(schema.get("properties"), Mapping):
+        props = schema["properties"]
+        return {
+            k: _serialise(v, props.get(k, {}), f"{path}.{k}", stream, key) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)) and isinstance(schema.get("items"), Mapping):
+        return [
+            _serialise(v, schema["items"], f"{path}[{i}]", stream, key) for i, v in enumerate(value)
+        ]
+    return to_json_value(value)
+
+
+@functools.cache
+def _validator(resource: str, verb: str) -> jsonschema.Draft7Validator | None:
+    schema = catalogue.write_schema(resource, verb)
+    if schema is None:
+        return None
+    schema = json.loads(json.dumps(schema))
+    if verb == "put":
+        # PUT changes only the fields sent: nothing at the top of the body is required.
+        for inner in schema.get("properties", {}).values():
+            if isinstance(inner, dict):
+                inner.pop("required", None)
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker(["date"]))
+
+
+def write_fields(resource: str, verb: str) -> Mapping[str, Any]:
+    """The properties (name -> schema) a write body of ``resource`` may carry."""
+    res = catalogue.resource(resource)
+    schema = catalogue.write_schema(resource, verb) or {}
+    wrapped = schema.get("properties", {}).get(res.wrapper or "", {})
+    props: Mapping[str, Any] = wrapped.get("properties", {})
+    return props
+
+
+def _error_path(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in list(error.absolute_path)[1:]:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def build_body(
+    resource: str,
+    verb: str,
+    fields: Mapping[str, Any],
+    *,
+    stream: str,
+    key: str,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The wrapped, validated body of a write, and the record fields Sage does not take.
+
+    Raises ``RecordError`` naming the first bad field.
+    """
+    res = catalogue.resource(resource)
+    assert res.wrapper, resource
+    props = write_fields(resource, verb)
+    inner: dict[str, Any] = {}
+    ignored: list[str] = []
+    for name, value in fields.items():
+        if name in props:
+            inner[name] = _serialise(value, props[name], name, stream, key)
+        else:
+            ignored.append(name)
+    if extra:
+        inner.update(extra)
+    body = {res.wrapper: inner}
+    validator = _validator(resource, verb)
+    if validator is not None:
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        if errors:
+            err = errors[0]
+            field = _error_path(err)
+            if err.validator == "required" and isinstance(err.instance, Mapping):
+                missing = [r for r in err.validator_value if r not in err.instance]
+                prefix = f"{field}." if field else ""
+                field = prefix + (missing[0] if missing else "")
+                raise RecordError(stream, key, field, "is required by Sage and missing")
+            raise RecordError(stream, key, field or None, _short(err.message))
+    return body, ignored
+
+
+def paths(record: Mapping[str, Any], dotted: str) -> Iterable[tuple[Any, str]]:
+    """(container, attribute) pairs addressed by ``a.b`` (lists are walked)."""
+    head, _, rest = dotted.partition(".")
+    containers: list[Any] = [record]
+    if rest:
+        nxt: list[Any] = []
+        value = record.get(head)
+        items = value if isinstance(value, list) else [value]
+        nxt = [i for i in items if isinstance(i, dict)]
+        for item in nxt:
+            yield from paths(item, rest)
+        return
+    for c in containers:
+        if isinstance(c, dict) and head in c and c[head] is not None:
+            yield c, head

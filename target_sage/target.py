@@ -1,0 +1,159 @@
+"""target-sage: settings, routing of streams to sinks, STATE, error handling."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, ClassVar
+
+from singer_sdk import Target
+from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
+from singer_sdk.sinks import Sink
+from typing_extensions import override
+
+from tap_sage.sage.client import SageClient
+from tap_sage.sage.settings import CONNECTION_PROPERTIES
+from target_sage.engine import Engine, new_run_id
+from target_sage.ledger import Ledger
+from target_sage.payload import source_key
+from target_sage.procedures import about_text
+from target_sage.results import DeadLetterFile, Result, ResultsFile
+from target_sage.settings import TARGET_PROPERTIES, TargetSettings
+from target_sage.sinks import SageSink
+
+LOGGER = logging.getLogger("target_sage")
+
+
+class TargetSage(Target):
+    """Singer target for Sage Business Cloud Accounting (API v3.1)."""
+
+    name = "target-sage"
+    config_jsonschema: ClassVar[dict[str, Any]] = {  # noqa: RUF012
+        "type": "object",
+        "properties": {**CONNECTION_PROPERTIES, **TARGET_PROPERTIES},
+    }
+    default_sink_class = SageSink
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Sinks drain one at a time: Sage's sequential POSTs hold across streams, and records
+        # of one stream that refer to another are applied after it. Parallelism is inside a
+        # sink (`max_parallel_writes`).
+        self.max_parallelism = 1
+        self.target_settings = TargetSettings.from_config(self.config)
+        s = self.target_settings
+        self.run_id = new_run_id()
+        self.engine = Engine(
+            settings=s,
+            results=ResultsFile(s.results_path, self.run_id),
+            dead_letter=DeadLetterFile(None if s.on_error == "fail" else s.dead_letter_path),
+            ledger=Ledger(s.ledger_path, read_only=s.dry_run),
+            client_factory=lambda: SageClient.for_config(s.connection),
+        )
+        self.current_message: dict[str, Any] | None = None
+        self._schema_messages: dict[str, dict[str, Any]] = {}
+        self._emitted_state: dict[str, Any] | None = None
+
+    # -- plumbing for the sinks ------------------------------------------------------------------
+
+    def active_sink(self, stream: str) -> Sink | None:
+        """The active sink of a stream, if any."""
+        return self._sinks_active.get(stream)
+
+    def schema_message(self, stream: str) -> dict[str, Any] | None:
+        """The SCHEMA message last received for a (tap-side) stream."""
+        return self._schema_messages.get(stream)
+
+    @override
+    def get_sink_class(self, stream_name: str) -> type[Sink]:
+        return SageSink
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    @override
+    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        self._schema_messages[str(message_dict.get("stream"))] = message_dict
+        super()._process_schema_message(message_dict)
+
+    @override
+    def _process_record_message(self, message_dict: dict[str, Any]) -> None:
+        self.current_message = message_dict
+        try:
+            super()._process_record_message(message_dict)
+        except (InvalidRecord, MissingKeyPropertiesError, ValueError) as exc:
+            self._invalid_record(message_dict, exc)
+        finally:
+            self.current_message = None
+
+    def _invalid_record(self, message: dict[str, Any], exc: Exception) -> None:
+        stream = str(message.get("stream"))
+        record = message.get("record") or {}
+        sink = self._sinks_active.get(stream)
+        keys = list(sink.key_properties) if sink is not None else []
+        key, _ = source_key(record, keys) if all(k in record for k in keys) else ("?", False)
+        text = f"Stream `{stream}`, source key {key}: invalid record: {exc}"
+        result = Result(stream, "upsert", key, "failed", message=text[:1000])
+        self.engine.report_message(result, self._schema_messages.get(stream), message)
+        if self.target_settings.on_error != "continue":
+            LOGGER.error("%s", text[:1000])
+            raise exc
+
+    @override
+    def _process_state_message(self, message_dict: dict[str, Any]) -> None:
+        super()._process_state_message(message_dict)
+        # STATE goes out only once everything before it is applied: drain, then emit.
+        if any(sink.current_size for sink in self._sinks_active.values()):
+            self.drain_all()
+        elif self._latest_state is not None and self._latest_state != self._emitted_state:
+            self._write_state_message(self._latest_state)
+
+    @override
+    def _write_state_message(self, state: dict[str, Any]) -> None:
+        if state == self._emitted_state:
+            return
+        super()._write_state_message(state)
+        self._emitted_state = state
+
+    @override
+    def process_endofpipe(self) -> None:
+        try:
+            super().process_endofpipe()
+        finally:
+            self._summary()
+            self.engine.results.close()
+            self.engine.dead_letter.close()
+            self.engine.ledger.close()
+
+    def _summary(self) -> None:
+        counts = self.engine.results.counts
+        if not counts:
+            return
+        by_stream: dict[str, dict[str, int]] = {}
+        for (stream, outcome), n in sorted(counts.items()):
+            by_stream.setdefault(stream, {})[outcome] = n
+        for stream, outcomes in by_stream.items():
+            LOGGER.info(
+                "Summary `%s`: %s", stream, ", ".join(f"{k} {v}" for k, v in outcomes.items())
+            )
+        failed = sum(n for (_, outcome), n in counts.items() if outcome == "failed")
+        if failed and self.target_settings.on_error == "continue":
+            LOGGER.warning(
+                "%d record(s) failed; see %s; replay them with `target-sage --input %s`",
+                failed,
+                self.target_settings.results_path,
+                self.target_settings.dead_letter_path,
+            )
+        print(  # the summary belongs on stderr, stdout carries STATE
+            "target-sage summary: "
+            + "; ".join(
+                f"{s}: " + ", ".join(f"{k} {v}" for k, v in o.items()) for s, o in by_stream.items()
+            ),
+            file=sys.stderr,
+        )
+
+
+TargetSage.__doc__ = (
+    "Singer target for Sage Business Cloud Accounting (API v3.1): create, update, delete "
+    "and Execute, exactly once.\n\n"
+    "Streams map to Sage resources by name or through `stream_resources`. " + about_text()
+)
