@@ -1,21 +1,74 @@
-"""OAuth token sources for a connection.
+"""OAuth token sources of a connection: what ``SageClient`` asks for an access token.
 
-A token source gives a valid access token (``token()``) and is told when Sage refused one
-(``invalidate(token)``). PLACEHOLDER: the rotating token store (file lock, atomic writes,
-GETANDREFRESH login) replaces this module's REFRESH logic; the interface stays.
+A token source gives a usable access token (``token()``) and is told when Sage refused one
+(``invalidate(token)``). ``token_source_for(settings, new_session)`` returns the one source of
+a connection in this process (shared by every stream, sink and thread):
+
+- ``StaticToken`` (``initiate_oauth`` OFF): the configured access token; a 401 is final and
+  says what to do.
+- ``RotatingTokenSource`` (REFRESH and GETANDREFRESH): tokens live in the connection's token
+  store (``tap_sage.sage.tokens``). The access token and its expiry are kept, so a short run
+  does not refresh at all; a refresh happens ahead of expiry (``refresh_margin``) or after a
+  401, under the store's exclusive lock, after re-reading the store, with one token POST and
+  the new pair written to disk before it is used.
+
+The refresh protocol, and what happens when a process dies in the middle of it:
+
+1. lock; re-read the store; if another process already rotated the token, use its pair;
+2. write an in-flight marker (fingerprint of the refresh token about to be spent);
+3. POST the refresh (once);
+4. write the new pair and clear the marker (atomic rename), then use the new access token.
+
+Killed during 1-2, or during 3 before Sage processed the POST: the next run finds the marker,
+spends the same refresh token, and connects. Killed after step 4: the next run uses the new
+pair. Killed after Sage answered 3 but before 4 was on disk (a window of a few milliseconds),
+or the answer to 3 was lost on the network: Sage has consumed the token and the new one exists
+only in the lost answer; no client can recover it. The next run finds the marker, tries the
+stored token once, and on ``invalid_grant`` says exactly that (``refresh_interrupted``) and
+what to do (``sage-auth login``; in GETANDREFRESH at a terminal it starts the login itself).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
+import backoff
 import requests
 
-from tap_sage.sage.errors import SageAuthError
+from tap_sage.sage.errors import SageAuthError, SageConfigError, SageProxyError
+from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
 from tap_sage.sage.settings import ConnectionSettings
+from tap_sage.sage.tokens import TokenStore, fingerprint
+
+LOGGER = logging.getLogger("sage.auth")
+
+#: Test-only: name of a point of the refresh where the process pauses (for kill tests).
+PAUSE_ENV = "TAP_SAGE_TEST_PAUSE_AT"
+#: Test-only: file created when the process reaches the pause point.
+PAUSE_FILE_ENV = "TAP_SAGE_TEST_PAUSE_FILE"
+#: Test-only: when "1", the answer of the next refresh POST is dropped (as if lost).
+LOSE_ANSWER_ENV = "TAP_SAGE_TEST_LOSE_REFRESH_ANSWER"
+
+#: Tries of a token POST that provably never reached Sage (connection refused, 429, 503).
+NOT_SENT_TRIES = 4
+
+
+def _pause_point(name: str) -> None:
+    """Test hook: stop here (until killed) when ``TAP_SAGE_TEST_PAUSE_AT`` names this point."""
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        with open(marker, "w", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()} {name}\n")
+    time.sleep(600)
 
 
 class TokenSource(Protocol):
@@ -30,78 +83,455 @@ class TokenSource(Protocol):
         ...
 
 
+def login_command() -> str:
+    """The command a person runs to authorise this connection, as precisely as we know it."""
+    if os.environ.get("MELTANO_PROJECT_ROOT"):
+        plugin = (
+            os.environ.get("MELTANO_EXTRACTOR_NAME")
+            or os.environ.get("MELTANO_LOADER_NAME")
+            or "tap-sage"
+        )
+        return f"meltano invoke {plugin}:login"
+    configs: list[str] = []
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            configs.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            configs.append(arg.split("=", 1)[1])
+    if configs:
+        return "sage-auth login " + " ".join(f"--config {c}" for c in configs)
+    return "sage-auth login --config <the config file of this run>"
+
+
+def interactive() -> bool:
+    """Whether a person is at a terminal (stdin and stderr are TTYs)."""
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class StaticToken:
     """OFF mode: the access token as given; a 401 is final."""
 
     def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
         self._token = settings.access_token or ""
         self._dead = False
 
     def token(self) -> str:
+        """The configured access token, unless Sage has refused it."""
         if self._dead:
             raise SageAuthError(
                 "token_expired",
-                "Sage refused the access token and initiate_oauth is OFF, so it is not refreshed",
-                "give a fresh access_token, or set initiate_oauth to REFRESH with a refresh_token",
+                f"Sage refused the access token of connection {self.settings.connection_name!r} "
+                "(401) and initiate_oauth is OFF, so it is never refreshed (Sage access tokens "
+                "live 5 minutes)",
+                "set initiate_oauth to REFRESH with client_id, client_secret and a "
+                "refresh_token (or run `sage-auth login`), so tokens renew on their own; or put "
+                "a fresh access_token in the config",
             )
         return self._token
 
     def invalidate(self, token: str) -> None:
+        """Sage refused the token: every later ``token()`` fails with the fix."""
         self._dead = True
 
 
-class RefreshingToken:
-    """REFRESH mode without a store (placeholder)."""
+class RotatingTokenSource:
+    """REFRESH and GETANDREFRESH: tokens from the connection's store, rotated safely."""
 
     def __init__(
-        self, settings: ConnectionSettings, new_session: Callable[[], requests.Session]
+        self,
+        settings: ConnectionSettings,
+        new_session: Callable[[], requests.Session],
+        *,
+        is_interactive: Callable[[], bool] = interactive,
     ) -> None:
         self.settings = settings
-        self._session = new_session()
-        self._lock = threading.Lock()
-        self._access = settings.access_token
-        self._refresh = settings.refresh_token
-        self._expires = time.time() + 60 if settings.access_token else 0.0
+        self.new_session = new_session
+        self.store = TokenStore(settings.oauth_settings_location, settings.lock_timeout)
+        self.oauth = OAuthEndpoints(settings, new_session)
+        self.is_interactive = is_interactive
+        self._lock = threading.RLock()
+        self._access: str | None = None
+        self._expires_at: float | None = None
+        self._lifetime: float | None = None
+        self._refused: str | None = None
+        self.refreshes = 0  # refreshes done by this process
+
+    def __repr__(self) -> str:
+        return f"RotatingTokenSource({self.settings.connection_name!r}, {self.store!r})"
+
+    # -- the TokenSource protocol ---------------------------------------------------------------
 
     def token(self) -> str:
+        """A usable access token: the cached one, the store's, or a fresh one."""
         with self._lock:
-            if not self._access or time.time() >= self._expires - self.settings.refresh_margin:
-                self._do_refresh()
-            assert self._access
-            return self._access
+            if (
+                self._access
+                and self._access != self._refused
+                and self._usable(self._expires_at, self._lifetime)
+            ):
+                return self._access
+            try:
+                return self._from_store(force=False)
+            except _LoginNeeded as need:
+                return self._login_or_fail(need)
 
     def invalidate(self, token: str) -> None:
+        """Sage answered 401 to ``token``: never hand it out again."""
         with self._lock:
-            if token == self._access:
+            self._refused = token
+            if self._access == token:
                 self._access = None
 
-    def _do_refresh(self) -> None:
-        if not self._refresh:
-            raise SageAuthError("login_required", "No refresh token", "run `sage-auth login`")
-        resp = self._session.post(
-            self.settings.token_url,
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": self._refresh,
-                "client_id": self.settings.client_id,
-                "client_secret": self.settings.client_secret,
-            },
-            headers={"Accept": "application/json"},
-            timeout=self.settings.timeout,
+    # -- more for sage-auth ----------------------------------------------------------------------
+
+    def refresh_now(self) -> dict[str, Any]:
+        """Refresh at once (whatever the expiry); returns the store's data."""
+        with self._lock:
+            try:
+                self._from_store(force=True)
+            except _LoginNeeded as need:
+                self._login_or_fail(need)
+            return self.store.read()
+
+    def read_store(self) -> dict[str, Any]:
+        """The store's data, reconciled with the config, without refreshing."""
+        with self._lock, self.store.locked():
+            return self._reconcile(self.store.read())
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _margin(self, lifetime: float | None) -> float:
+        margin = float(self.settings.refresh_margin)
+        if lifetime:
+            margin = min(margin, lifetime / 3)
+        return margin
+
+    def _usable(self, expires_at: float | None, lifetime: float | None) -> bool:
+        if expires_at is None:  # a configured access token of unknown age: use until refused
+            return True
+        return time.time() < float(expires_at) - self._margin(lifetime)
+
+    def _adopt(self, data: dict[str, Any]) -> str:
+        token = str(data["access_token"])
+        self._access = token
+        self._expires_at = data.get("access_token_expires_at")
+        self._lifetime = data.get("access_token_lifetime")
+        return token
+
+    def _from_store(self, *, force: bool) -> str:
+        with self.store.locked():
+            data = self._reconcile(self.store.read())
+            access = data.get("access_token")
+            if (
+                not force
+                and access
+                and access != self._refused
+                and self._usable(
+                    data.get("access_token_expires_at"), data.get("access_token_lifetime")
+                )
+            ):
+                return self._adopt(data)
+            if not data.get("refresh_token"):
+                last = data.get("last_error") or {}
+                if last.get("message"):
+                    raise _LoginNeeded(f"the last refresh failed: {last['message']}")
+                raise _LoginNeeded(
+                    "Sage refused the access token and there is no refresh token"
+                    if access
+                    else "there is no token yet"
+                )
+            data = self._refresh_locked(data)
+            return self._adopt(data)
+
+    def _reconcile(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Check the store's owner and apply tokens newly put into the config (under the lock)."""
+        settings = self.settings
+        check_owner(self.store, data, settings)
+        owner = data.get("client_id")
+        changed = not data
+        if not data:
+            data = {"connection_name": settings.connection_name, "created_at": time.time()}
+        if settings.refresh_token:
+            seed = fingerprint(settings.refresh_token)
+            if data.get("seed_fingerprint") != seed:
+                if data.get("refresh_token") != settings.refresh_token:
+                    if data.get("refresh_token"):
+                        LOGGER.info(
+                            "Connection %r: the config holds a new refresh token; it replaces "
+                            "the stored one",
+                            settings.connection_name,
+                        )
+                    data["refresh_token"] = settings.refresh_token
+                    data["refresh_token_expires_at"] = None
+                    data["in_flight"] = None
+                    data["access_token"] = settings.access_token
+                    data["access_token_expires_at"] = None
+                    data["access_token_lifetime"] = None
+                    if settings.access_token:
+                        data["access_seed_fingerprint"] = fingerprint(settings.access_token)
+                data["seed_fingerprint"] = seed
+                changed = True
+        if settings.access_token:
+            seed = fingerprint(settings.access_token)
+            if data.get("access_seed_fingerprint") != seed:
+                if data.get("access_token") != settings.access_token and not data.get(
+                    "access_token"
+                ):
+                    data["access_token"] = settings.access_token
+                    data["access_token_expires_at"] = None
+                    data["access_token_lifetime"] = None
+                data["access_seed_fingerprint"] = seed
+                changed = True
+        if settings.client_id and not owner:
+            data["client_id"] = settings.client_id
+            changed = True
+        if changed:
+            self.store.write(data)
+            data = self.store.read()
+        return data
+
+    def _refresh_locked(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Spend the stored refresh token once and store the new pair (the lock is held)."""
+        refresh_token = str(data["refresh_token"])
+        spent = fingerprint(refresh_token)
+        earlier = data.get("in_flight")
+        interrupted = isinstance(earlier, dict) and earlier.get("fingerprint") == spent
+        data["in_flight"] = {
+            "fingerprint": spent,
+            "started_at": time.time(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        self.store.write(data)
+        _pause_point("after_marker")
+        try:
+            answer = self._post_refresh(refresh_token)
+        except TokenAnswerLost as lost:
+            # Never replay blindly: re-read the store first.
+            current = self.store.read()
+            if current.get("refresh_token") != refresh_token and current.get("access_token"):
+                LOGGER.warning("Connection %r: %s; the store meanwhile holds a newer token",
+                               self.settings.connection_name, lost.reason)  # fmt: skip
+                return current
+            raise SageAuthError(
+                "refresh_unconfirmed",
+                f"Connection {self.settings.connection_name!r}: {lost.reason}. Sage may have "
+                "consumed the refresh token, and its replacement exists only in the lost "
+                "answer; the token store is unchanged, so the refresh is not replayed",
+                "run the sync (or `sage-auth refresh`) again: it tries the stored token once "
+                "more and connects if Sage had not consumed it; if Sage then answers "
+                f"invalid_grant, authorise again with `{login_command()}`",
+            ) from None
+        except (TokenRequestNotSent, SageProxyError) as not_sent:
+            data["in_flight"] = earlier
+            self.store.write(data)
+            if isinstance(not_sent, SageProxyError):
+                raise
+            raise SageAuthError(
+                "token_endpoint_unreachable",
+                f"Could not reach Sage's token endpoint for connection "
+                f"{self.settings.connection_name!r} after {NOT_SENT_TRIES} tries: "
+                f"{not_sent.reason}; the refresh token is untouched",
+                "check the network (and the proxy settings); the next run refreshes normally",
+            ) from None
+        except SageAuthError as refused:
+            data["in_flight"] = None
+            failure = refused
+            if refused.code == "invalid_grant" and interrupted and isinstance(earlier, dict):
+                failure = self._interrupted_error(earlier)
+            data["last_error"] = {
+                "code": failure.code,
+                "message": failure.message,
+                "at": time.time(),
+            }
+            if refused.code == "invalid_grant":
+                data["refresh_token"] = None
+                data["access_token"] = None
+            self.store.write(data)
+            if failure is not refused:
+                raise failure from None
+            if refused.code == "invalid_grant":
+                raise _LoginNeeded(refused.message, refused) from None
+            raise
+        _pause_point("after_answer")
+        now = time.time()
+        lifetime = float(answer.get("expires_in") or 300)
+        data.update(
+            access_token=answer["access_token"],
+            access_token_expires_at=now + lifetime,
+            access_token_lifetime=lifetime,
+            refresh_token=answer.get("refresh_token") or refresh_token,
+            refresh_token_expires_at=(
+                now + float(answer["refresh_token_expires_in"])
+                if answer.get("refresh_token_expires_in")
+                else data.get("refresh_token_expires_at")
+            ),
+            scope=answer.get("scope") or data.get("scope"),
+            in_flight=None,
+            last_error=None,
+            refreshed_at=now,
+            refresh_count=int(data.get("refresh_count") or 0) + 1,
         )
-        if resp.status_code != 200:
-            code = resp.json().get("error", "unknown") if resp.content else "unknown"
-            raise SageAuthError(code, "Sage refused the refresh token", "run `sage-auth login`")
-        body = resp.json()
-        self._access = body["access_token"]
-        self._refresh = body.get("refresh_token", self._refresh)
-        self._expires = time.time() + float(body.get("expires_in", 300))
+        self.store.write(data)
+        _pause_point("after_write")
+        self.refreshes += 1
+        LOGGER.info(
+            "Connection %r: refreshed the access token (valid for %.0fs; refresh #%d of this "
+            "store)",
+            self.settings.connection_name,
+            lifetime,
+            data["refresh_count"],
+        )
+        return self.store.read()
+
+    def _post_refresh(self, refresh_token: str) -> dict[str, Any]:
+        """One refresh POST; repeated only when it provably never reached Sage."""
+
+        def wait_for(exc: Any) -> Any:
+            # python-backoff sends the exception into the wait generator.
+            attempt = 0
+            while True:
+                retry_after = getattr(exc, "retry_after", None)
+                exc = yield (
+                    min(float(retry_after), 30.0)
+                    if retry_after is not None
+                    else min(0.5 * 2**attempt, 8.0)
+                )
+                attempt += 1
+
+        def first_wait() -> Any:
+            gen = wait_for(None)
+            next(gen)
+            return gen
+
+        send = backoff.on_exception(
+            first_wait,
+            TokenRequestNotSent,
+            max_tries=NOT_SENT_TRIES,
+            jitter=None,
+            logger=None,
+            on_backoff=lambda d: LOGGER.warning(
+                "Token refresh of connection %r not sent (%s); trying again in %.1fs",
+                self.settings.connection_name,
+                d.get("exception"),
+                d["wait"],
+            ),
+        )(self.oauth.refresh)
+        answer: dict[str, Any] = send(refresh_token)
+        if os.environ.pop(LOSE_ANSWER_ENV, None) == "1":
+            raise TokenAnswerLost("the answer to the token refresh was lost (test hook)")
+        return answer
+
+    def _interrupted_error(self, marker: dict[str, Any]) -> SageAuthError:
+        started = time.strftime(
+            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(marker.get("started_at") or 0))
+        )
+        return SageAuthError(
+            "refresh_interrupted",
+            f"Connection {self.settings.connection_name!r}: a refresh started at {started} by "
+            f"process {marker.get('pid')} on {marker.get('host')} did not finish (the process "
+            "died, or its answer was lost, after the request was sent). Sage consumed that "
+            "refresh token, and the new one it issued never reached the token store, so Sage "
+            "now refuses the stored token (invalid_grant)",
+            f"authorise the connection again once: `{login_command()}`",
+        )
+
+    def _login_or_fail(self, need: _LoginNeeded) -> str:
+        settings = self.settings
+        if settings.initiate_oauth != "GETANDREFRESH":
+            if need.cause is not None:
+                raise SageAuthError(
+                    need.cause.code,
+                    need.cause.message,
+                    f"authorise the connection again: `{login_command()}` (with the same "
+                    "config as this run); later runs then refresh on their own",
+                ) from None
+            raise SageConfigError(
+                "refresh_token",
+                f"is required when initiate_oauth is REFRESH and the token store "
+                f"{self.store.path} holds no usable token ({need.reason}). Set refresh_token, "
+                f"or run `{login_command()}` once, or set initiate_oauth to GETANDREFRESH",
+            )
+        if not self.is_interactive():
+            raise SageAuthError(
+                "login_required",
+                f"Connection {settings.connection_name!r} has no usable OAuth token "
+                f"({need.reason}) and initiate_oauth is GETANDREFRESH, but no one is at a "
+                "terminal to log in",
+                f"run `{login_command()}` once in a terminal, then run this again",
+            )
+        from tap_sage.sage.login import run_login
+
+        LOGGER.warning(
+            "Connection %r has no usable OAuth token (%s): starting the login",
+            settings.connection_name,
+            need.reason,
+        )
+        run_login(settings, self.new_session, out=sys.stderr, open_browser=True)
+        self._refused = None
+        return self._from_store(force=False)
+
+
+class _LoginNeeded(Exception):
+    def __init__(self, reason: str, cause: SageAuthError | None = None) -> None:
+        self.reason = reason
+        self.cause = cause
+        super().__init__(reason)
+
+
+def check_owner(store: TokenStore, data: dict[str, Any], settings: ConnectionSettings) -> None:
+    """Raise ``store_conflict`` when the store belongs to another client id (never overwrite)."""
+    owner = data.get("client_id")
+    if owner and settings.client_id and owner != settings.client_id:
+        raise SageAuthError(
+            "store_conflict",
+            f"The token store {store.path} belongs to another Sage app (client id "
+            f"{_short(owner)}), not to client_id {_short(settings.client_id)} of connection "
+            f"{settings.connection_name!r}; it is left untouched",
+            "give this connection its own store: a connection_name no other app uses, or "
+            "another oauth_settings_location",
+        )
+
+
+def _short(client_id: str) -> str:
+    return client_id if len(client_id) <= 12 else client_id[:8] + "..."
+
+
+class _SourceCache:
+    sources: ClassVar[dict[tuple[Any, ...], TokenSource]] = {}
+    lock = threading.Lock()
 
 
 def token_source_for(
     settings: ConnectionSettings, new_session: Callable[[], requests.Session]
 ) -> TokenSource:
-    """The token source for a connection's OAuth mode."""
+    """The one token source of a connection in this process (created on first use)."""
     if settings.initiate_oauth == "OFF":
-        return StaticToken(settings)
-    return RefreshingToken(settings, new_session)
+        key: tuple[Any, ...] = ("OFF", settings.connection_name, settings.access_token)
+    else:
+        key = (
+            str(settings.oauth_settings_location),
+            settings.initiate_oauth,
+            settings.client_id,
+            settings.client_secret,
+            settings.refresh_token,
+            settings.access_token,
+            settings.token_url,
+            settings.proxies and tuple(sorted(settings.proxies.items())),
+            settings.ca_bundle,
+        )
+    with _SourceCache.lock:
+        source = _SourceCache.sources.get(key)
+        if source is None:
+            source = (
+                StaticToken(settings)
+                if settings.initiate_oauth == "OFF"
+                else RotatingTokenSource(settings, new_session)
+            )
+            _SourceCache.sources[key] = source
+        return source

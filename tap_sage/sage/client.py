@@ -23,7 +23,14 @@ from urllib.parse import urljoin, urlsplit
 import backoff
 import requests
 
-from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
+from tap_sage.sage.errors import (
+    SageAccessDenied,
+    SageAPIError,
+    SageNetworkError,
+    SageNotFound,
+    SageProxyError,
+    SageSubscriptionInactive,
+)
 from tap_sage.sage.settings import ConnectionSettings
 
 LOGGER = logging.getLogger("sage.http")
@@ -36,10 +43,11 @@ class RetryableError(Exception):
     """A transient failure worth another try: 429, 5xx, timeout or dropped connection."""
 
     def __init__(self, reason: str, retry_after: float | None = None,
-                 response: requests.Response | None = None) -> None:  # fmt: skip
+                 response: requests.Response | None = None, proxy: bool = False) -> None:  # fmt: skip
         self.reason = reason
         self.retry_after = retry_after
         self.response = response
+        self.proxy = proxy
         super().__init__(reason)
 
 
@@ -94,10 +102,19 @@ def parse_errors(response: requests.Response) -> list[dict[str, Any]]:
     return []
 
 
+def no_active_subscription(response: requests.Response) -> bool:
+    """Whether a 401 says the business has no active subscription (not a token problem)."""
+    return response.status_code == 401 and any(
+        "subscription" in str(e.get("$message", "")).lower() for e in parse_errors(response)
+    )
+
+
 def api_error(response: requests.Response, method: str, path: str) -> SageAPIError:
     """The ``SageAPIError`` subclass for an error response."""
     cls: type[SageAPIError] = SageAPIError
-    if response.status_code == 403:
+    if no_active_subscription(response):
+        cls = SageSubscriptionInactive
+    elif response.status_code == 403:
         cls = SageAccessDenied
     elif response.status_code == 404:
         cls = SageNotFound
@@ -154,9 +171,15 @@ class SageClient:
         if self.settings.proxies:
             session.proxies.update(self.settings.proxies)
             session.trust_env = False
-        if self.settings.ca_bundle:
-            session.verify = self.settings.ca_bundle
+        # TLS is always verified: against ca_bundle when given, else the default trust store
+        # (or REQUESTS_CA_BUNDLE from the environment).
+        session.verify = self.settings.ca_bundle or True
         return session
+
+    def _proxy_name(self) -> str:
+        if self.settings.proxies:
+            return self.settings.proxy_display or "?"
+        return "from the environment (HTTPS_PROXY / HTTP_PROXY)"
 
     @property
     def session(self) -> requests.Session:
@@ -205,6 +228,10 @@ class SageClient:
         except RetryableError as exc:
             if exc.response is not None:
                 raise api_error(exc.response, method, log_path) from exc
+            if exc.proxy:
+                raise SageProxyError(
+                    self._proxy_name(), f"failed {exc.reason} (gave up after {max_tries} tries)"
+                ) from None
             raise SageNetworkError(f"{exc.reason} (gave up after {max_tries} tries)") from exc
         if response.status_code not in expected:
             raise api_error(response, method, log_path)
@@ -264,6 +291,15 @@ class SageClient:
                     method, url, params=params, json=json_body, headers=hdrs,
                     timeout=self.settings.timeout,
                 )  # fmt: skip
+            except requests.exceptions.ProxyError as exc:
+                if "407" in str(exc):
+                    raise SageProxyError(
+                        self._proxy_name(),
+                        "asked for credentials (407 Proxy Authentication Required)",
+                    ) from None
+                raise RetryableError(
+                    f"refusing the connection on {method} {log_path}", proxy=True
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise RetryableError(f"{type(exc).__name__} on {method} {log_path}") from exc
             finally:
@@ -275,6 +311,12 @@ class SageClient:
                 "%s %s -> %s in %.0f ms (x_request_id %s)",
                 method, log_path, response.status_code, elapsed, request_id,
             )  # fmt: skip
+            if response.status_code == 407:
+                raise SageProxyError(
+                    self._proxy_name(), "asked for credentials (407 Proxy Authentication Required)"
+                )
+            if response.status_code == 401 and no_active_subscription(response):
+                raise api_error(response, method, log_path)
             if response.status_code == 401 and not renewal:
                 self.tokens.invalidate(token)
                 continue

@@ -7,13 +7,15 @@ raises ``SageConfigError`` naming the setting, before any network call.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from tap_sage.sage.errors import SageConfigError
 
@@ -29,11 +31,29 @@ SCOPES = ("full_access", "readonly")
 _NAME = re.compile(r"^[^/:\x00-\x1f]{1,100}$")
 
 
-def _url(key: str, value: Any) -> str:
-    text = str(value)
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def _check_url(setting: str, value: Any) -> str:
+    text = str(value).strip()
     parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise SageConfigError(f"advanced_config.{key}", f"{text!r} is not an http(s) URL")
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SageConfigError(setting, f"{redact_url(text)!r} is not an http(s) URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise SageConfigError(setting, f"{redact_url(text)!r} has an invalid port") from None
+    return text
+
+
+def _url(key: str, value: Any) -> str:
+    text = _check_url(f"advanced_config.{key}", value)
     return text.rstrip("/") if key == "api_url" else text
 
 
@@ -79,15 +99,62 @@ ADVANCED_KEYS: dict[str, tuple[Callable[[str, Any], Any], Any, str]] = {
     "max_retries": (_int_in(0, 20), 8, "Tries after the first for 429, 5xx and network errors."),
     "max_backoff": (_positive_float, 60.0, "Longest wait in seconds between two tries."),
     "page_size": (_int_in(1, 200), 200, "items_per_page of list requests (Sage's maximum 200)."),
-    "refresh_margin": (_int_in(0, 3600), 30, "Refresh this many seconds before expiry."),
+    "refresh_margin": (
+        _int_in(0, 3600),
+        30,
+        "Refresh the access token this many seconds before it expires (at most a third of its "
+        "lifetime).",
+    ),
+    "lock_timeout": (
+        _positive_float,
+        120.0,
+        "Seconds to wait for another process holding the token store's lock.",
+    ),
+    "login_timeout": (
+        _positive_float,
+        300.0,
+        "Seconds the login flow waits for the browser to come back to callback_url.",
+    ),
+    "check_concurrency": (
+        _int_in(1, 32),
+        8,
+        "Parallel requests of the connection test's resource probes.",
+    ),
     "user_agent": (_text, "tap-sage (+https://github.com/; singer-sdk)", "User-Agent header."),
 }
 
 
 def _default_store(connection_name: str) -> Path:
+    """``$XDG_STATE_HOME/sage-singer/connections/<name>.tokens.json`` (one file per connection).
+
+    Names that had to be made file-safe get a short hash of the exact name, so two different
+    connection names never share a store.
+    """
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", connection_name)
+    if safe != connection_name or safe.startswith("."):
+        digest = hashlib.sha256(connection_name.encode()).hexdigest()[:8]
+        safe = f"{safe.lstrip('.')}-{digest}"
     return base / "sage-singer" / "connections" / f"{safe}.tokens.json"
+
+
+def _bool(setting: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off", ""}:
+        return False
+    raise SageConfigError(setting, f"{value!r} is not true or false")
+
+
+def _optional_text(config: Mapping[str, Any], key: str) -> str | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
 
 
 def _secret(description: str) -> dict[str, Any]:
@@ -104,63 +171,86 @@ CONNECTION_PROPERTIES: dict[str, Any] = {
     "connection_name": {
         "type": "string",
         "default": "default",
-        "description": "Unique name of this Sage connection (no `/` or `:`); names the connection "
-        "in logs and in the default token-store path.",
+        "description": "Name of this Sage connection (1-100 characters, no `/` or `:`). It names "
+        "the connection in logs and picks its default token store, so two connections with "
+        "different names never share or overwrite each other's tokens.",
     },
     "initiate_oauth": {
         "type": "string",
         "enum": list(OAUTH_MODES),
         "default": "REFRESH",
-        "description": "OFF: use access_token as given. REFRESH: use access_token and "
-        "refresh_token and refresh automatically. GETANDREFRESH: obtain tokens with the "
-        "authorization-code flow when none are usable, then refresh.",
+        "description": "OFF: use access_token as given (it lives 5 minutes; a refused token "
+        "fails the run). REFRESH: start from refresh_token (or the token store) and refresh "
+        "automatically; needs client_id and client_secret. GETANDREFRESH: like REFRESH, and "
+        "when no usable token exists, run the browser login (`sage-auth login`) when a person "
+        "is at the terminal, otherwise fail at once naming the command to run.",
     },
-    "access_token": _secret("OAuth access token (lives 5 minutes at Sage)."),
-    "refresh_token": _secret("OAuth refresh token (single-use; rotated on every refresh)."),
-    "client_id": {"type": ["string", "null"], "description": "Client ID of your Sage app."},
-    "client_secret": _secret("Client secret of your Sage app."),
+    "access_token": _secret(
+        "OAuth access token. Required when initiate_oauth is OFF; optional otherwise (used "
+        "until Sage refuses it)."
+    ),
+    "refresh_token": _secret(
+        "OAuth refresh token, used once to seed the token store. Sage rotates it on every "
+        "refresh: the current one lives in the token store, not here. Putting a different "
+        "refresh token here makes it replace the stored one on the next run."
+    ),
+    "client_id": {
+        "type": ["string", "null"],
+        "description": "Client ID of your Sage developer app. Required unless initiate_oauth "
+        "is OFF.",
+    },
+    "client_secret": _secret(
+        "Client secret of your Sage developer app. Required unless initiate_oauth is OFF."
+    ),
     "scope": {
         "type": "string",
         "enum": list(SCOPES),
         "default": "full_access",
-        "description": "OAuth scope asked for in the login flow.",
+        "description": "OAuth scope asked for by the login flow: full_access (read and write; "
+        "needed by target-sage) or readonly.",
     },
     "callback_url": {
         "type": "string",
         "default": DEFAULT_CALLBACK_URL,
-        "description": "Redirect URI registered for your Sage app; the login flow listens on it "
-        "when it is a localhost URL.",
+        "description": "Redirect URI registered for your Sage app (it must match exactly). When "
+        "it is a localhost URL, `sage-auth login` listens on its port for the browser's return.",
     },
     "oauth_settings_location": {
         "type": ["string", "null"],
-        "description": "Token store file of this connection (rotated tokens are kept here, "
-        "mode 0600). Default: $XDG_STATE_HOME/sage-singer/connections/<connection_name>"
-        ".tokens.json.",
+        "description": "Token store of this connection: a JSON file (mode 0600, in a 0700 "
+        "folder) where rotated tokens are kept between runs and shared by every process of the "
+        "connection. Default: $XDG_STATE_HOME (else ~/.local/state)/sage-singer/connections/"
+        "<connection_name>.tokens.json.",
     },
     "use_proxy": {
         "type": "boolean",
         "default": False,
-        "description": "Send requests via proxy_url.",
+        "description": "Send every request (API and OAuth) through proxy_url. When false, the "
+        "usual HTTPS_PROXY / HTTP_PROXY / NO_PROXY environment variables are honoured.",
     },
     "proxy_url": {
         "type": ["string", "null"],
-        "description": "Proxy URL, e.g. http://proxy:3128. HTTPS_PROXY/NO_PROXY from the "
-        "environment are honoured when use_proxy is off.",
+        "description": "Forward proxy URL, e.g. http://proxy.example.com:3128 (credentials may "
+        "be given inline as http://user:password@host:port, or in proxy_username / "
+        "proxy_password). Required when use_proxy is true.",
     },
-    "proxy_username": {"type": ["string", "null"], "description": "Proxy user name."},
-    "proxy_password": _secret("Proxy password."),
+    "proxy_username": {"type": ["string", "null"], "description": "Proxy user name, if any."},
+    "proxy_password": _secret("Proxy password, if any."),
     "ca_bundle": {
         "type": ["string", "null"],
-        "description": "Path of a CA bundle to trust (e.g. a corporate proxy's). TLS is always "
-        "verified.",
+        "description": "Path of a PEM CA bundle to trust, e.g. a TLS-inspecting corporate "
+        "proxy's. TLS certificates are always verified; this cannot be turned off.",
     },
     "advanced_config": {
         "type": ["object", "null"],
-        "description": "Further settings as key-value pairs: "
-        + "; ".join(f"`{k}` ({d})" for k, (_, _, d) in ADVANCED_KEYS.items()),
+        "description": "Further settings as key-value pairs (an unknown key or a bad value is "
+        "an error naming it): "
+        + "; ".join(f"`{k}` ({d} Default {v!r}.)" for k, (_, v, d) in ADVANCED_KEYS.items()),
         "additionalProperties": True,
     },
 }
+
+_SECRET_FIELDS = ("access_token", "refresh_token", "client_secret", "proxy_password")
 
 
 @dataclass(frozen=True)
@@ -177,7 +267,7 @@ class ConnectionSettings:
     callback_url: str = DEFAULT_CALLBACK_URL
     oauth_settings_location: Path = field(default_factory=lambda: _default_store("default"))
     use_proxy: bool = False
-    proxy_url: str | None = None
+    proxy_url: str | None = field(default=None, repr=False)
     proxy_username: str | None = None
     proxy_password: str | None = field(default=None, repr=False)
     ca_bundle: str | None = None
@@ -190,25 +280,38 @@ class ConnectionSettings:
     max_backoff: float = 60.0
     page_size: int = 200
     refresh_margin: int = 30
+    lock_timeout: float = 120.0
+    login_timeout: float = 300.0
+    check_concurrency: int = 8
     user_agent: str = ADVANCED_KEYS["user_agent"][1]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ConnectionSettings:
-        """Validate the connection part of a tap or target config."""
+        """Validate the connection part of a tap or target config (no I/O beyond ``stat``).
+
+        Raises ``SageConfigError`` naming the first bad or missing setting.
+        """
         name = str(config.get("connection_name") or "default")
         if not _NAME.match(name):
             raise SageConfigError(
                 "connection_name", f"{name!r} must be 1-100 characters without `/` or `:`"
             )
-        mode = str(config.get("initiate_oauth") or "REFRESH").upper()
+        mode = str(config.get("initiate_oauth") or "REFRESH").strip().upper()
         if mode not in OAUTH_MODES:
             raise SageConfigError(
                 "initiate_oauth", f"{mode!r} is not one of {', '.join(OAUTH_MODES)}"
             )
-        scope = str(config.get("scope") or "full_access")
+        scope = str(config.get("scope") or "full_access").strip()
         if scope not in SCOPES:
             raise SageConfigError("scope", f"{scope!r} is not one of {', '.join(SCOPES)}")
-        advanced_raw = config.get("advanced_config") or {}
+        advanced_raw: Any = config.get("advanced_config") or {}
+        if isinstance(advanced_raw, str):
+            try:
+                advanced_raw = json.loads(advanced_raw)
+            except ValueError:
+                raise SageConfigError(
+                    "advanced_config", "is not a JSON object of key-value pairs"
+                ) from None
         if not isinstance(advanced_raw, Mapping):
             raise SageConfigError("advanced_config", "must be an object of key-value pairs")
         advanced: dict[str, Any] = {}
@@ -217,38 +320,51 @@ class ConnectionSettings:
                 known = ", ".join(ADVANCED_KEYS)
                 raise SageConfigError(f"advanced_config.{key}", f"unknown key (known: {known})")
             advanced[key] = ADVANCED_KEYS[key][0](key, value)
-        store = config.get("oauth_settings_location")
-        use_proxy = bool(config.get("use_proxy", False))
-        proxy_url = config.get("proxy_url") or None
+        callback_url = _check_url(
+            "callback_url", config.get("callback_url") or DEFAULT_CALLBACK_URL
+        )
+        store_raw = _optional_text(config, "oauth_settings_location")
+        store = Path(store_raw).expanduser() if store_raw else _default_store(name)
+        if store.is_dir():
+            raise SageConfigError(
+                "oauth_settings_location", f"{str(store)!r} is a folder; give a file path"
+            )
+        use_proxy = _bool("use_proxy", config.get("use_proxy", False))
+        proxy_url = _optional_text(config, "proxy_url")
         if use_proxy and not proxy_url:
             raise SageConfigError("proxy_url", "is required when use_proxy is true")
         if proxy_url:
-            _url("proxy_url", proxy_url)
-        ca_bundle = config.get("ca_bundle") or None
-        if ca_bundle and not Path(ca_bundle).exists():
+            _check_url("proxy_url", proxy_url)
+        ca_bundle = _optional_text(config, "ca_bundle")
+        if ca_bundle and not Path(ca_bundle).expanduser().is_file():
             raise SageConfigError("ca_bundle", f"file {ca_bundle!r} does not exist")
         settings = cls(
             connection_name=name,
             initiate_oauth=mode,
-            access_token=config.get("access_token") or None,
-            refresh_token=config.get("refresh_token") or None,
-            client_id=config.get("client_id") or None,
-            client_secret=config.get("client_secret") or None,
+            access_token=_optional_text(config, "access_token"),
+            refresh_token=_optional_text(config, "refresh_token"),
+            client_id=_optional_text(config, "client_id"),
+            client_secret=_optional_text(config, "client_secret"),
             scope=scope,
-            callback_url=str(config.get("callback_url") or DEFAULT_CALLBACK_URL),
-            oauth_settings_location=Path(store).expanduser() if store else _default_store(name),
+            callback_url=callback_url,
+            oauth_settings_location=store,
             use_proxy=use_proxy,
             proxy_url=proxy_url,
-            proxy_username=config.get("proxy_username") or None,
-            proxy_password=config.get("proxy_password") or None,
-            ca_bundle=ca_bundle,
+            proxy_username=_optional_text(config, "proxy_username"),
+            proxy_password=_optional_text(config, "proxy_password"),
+            ca_bundle=str(Path(ca_bundle).expanduser()) if ca_bundle else None,
             **advanced,
         )
         settings.check_mode()
         return settings
 
     def check_mode(self) -> None:
-        """Raise ``SageConfigError`` when a setting the chosen OAuth mode needs is missing."""
+        """Raise ``SageConfigError`` when a setting the chosen OAuth mode needs is missing.
+
+        Whether REFRESH has a refresh token is known only with the token store (an earlier
+        run or ``sage-auth login`` may have filled it): the token source checks that before
+        its first request.
+        """
         needs: dict[str, tuple[str, ...]] = {
             "OFF": ("access_token",),
             "REFRESH": ("client_id", "client_secret"),
@@ -256,12 +372,28 @@ class ConnectionSettings:
         }
         for key in needs[self.initiate_oauth]:
             if not getattr(self, key):
+                hint = {
+                    "access_token": " (or choose REFRESH with client_id, client_secret and "
+                    "refresh_token)",
+                    "client_id": " (the Client ID of your app at developer.sage.com)",
+                    "client_secret": " (the Client Secret of your app at developer.sage.com)",
+                }[key]
                 raise SageConfigError(
-                    key, f"is required when initiate_oauth is {self.initiate_oauth}"
+                    key, f"is required when initiate_oauth is {self.initiate_oauth}{hint}"
                 )
-        if self.initiate_oauth == "REFRESH" and not (self.refresh_token or self.access_token):
-            # A store may still hold tokens from an earlier run; the token layer checks that.
-            pass
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value of these settings (to scrub from messages)."""
+        values = [getattr(self, k) for k in _SECRET_FIELDS]
+        if self.proxy_url and "@" in urlsplit(self.proxy_url).netloc:
+            values.append(urlsplit(self.proxy_url).password)
+        return tuple(v for v in values if v)
+
+    @property
+    def proxy_display(self) -> str | None:
+        """The proxy URL without credentials, for messages."""
+        return redact_url(self.proxy_url) if self.proxy_url else None
 
     @property
     def proxies(self) -> dict[str, str] | None:
@@ -270,11 +402,10 @@ class ConnectionSettings:
             return None
         url = self.proxy_url
         if self.proxy_username:
-            from urllib.parse import quote
-
             parts = urlsplit(url)
             cred = quote(self.proxy_username, safe="")
             if self.proxy_password:
                 cred += ":" + quote(self.proxy_password, safe="")
-            url = f"{parts.scheme}://{cred}@{parts.netloc}{parts.path}"
+            host = parts.netloc.rsplit("@", 1)[-1]
+            url = parts._replace(netloc=f"{cred}@{host}").geturl()
         return {"http": url, "https": url}

@@ -1,0 +1,312 @@
+"""The connection test: credentials, businesses, and which resources each business can reach.
+
+``check(config)`` never raises for a connection problem: it returns a ``ConnectionReport``
+whose ``ok`` says whether a sync can work, ``error`` names the cause and the fix when it
+cannot, and ``businesses`` says per business its country, edition, subscription, and which
+catalogue resources Sage's documentation puts in its country and edition
+(``unavailable`` otherwise) and, of those, which answered a cheap probe (``GET
+<resource>?items_per_page=1``): ``reachable``, ``denied`` (403: role or edition) or
+``failed``. Only a bad setting (``SageConfigError``) is raised, before any network call.
+
+Used by ``sage-auth test`` and by the executables' connection tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tap_sage.sage import catalogue
+from tap_sage.sage.errors import (
+    SageAccessDenied,
+    SageAPIError,
+    SageAuthError,
+    SageConfigError,
+    SageError,
+    SageNotFound,
+    SageProxyError,
+    SageSubscriptionInactive,
+)
+from tap_sage.sage.settings import ConnectionSettings
+
+#: Resources probed with ``probe="sample"`` (when documented for the business).
+SAMPLE_RESOURCES = (
+    "contacts",
+    "ledger_accounts",
+    "sales_invoices",
+    "purchase_invoices",
+    "bank_accounts",
+    "products",
+    "business_settings",
+)
+EDITIONS = ("Start", "Standard", "Plus")
+
+
+def describe_business(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``{id, name, country, edition, subscription, active}`` of a ``/businesses`` item."""
+    country_raw = raw.get("country")
+    country = (
+        str(country_raw.get("id") or "")
+        if isinstance(country_raw, Mapping)
+        else str(country_raw or "")
+    ).upper() or None
+    subscriptions = [s for s in raw.get("subscriptions") or [] if isinstance(s, Mapping)]
+    subscription = subscriptions[0] if subscriptions else {}
+    name = str(subscription.get("displayed_as") or "") or None
+    edition = next((e for e in EDITIONS if name and name.split()[-1] == e), None)
+    active_values = [s.get("active") for s in subscriptions if s.get("active") is not None]
+    active: bool | None = any(bool(v) for v in active_values) if active_values else None
+    return {
+        "id": str(raw.get("id") or ""),
+        "name": str(raw.get("name") or raw.get("displayed_as") or ""),
+        "country": country,
+        "edition": edition,
+        "subscription": name,
+        "subscription_status": subscription.get("status"),
+        "active": active,
+    }
+
+
+@dataclass
+class BusinessReport:
+    """What one business can do."""
+
+    id: str
+    name: str
+    country: str | None
+    edition: str | None
+    subscription: str | None
+    active: bool | None
+    ok: bool = True
+    problem: str | None = None
+    reachable: list[str] = field(default_factory=list)
+    denied: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    unavailable: list[str] = field(default_factory=list)
+    unprobed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConnectionReport:
+    """The outcome of ``check``. ``to_dict()`` is JSON-ready; ``lines()`` is for people."""
+
+    ok: bool
+    connection_name: str
+    mode: str
+    token_store: str | None
+    error: dict[str, str] | None = None
+    token: dict[str, Any] = field(default_factory=dict)
+    businesses: list[BusinessReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (no token, no secret)."""
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """A human-readable report."""
+        out = [
+            f"Connection {self.connection_name!r} (initiate_oauth {self.mode}): "
+            + ("OK" if self.ok else "FAILED")
+        ]
+        if self.token_store:
+            out.append(f"  token store: {self.token_store}")
+        for key, value in self.token.items():
+            out.append(f"  {key.replace('_', ' ')}: {value}")
+        if self.error:
+            out.append(f"  error ({self.error['code']}): {self.error['message']}")
+            if self.error.get("fix"):
+                out.append(f"  fix: {self.error['fix']}")
+        for b in self.businesses:
+            where = " ".join(x for x in (b.country, b.subscription) if x)
+            state = "OK" if b.ok else "NOT USABLE"
+            active = "" if b.active is None else (" active" if b.active else " INACTIVE")
+            out.append(f"  business {b.name} [{b.id}] {where}{active}: {state}")
+            if b.problem:
+                out.append(f"    problem: {b.problem}")
+            if b.reachable:
+                out.append(f"    reachable ({len(b.reachable)}): {', '.join(b.reachable)}")
+            for name, why in b.denied.items():
+                out.append(f"    denied: {name}: {why}")
+            for name, why in b.failed.items():
+                out.append(f"    failed: {name}: {why}")
+            if b.unavailable:
+                out.append(
+                    f"    not offered in {b.country} {b.edition or ''} ({len(b.unavailable)}): "
+                    + ", ".join(b.unavailable)
+                )
+            if b.unprobed:
+                out.append(f"    documented, not probed ({len(b.unprobed)})")
+        return out
+
+
+def _iso(epoch: Any) -> str | None:
+    if not epoch:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(epoch)))
+
+
+def token_summary(client: Any) -> dict[str, Any]:
+    """Expiry times of the connection's tokens (never a token)."""
+    from tap_sage.sage.auth import RotatingTokenSource
+
+    tokens = getattr(client, "tokens", None)
+    if not isinstance(tokens, RotatingTokenSource):
+        return {}
+    data = tokens.store.read()
+    return {
+        "access_token_expires_at": _iso(data.get("access_token_expires_at")),
+        "refresh_token_expires_at": _iso(data.get("refresh_token_expires_at")),
+        "last_refresh_at": _iso(data.get("refreshed_at")),
+        "refreshes": int(data.get("refresh_count") or 0),
+    }
+
+
+def _probe_targets(
+    business: BusinessReport, probe: str
+) -> tuple[list[catalogue.Resource], list[str], list[str]]:
+    targets: list[catalogue.Resource] = []
+    unavailable: list[str] = []
+    unprobed: list[str] = []
+    for name, res in catalogue.resources().items():
+        if not (res.list or res.singleton):
+            continue
+        if business.country and not res.available_in(business.country, business.edition):
+            unavailable.append(name)
+        elif probe == "all" or (probe == "sample" and name in SAMPLE_RESOURCES):
+            targets.append(res)
+        else:
+            unprobed.append(name)
+    return targets, unavailable, unprobed
+
+
+def _probe(client: Any, business_id: str, res: catalogue.Resource) -> tuple[str, str, str]:
+    """``(resource, outcome, detail)``; outcome is reachable | denied | failed | inactive."""
+    params = None if res.singleton else {"items_per_page": 1}
+    try:
+        client.request("GET", res.path, business_id=business_id, params=params, expected=(200,))
+    except SageSubscriptionInactive as exc:
+        return res.name, "inactive", exc.fix
+    except SageAccessDenied as exc:
+        return res.name, "denied", f"403 {exc.data_code or ''}".strip()
+    except SageNotFound:
+        return res.name, "failed", "404 not found"
+    except SageAPIError as exc:
+        return res.name, "failed", f"{exc.status} {exc.data_code or exc.sage_message or ''}".strip()
+    return res.name, "reachable", ""
+
+
+def check(
+    config: Mapping[str, Any] | ConnectionSettings,
+    *,
+    probe: str = "all",
+    business_ids: Iterable[str] | None = None,
+) -> ConnectionReport:
+    """Test a connection: credentials, businesses, and per business what it can reach.
+
+    ``probe``: ``"all"`` (every documented resource, ``check_concurrency`` at a time),
+    ``"sample"`` (a few common ones) or ``"none"`` (documentation only).
+    ``business_ids`` limits the check to those businesses.
+    """
+    from tap_sage.sage.client import SageClient
+
+    started = time.monotonic()
+    settings = (
+        config if isinstance(config, ConnectionSettings) else ConnectionSettings.from_config(config)
+    )
+    report = ConnectionReport(
+        ok=False,
+        connection_name=settings.connection_name,
+        mode=settings.initiate_oauth,
+        token_store=None
+        if settings.initiate_oauth == "OFF"
+        else str(settings.oauth_settings_location),
+    )
+    wanted = set(business_ids) if business_ids else None
+    try:
+        client = SageClient.for_config(settings)
+        raw = client.businesses()
+        report.token = token_summary(client)
+        for item in raw:
+            info = describe_business(item)
+            if wanted is not None and info["id"] not in wanted:
+                continue
+            b = BusinessReport(
+                id=info["id"],
+                name=info["name"],
+                country=info["country"],
+                edition=info["edition"],
+                subscription=info["subscription"],
+                active=info["active"],
+            )
+            report.businesses.append(b)
+            if b.active is False:
+                b.ok = False
+                b.problem = (
+                    f"its subscription ({b.subscription or 'unknown'}, status "
+                    f"{info['subscription_status'] or 'inactive'}) is not active: renew it in "
+                    "Sage, or leave this business out"
+                )
+        jobs: list[tuple[BusinessReport, catalogue.Resource]] = []
+        for b in report.businesses:
+            if not b.ok:
+                continue
+            targets, b.unavailable, b.unprobed = _probe_targets(b, probe)
+            jobs.extend((b, res) for res in targets)
+        with ThreadPoolExecutor(max_workers=settings.check_concurrency) as pool:
+            results = list(pool.map(lambda j: (j[0], _probe(client, j[0].id, j[1])), jobs))
+        for b, (name, outcome, detail) in results:
+            if outcome == "reachable":
+                b.reachable.append(name)
+            elif outcome == "denied":
+                b.denied[name] = detail
+            elif outcome == "inactive":
+                b.ok = False
+                b.problem = detail
+            else:
+                b.failed[name] = detail
+        for b in report.businesses:
+            if b.ok and jobs and not b.reachable and any(j[0] is b for j in jobs):
+                b.ok = False
+                b.problem = "no probed resource answered; see denied/failed"
+        if wanted is not None and (missing := wanted - {b.id for b in report.businesses}):
+            report.error = {
+                "code": "business_not_found",
+                "message": "the token cannot reach business(es) " + ", ".join(sorted(missing)),
+                "fix": "check the business ids (this report lists the reachable ones), or log "
+                "in as a user who has access to them",
+            }
+        elif not report.businesses:
+            report.error = {
+                "code": "no_business",
+                "message": "the credentials work but reach no business",
+                "fix": "log in (`sage-auth login`) as a Sage user who has a business",
+            }
+        elif not any(b.ok for b in report.businesses):
+            report.error = {
+                "code": "no_usable_business",
+                "message": "no business of this connection is usable (see each business)",
+                "fix": "follow the problem given for each business",
+            }
+        else:
+            report.ok = True
+    except SageConfigError:
+        raise
+    except SageAuthError as exc:
+        report.error = {"code": exc.code, "message": exc.message, "fix": exc.fix}
+    except SageProxyError as exc:
+        report.error = {"code": "proxy", "message": f"the proxy {exc.proxy} {exc.problem}",
+                        "fix": exc.fix}  # fmt: skip
+    except SageAPIError as exc:
+        report.error = {"code": f"http_{exc.status}", "message": str(exc), "fix": exc.fix}
+    except SageError as exc:
+        report.error = {
+            "code": "network",
+            "message": str(exc),
+            "fix": "check the network, advanced_config.api_url and the proxy settings",
+        }
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
