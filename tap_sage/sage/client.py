@@ -336,10 +336,10 @@ class SageClient:
         return self.request("GET", path, business_id=business_id, params=params).json()
 
     def businesses(self) -> list[dict[str, Any]]:
-        """Every business the token can reach (all pages of ``/businesses``)."""
+        """Every business the token can reach, with every attribute (all pages of ``/businesses``)."""
         out: list[dict[str, Any]] = []
         next_path: str | None = "/businesses"
-        params: dict[str, Any] | None = {"items_per_page": 200}
+        params: dict[str, Any] | None = {"items_per_page": 200, "attributes": "all"}
         while next_path:
             body = self.get_json(next_path, params=params)
             out.extend(body.get("$items", []))
