@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# The demo of README.md (`make demo`), from nothing but python3:
+#   1. installs Meltano in its own virtual environment and the plugins of meltano.yml;
+#   2. seeds and starts the offline Sage sandbox on a free port and grants a connection;
+#   3. runs real pipelines with `meltano run`:
+#        demo/input/1-create  -> target-sage -> Sage   (contacts and invoices created)
+#        Sage -> tap-sage -> target-duckdb             (every stream, full)
+#        demo/input/2-change  -> target-sage -> Sage   (an update, a void, a delete)
+#        Sage -> tap-sage -> target-duckdb             (incremental: only what changed)
+#   4. prints what moved, and stops the sandbox.
+# Every run starts from a fresh sandbox, a fresh Meltano state and a fresh local store, all in
+# demo-work/ (git-ignored), so it can run again and again.
+#
+#   bash scripts/demo.sh            the demo
+#   bash scripts/demo.sh sandbox    only steps 1-2, then wait (Ctrl-C stops): try the meltano
+#                                   commands of the README against the sandbox meanwhile
+#
+# Knobs (environment): SAGE_DEMO_LATENCY_MS, SAGE_DEMO_FAULT_RATE (sandbox faults, default 0),
+# SAGE_DEMO_SCALE (data volume, default 1), PYTHON (default python3).
+set -euo pipefail
+
+MODE="${1:-run}"
+case "$MODE" in
+  run | sandbox) ;;
+  *) echo "usage: bash scripts/demo.sh [run|sandbox]" >&2; exit 2 ;;
+esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+MELTANO_VERSION="4.4.1"
+PROJECT_VENV="$ROOT/.venv"
+MELTANO_VENV="$ROOT/.venv-meltano"
+MELTANO="$MELTANO_VENV/bin/meltano"
+WORK="$ROOT/demo-work"
+LOGS="$WORK/logs"
+ENV_FILE="$ROOT/.env"
+TOOL=("$PROJECT_VENV/bin/python" "$ROOT/scripts/demo_tool.py")
+LATENCY_MS="${SAGE_DEMO_LATENCY_MS:-0}"
+FAULT_RATE="${SAGE_DEMO_FAULT_RATE:-0}"
+SCALE="${SAGE_DEMO_SCALE:-1}"
+
+# Meltano keeps its state (bookmarks) in a system database: a fresh one per demo run, in
+# demo-work/, so the demo never reads or writes the state of your own pipelines.
+export MELTANO_DATABASE_URI="sqlite:///$WORK/meltano.db"
+export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
+export NO_COLOR=1
+
+START=$SECONDS
+SANDBOX_PID=""
+
+say() { printf '\n==> %s\n' "$*"; }
+elapsed() { printf '%dm%02ds' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)); }
+
+# Run a logged step; on failure show the end of its log (Meltano's logs redact secrets).
+step() {
+  local log="$LOGS/$1.log"
+  shift
+  local began=$SECONDS
+  if ! "$@" >"$log" 2>&1; then
+    echo "FAILED: $*" >&2
+    echo "--- last lines of $log ---" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+  printf '    done in %ds (log: %s)\n' $((SECONDS - began)) "${log#"$ROOT"/}"
+}
+
+cleanup() {
+  local status=$?
+  if [[ -n "$SANDBOX_PID" ]] && kill -0 "$SANDBOX_PID" 2>/dev/null; then
+    kill "$SANDBOX_PID" 2>/dev/null || true
+    wait "$SANDBOX_PID" 2>/dev/null || true
+    echo "sandbox stopped"
+  fi
+  # The grant dies with the sandbox: take it out of .env again.
+  if [[ -x "$PROJECT_VENV/bin/python" ]]; then
+    "${TOOL[@]}" env-clear "$ENV_FILE" || true
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- 1. environments ------------------------------------------------------------------------
+say "Python environments"
+if [[ ! -x "$PROJECT_VENV/bin/sage-sandbox" ]]; then
+  make -s venv PYTHON="$PYTHON"
+fi
+if [[ "$("$MELTANO" --version 2>/dev/null || true)" != "meltano, version $MELTANO_VERSION" ]]; then
+  echo "    installing Meltano $MELTANO_VERSION into ${MELTANO_VENV#"$ROOT"/}"
+  rm -rf "$MELTANO_VENV"
+  "$PYTHON" -m venv "$MELTANO_VENV"
+  echo '*' >"$MELTANO_VENV/.gitignore"
+  "$MELTANO_VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$MELTANO_VENV/bin/python" -m pip install --quiet "meltano==$MELTANO_VERSION"
+fi
+echo "    $("$MELTANO" --version)"
+
+rm -rf "$WORK"
+mkdir -p "$LOGS" "$WORK/tokens" "$WORK/inbox"
+
+say "Installing the plugins of meltano.yml (meltano install)"
+step install "$MELTANO" install
+
+# --- 2. sandbox and connection -------------------------------------------------------------
+say "Seeding the Sage sandbox (scale $SCALE)"
+"$PROJECT_VENV/bin/sage-sandbox" seed --db "$WORK/sandbox.db" --businesses 2 --scale "$SCALE" \
+  --seed 7 | sed 's/^/    /'
+
+say "Starting the sandbox (latency ${LATENCY_MS} ms, fault rate ${FAULT_RATE})"
+"$PROJECT_VENV/bin/sage-sandbox" serve --port 0 --db "$WORK/sandbox.db" \
+  --latency-ms "$LATENCY_MS" --fault-rate "$FAULT_RATE" >"$LOGS/sandbox.log" 2>&1 &
+SANDBOX_PID=$!
+SANDBOX_URL=""
+for _ in $(seq 1 100); do
+  SANDBOX_URL="$(grep -o 'http://[0-9.]*:[0-9]*' "$LOGS/sandbox.log" | head -n 1 || true)"
+  [[ -n "$SANDBOX_URL" ]] && break
+  kill -0 "$SANDBOX_PID" 2>/dev/null || { cat "$LOGS/sandbox.log" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -n "$SANDBOX_URL" ]] || { echo "the sandbox did not start" >&2; exit 1; }
+echo "    $SANDBOX_URL (log: demo-work/logs/sandbox.log)"
+
+say "Granting a connection (sage-sandbox grant -> SAGE_SANDBOX_* in .env, never printed)"
+"$PROJECT_VENV/bin/sage-sandbox" grant --db "$WORK/sandbox.db" --client-id meltano-demo |
+  "${TOOL[@]}" env-set "$ENV_FILE" --url "$SANDBOX_URL"
+echo "    connection 'sandbox', token store demo-work/tokens/sandbox.tokens.json"
+
+say "meltano config tap-sage test"
+step config-test-tap "$MELTANO" config tap-sage test
+say "meltano config target-sage test"
+step config-test-target "$MELTANO" config target-sage test
+
+if [[ "$MODE" == sandbox ]]; then
+  cat <<EOF
+
+The sandbox runs at $SANDBOX_URL; the 'sandbox' environment of meltano.yml points at it.
+Try, in another terminal in $ROOT:
+  .venv-meltano/bin/meltano run tap-sage target-duckdb
+  .venv-meltano/bin/meltano invoke tap-sage:status
+  .venv-meltano/bin/meltano config tap-sage list
+Ctrl-C stops the sandbox.
+EOF
+  wait "$SANDBOX_PID"
+  exit 0
+fi
+
+# --- 3. pipelines ----------------------------------------------------------------------------
+render_inbox() {
+  "$PROJECT_VENV/bin/sage-sandbox" grant --db "$WORK/sandbox.db" --client-id demo-reader |
+    "${TOOL[@]}" render "$ROOT/demo/input/$1" "$WORK/inbox" --url "$SANDBOX_URL" >/dev/null
+}
+results_lines() { [[ -f "$WORK/results.jsonl" ]] && wc -l <"$WORK/results.jsonl" || echo 0; }
+DUCKDB_PY="$ROOT/.meltano/loaders/target-duckdb/venv/bin/python"
+now_utc() { date -u +%Y-%m-%dT%H:%M:%S; }
+
+say "Files -> Sage: demo/input/1-create (3 contacts, 3 invoices) through target-sage"
+render_inbox 1-create
+before=$(($(results_lines) + 1))
+step 1-create "$MELTANO" run tap-jsonl--contacts target-sage tap-jsonl--sales-invoices target-sage
+"${TOOL[@]}" results-report "$WORK/results.jsonl" --from "$before"
+
+say "Sage -> local store: meltano run tap-sage target-duckdb (first run: every stream, in full)"
+since=$(now_utc)
+step 2-full-sync "$MELTANO" run tap-sage target-duckdb
+"$DUCKDB_PY" "$ROOT/scripts/demo_tool.py" store-report "$WORK/sage.duckdb" --since "$since" |
+  tail -n 1 | sed 's/^/    /'
+
+say "Files -> Sage: demo/input/2-change (an update, a void, a delete) through target-sage"
+render_inbox 2-change
+before=$(($(results_lines) + 1))
+step 3-change "$MELTANO" run tap-jsonl--contacts target-sage tap-jsonl--sales-invoices target-sage
+"${TOOL[@]}" results-report "$WORK/results.jsonl" --from "$before"
+
+say "Sage -> local store again: incremental, from the bookmarks of the first run"
+since=$(now_utc)
+step 4-incremental "$MELTANO" run tap-sage target-duckdb
+"$DUCKDB_PY" "$ROOT/scripts/demo_tool.py" store-report "$WORK/sage.duckdb" --since "$since"
+
+# --- 4. summary ------------------------------------------------------------------------------
+say "Summary ($(elapsed))"
+cat <<EOF
+    local store      demo-work/sage.duckdb (schema sage, one table per stream)
+    target results   demo-work/results.jsonl (one line per record written to Sage)
+    Meltano state    demo-work/meltano.db   (meltano state list)
+    logs             demo-work/logs/
+Run it again with: make demo
+EOF
