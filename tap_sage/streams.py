@@ -1,0 +1,233 @@
+"""The streams of tap-sage: one per Sage list resource and one per settings singleton.
+
+``SageStream`` is the one base class: it owns the shared ``SageClient`` (auth, retries, errors),
+the partitions (one per business), the skipping of streams a business cannot reach, and the
+bookmarks. The consistent, concurrent read of a list lives in ``tap_sage.sync``.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.utils
+import logging
+import math
+import time
+import typing as t
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.streams import Stream
+from typing_extensions import override
+
+from tap_sage.sage import catalogue
+from tap_sage.sage.errors import SageAccessDenied, SageNotFound
+from tap_sage.sync import ListReader, Page, epoch, iso
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers import types
+
+    from tap_sage.sage.catalogue import Resource
+    from tap_sage.tap import TapSage
+
+DELETED_AT = "_sdc_deleted_at"
+_decode = msgspec.json.Decoder().decode
+
+
+def stream_schema(resource: Resource) -> dict[str, Any]:
+    """The record schema of ``resource``: Sage's item schema plus ``business_id`` (and
+    ``_sdc_deleted_at`` where the resource reports deletions)."""
+    schema = copy.deepcopy(catalogue.list_schema(resource.name))
+    properties: dict[str, Any] = schema.setdefault("properties", {})
+    properties["business_id"] = {
+        "type": "string",
+        "description": "Id of the Sage business the record belongs to.",
+    }
+    if resource.deletions:
+        properties[DELETED_AT] = {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "When Sage deleted the record; set only on deletion records.",
+        }
+    return schema
+
+
+def _server_time(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("Date")
+    if not value:
+        return None
+    try:
+        return math.floor(email.utils.parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def _requested_page(path: str, params: Mapping[str, Any] | None) -> int:
+    if params is not None:
+        return int(params.get("page", 1))
+    query = dict(parse_qsl(urlsplit(path).query))
+    return int(query.get("page", "1"))
+
+
+class SageStream(Stream):
+    """A Sage list resource, read per business (see ``tap_sage.sync`` for how)."""
+
+    # Records are Sage's JSON as decoded: already JSON-typed, nothing to conform.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    def __init__(self, tap: TapSage, resource: Resource) -> None:
+        """One stream for ``resource``."""
+        self.resource = resource
+        self._sage_tap = tap
+        super().__init__(tap, schema=stream_schema(resource), name=resource.name)
+        self.primary_keys = ["business_id", resource.key or "id"]
+        self.replication_key = "updated_at" if resource.incremental else None
+
+    # -- partitions and state -----------------------------------------------------------------
+
+    @property
+    @override
+    def partitions(self) -> list[dict[str, Any]] | None:
+        """One partition per business (setting ``business_ids``, else all from /businesses)."""
+        return [{"business_id": business} for business in self._sage_tap.business_ids]
+
+    @override
+    def get_replication_key_signpost(self, context: types.Context | None = None) -> None:
+        """No signpost: ``tap_sage.sync`` computes a bookmark that is safe by construction."""
+        return
+
+    @override
+    def _increment_stream_state(
+        self, latest_record: types.Record, *, context: types.Context | None = None
+    ) -> None:
+        """Bookmarks never come from the records seen: ``get_records`` sets the partition's
+        bookmark once its read is complete (``tap_sage.sync`` says why)."""
+        return
+
+    def _set_bookmark(self, context: types.Context, value: str | None) -> None:
+        if not self.replication_key or value is None:
+            return
+        state = self.get_context_state(context)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = value
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+    def _since(self, context: types.Context) -> str | None:
+        if not self.resource.incremental:
+            return None
+        value = self.get_starting_replication_key_value(context)
+        if not value:
+            return None
+        return iso(epoch(str(value)))
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _fetch(self, business_id: str) -> t.Callable[[str, Mapping[str, Any] | None], Page]:
+        client = self._sage_tap.client
+
+        def fetch(path: str, params: Mapping[str, Any] | None) -> Page:
+            started = time.time()
+            response = client.request("GET", path, business_id=business_id, params=params)
+            elapsed = time.time() - started
+            body = _decode(response.content)
+            served = _server_time(response.headers)
+            if served is None:
+                served = math.floor(time.time())
+            items = body.get("$items") or []
+            total = body.get("$total")
+            return Page(
+                number=int(body.get("$page") or _requested_page(path, params)),
+                items=items,
+                total=int(total) if total is not None else len(items),
+                next=body.get("$next"),
+                served_at=served,
+                sent_at=served - math.ceil(elapsed),
+            )
+
+        return fetch
+
+    def _skip(self, business_id: str, error: Exception) -> None:
+        reason = getattr(error, "sage_message", None) or str(error)
+        status = getattr(error, "status", "")
+        self.logger.warning(
+            "Skipping stream '%s' for business %s: Sage answered %s (%s). The business's "
+            "country, edition or the user's role does not give access to it; the rest of the "
+            "sync goes on.",
+            self.name, business_id, status, reason,
+        )  # fmt: skip
+
+    @override
+    def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
+        """Every record (and deletion record) of one business, in a consistent read."""
+        assert context is not None
+        business_id = str(context["business_id"])
+        tap = self._sage_tap
+        reader = ListReader(
+            self._fetch(business_id),
+            self.resource.path,
+            params=tap.stream_filters.get(self.name, {}),
+            page_size=tap.connection.page_size,
+            since=self._since(context),
+            incremental=self.resource.incremental,
+            sortable=self.resource.sortable,
+            deletions=self.resource.deletions,
+            include_deleted=tap.include_deleted,
+            executor=tap.executor,
+            max_concurrency=tap.max_concurrency,
+            logger=self.logger,
+        )
+        properties = self.schema["properties"]
+        try:
+            for item, tombstone in reader.records():
+                if tombstone:
+                    record = {k: v for k, v in item.items() if k in properties}
+                    record[DELETED_AT] = item.get("deleted_at")
+                else:
+                    record = item
+                record["business_id"] = business_id
+                yield record
+        except (SageAccessDenied, SageNotFound) as error:
+            self._skip(business_id, error)
+            return
+        finally:
+            tap.flush_output()
+        result = reader.result
+        self.logger.log(
+            logging.INFO if result.verified else logging.WARNING,
+            "Read %s for business %s: %d records, %d deletions, %d requests, %d repaired "
+            "in %d repair rounds%s; bookmark %s",
+            self.name, business_id, result.emitted, result.tombstones, result.requests,
+            result.repaired, result.rounds,
+            f" ({'; '.join(result.notes)})" if result.notes else "", result.bookmark,
+        )  # fmt: skip
+        self._set_bookmark(context, result.bookmark)
+
+
+class SageSingletonStream(SageStream):
+    """A settings singleton (``/business_settings``, ...): one record per business."""
+
+    def __init__(self, tap: TapSage, resource: Resource) -> None:
+        """One stream for the singleton ``resource``."""
+        super().__init__(tap, resource)
+        self.primary_keys = ["business_id"]
+        self.replication_key = None
+
+    @override
+    def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
+        """The singleton of one business."""
+        assert context is not None
+        business_id = str(context["business_id"])
+        try:
+            response = self._sage_tap.client.request(
+                "GET", self.resource.path, business_id=business_id
+            )
+        except (SageAccessDenied, SageNotFound) as error:
+            self._skip(business_id, error)
+            return
+        body = _decode(response.content)
+        if isinstance(body, dict):
+            body["business_id"] = business_id
+            yield body

@@ -1,0 +1,269 @@
+"""tap-sage: the Singer tap for Sage Business Cloud Accounting (API v3.1)."""
+
+from __future__ import annotations
+
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from typing import Any
+
+from singer_sdk import Tap
+from singer_sdk.exceptions import ConfigValidationError
+from typing_extensions import override
+
+from tap_sage.sage import catalogue
+from tap_sage.sage.client import SageClient
+from tap_sage.sage.errors import SageConfigError
+from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
+from tap_sage.streams import SageSingletonStream, SageStream
+from tap_sage.sync import epoch
+from tap_sage.writer import BufferedMsgSpecWriter
+
+if t.TYPE_CHECKING:
+    from singer_sdk.streams import Stream
+
+MAX_CONCURRENCY = 150  # Sage's limit of concurrent requests per app
+
+TAP_PROPERTIES: dict[str, Any] = {
+    "start_date": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "Earliest `updated_at` to read on the first run of an incremental stream "
+        "(ISO 8601, e.g. `2024-01-01T00:00:00Z`). Later runs start from their bookmark. Empty: "
+        "the whole history.",
+    },
+    "business_ids": {
+        "type": ["array", "null"],
+        "items": {"type": "string"},
+        "description": "Ids of the Sage businesses to read (one state partition each). Empty: "
+        "every business the connection can reach (`GET /businesses`).",
+    },
+    "include_deleted": {
+        "type": "boolean",
+        "default": True,
+        "description": "Emit records that Sage deleted since the last run (resources that take "
+        "`deleted_since`) as records with only their key fields and `_sdc_deleted_at` set, so "
+        "downstream tables can drop or flag them.",
+    },
+    "stream_filters": {
+        "type": ["object", "null"],
+        "additionalProperties": {"type": "object"},
+        "description": 'Server-side filters per stream, e.g. `{"sales_invoices": '
+        '{"from_date": "2024-01-01", "status_id": "UNPAID"}}`. Each parameter must be '
+        "one the resource's list takes (checked at start-up); incremental, paging and sort "
+        "parameters are the tap's own.",
+    },
+    "max_concurrency": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_CONCURRENCY,
+        "default": 4,
+        "description": "Pages of one list fetched at the same time (1 to Sage's limit of 150). "
+        "Records are emitted in the same order, with the same bookmarks, whatever the value.",
+    },
+}
+
+_DATE_PARAMS = ("from_date", "to_date", "updated_from_date", "updated_to_date", "date")
+
+
+def _check_value(stream: str, name: str, kind: str, value: Any) -> str:
+    where = f"stream_filters.{stream}.{name}"
+    if isinstance(value, (dict, list)) or value is None:
+        raise SageConfigError(where, f"must be a single {kind} value, not {value!r}")
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower()
+        raise SageConfigError(where, f"{value!r} is not true or false")
+    if kind in ("integer", "number"):
+        try:
+            number = float(value) if kind == "number" else int(str(value))
+        except ValueError:
+            raise SageConfigError(where, f"{value!r} is not a {kind}") from None
+        return str(number)
+    text = str(value)
+    if name in _DATE_PARAMS:
+        try:
+            date.fromisoformat(text[:10])
+        except ValueError:
+            raise SageConfigError(where, f"{text!r} is not a date (YYYY-MM-DD)") from None
+    return text
+
+
+def validate_stream_filters(raw: Any) -> dict[str, dict[str, str]]:
+    """``stream_filters`` checked against the catalogue: query parameters per stream."""
+    if not raw:
+        return {}
+    if not isinstance(raw, dict):
+        raise SageConfigError("stream_filters", "must be an object: stream -> {parameter: value}")
+    resources = catalogue.resources()
+    out: dict[str, dict[str, str]] = {}
+    for stream, filters in raw.items():
+        resource = resources.get(stream)
+        if resource is None or not resource.list or resource.singleton:
+            raise SageConfigError(
+                f"stream_filters.{stream}", "there is no list stream of this name"
+            )
+        if not isinstance(filters, dict):
+            raise SageConfigError(f"stream_filters.{stream}", "must be an object of parameters")
+        accepted = resource.filter_params
+        checked: dict[str, str] = {}
+        for name, value in filters.items():
+            if name in catalogue.CONTROL_PARAMS:
+                raise SageConfigError(
+                    f"stream_filters.{stream}.{name}",
+                    "is set by the tap itself (paging, attributes, incremental sync, sort)",
+                )
+            param = accepted.get(name)
+            if param is None:
+                known = ", ".join(sorted(accepted)) or "none"
+                raise SageConfigError(
+                    f"stream_filters.{stream}.{name}",
+                    f"{stream} does not take the parameter {name!r} (it takes: {known})",
+                )
+            checked[name] = _check_value(stream, name, param.type, value)
+        out[stream] = checked
+    return out
+
+
+class TapSage(Tap):
+    """Singer tap for Sage Business Cloud Accounting: every list and settings resource of v3.1,
+    incremental where Sage allows, consistent under concurrent writes, per business."""
+
+    name = "tap-sage"
+    message_writer_class = BufferedMsgSpecWriter
+    config_jsonschema: t.ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {**CONNECTION_PROPERTIES, **TAP_PROPERTIES},
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Initialise the tap; with ``validate_config`` (the default), check every setting."""
+        self._business_ids: list[str] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._filters: dict[str, dict[str, str]] | None = None
+        self._connection: ConnectionSettings | None = None
+        super().__init__(*args, **kwargs)
+        if kwargs.get("validate_config", True):
+            try:
+                self._connection = ConnectionSettings.from_config(self.config)
+                self._filters = validate_stream_filters(self.config.get("stream_filters"))
+                start = self.config.get("start_date")
+                if start:
+                    try:
+                        epoch(str(start))
+                    except ValueError:
+                        raise SageConfigError(
+                            "start_date", f"{start!r} is not an ISO 8601 date-time"
+                        ) from None
+            except SageConfigError as error:
+                raise ConfigValidationError(str(error), errors=[str(error)]) from error
+
+    @override
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's JSON-schema validation, with secret values kept out of its messages."""
+        secrets = [
+            str(self._config[k])
+            for k, v in CONNECTION_PROPERTIES.items()
+            if v.get("secret") and self._config.get(k) not in (None, "")
+        ]
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as error:
+            redacted = [self._redact(e, secrets) for e in error.errors]
+            raise ConfigValidationError(
+                self._redact(str(error), secrets), errors=redacted
+            ) from None
+        return [self._redact(e, secrets) for e in errors]
+
+    @staticmethod
+    def _redact(text: str, secrets: list[str]) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "********")
+        return text
+
+    # -- settings, shared by every stream -------------------------------------------------
+
+    @property
+    def connection(self) -> ConnectionSettings:
+        """The validated connection settings."""
+        if self._connection is None:
+            self._connection = ConnectionSettings.from_config(self.config)
+        return self._connection
+
+    @property
+    def client(self) -> SageClient:
+        """The one client of this connection (shared by every stream and thread)."""
+        return SageClient.for_config(self.connection)
+
+    @property
+    def stream_filters(self) -> dict[str, dict[str, str]]:
+        """Validated ``stream_filters``."""
+        if self._filters is None:
+            self._filters = validate_stream_filters(self.config.get("stream_filters"))
+        return self._filters
+
+    @property
+    def include_deleted(self) -> bool:
+        """Setting ``include_deleted``."""
+        return bool(self.config.get("include_deleted", True))
+
+    @property
+    def max_concurrency(self) -> int:
+        """Setting ``max_concurrency``."""
+        return max(1, min(MAX_CONCURRENCY, int(self.config.get("max_concurrency") or 4)))
+
+    @property
+    def executor(self) -> ThreadPoolExecutor | None:
+        """The page-fetching threads (None when ``max_concurrency`` is 1)."""
+        if self.max_concurrency <= 1:
+            return None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.max_concurrency, thread_name_prefix="sage-page"
+            )
+        return self._executor
+
+    @property
+    def business_ids(self) -> list[str]:
+        """The businesses to read: setting ``business_ids``, else every reachable one."""
+        if self._business_ids is None:
+            reachable = [str(b["id"]) for b in self.client.businesses() if b.get("id")]
+            wanted = [str(b) for b in self.config.get("business_ids") or []]
+            if wanted:
+                unknown = [b for b in wanted if b not in reachable]
+                if unknown:
+                    raise SageConfigError(
+                        "business_ids",
+                        f"the connection cannot reach {', '.join(unknown)} (it reaches: "
+                        f"{', '.join(reachable) or 'no business'})",
+                    )
+                self._business_ids = wanted
+            else:
+                self._business_ids = reachable
+            self.logger.info("Reading %d business(es)", len(self._business_ids))
+        return self._business_ids
+
+    def flush_output(self) -> None:
+        """Write out buffered Singer messages."""
+        writer = self.message_writer
+        if isinstance(writer, BufferedMsgSpecWriter):
+            writer.flush()
+
+    # -- streams ----------------------------------------------------------------------------
+
+    @override
+    def discover_streams(self) -> list[Stream]:
+        """One stream per list resource and per settings singleton of the catalogue."""
+        streams: list[Stream] = []
+        for resource in catalogue.resources().values():
+            if resource.singleton:
+                streams.append(SageSingletonStream(self, resource))
+            elif resource.list:
+                streams.append(SageStream(self, resource))
+        return streams
+
+
+if __name__ == "__main__":
+    TapSage.cli()
