@@ -98,6 +98,7 @@ class Call:
 
     status: int | None = None
     request_id: str | None = None
+    operation: str | None = None  # once decided: create, update, delete, ...
 
 
 @dataclass
@@ -233,7 +234,7 @@ class Engine:
         except RecordError as exc:
             return Result(
                 item.stream,
-                operation,
+                ctx.operation or operation,
                 item.key_display,
                 "failed",
                 message=str(exc),
@@ -242,7 +243,7 @@ class Engine:
         except SageAPIError as exc:
             return Result(
                 item.stream,
-                operation,
+                ctx.operation or operation,
                 item.key_display,
                 "failed",
                 http_status=exc.status,
@@ -254,7 +255,7 @@ class Engine:
         except SageError as exc:
             return Result(
                 item.stream,
-                operation,
+                ctx.operation or operation,
                 item.key_display,
                 "failed",
                 message=f"{exc} (stream `{item.stream}`, source key {item.key})",
@@ -310,19 +311,23 @@ class Engine:
             )
 
         if res.singleton:
+            ctx.operation = "update"
             if not res.update:
                 raise RecordError(item.stream, item.key, None, f"`{res.name}` cannot be updated")
             return self._update(item, res, ctx, None, fields, content_hash, None, result)
 
         if deleted or forced == "delete":
+            ctx.operation = "delete"
             if known_id is None:
                 if entry is not None and entry.state == DELETED:
                     return result("delete", "skipped", entry.sage_id, "already deleted")
                 return result("delete", "skipped", None, "no Sage record known for this key")
             return self._delete(item, res, ctx, known_id, result)
 
+        is_update = forced == "update" or (forced != "create" and known_id is not None)
+        ctx.operation = "update" if is_update else "create"
         self.resolve_references(item, fields)
-        if forced == "update" or (forced != "create" and known_id is not None):
+        if is_update:
             if known_id is None:
                 raise RecordError(
                     item.stream,
@@ -406,25 +411,42 @@ class Engine:
                 )
                 return found
         self.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash)
-        for attempt in range(4):
+        try:
+            answer = self.ambiguous_post(
+                res.path, ctx, body, lambda: self.find_created(res, inner, ctx)
+            )
+        except SageAPIError as exc:
+            if exc.status < 500 and exc.status != 429:
+                self.ledger.clear_intent(bid, item.stream, item.key)
+            raise
+        return str(answer["id"])
+
+    def ambiguous_post(
+        self,
+        path: str,
+        ctx: Call,
+        body: Any | None,
+        reconcile: Callable[[], str | None],
+        tries: int = 4,
+    ) -> dict[str, Any]:
+        """A POST Sage cannot deduplicate: after a 5xx, 429 or dropped connection it may still
+        have been applied, so ``reconcile`` looks for its effect before any retry. Returns the
+        answer's JSON, or ``{"id": <found>}``."""
+        for attempt in range(tries):
             try:
                 response = self.call(
-                    "POST", res.path, ctx, json_body=body, retry=False, expected=(200, 201)
+                    "POST", path, ctx, json_body=body, retry=False, expected=(200, 201)
                 )
-                return str(response.json()["id"])
+                return dict(response.json())
             except (SageNetworkError, SageAPIError) as exc:
                 if isinstance(exc, SageAPIError) and exc.status < 500 and exc.status != 429:
-                    self.ledger.clear_intent(bid, item.stream, item.key)
                     raise
-                # The POST may have been committed before the error: look before retrying.
-                LOGGER.warning(
-                    "POST %s failed (%s); looking for the record before retrying", res.path, exc
-                )
+                LOGGER.warning("POST %s failed (%s); checking whether it was applied", path, exc)
                 time.sleep(min(8.0, 0.5 * 2**attempt))
-                found = self.find_created(res, inner, ctx)
+                found = reconcile()
                 if found:
-                    return found
-                if attempt == 3:
+                    return {"id": found}
+                if attempt == tries - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -597,7 +619,8 @@ class Dispatcher:
         def work(item: WorkItem) -> None:
             result = engine.apply(item, self.route)
             engine.report(item, result)
-            if result.outcome == "failed" and engine.settings.on_error == "fail":
+            settings = engine.settings
+            if result.outcome == "failed" and settings.on_error == "fail" and not settings.dry_run:
                 stop.append(result)
 
         if workers == 1:

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 from tap_sage.sage import catalogue
 from tap_sage.sage.errors import SageAPIError, SageNotFound
 from target_sage import hooks
+from target_sage.engine import Call
 from target_sage.ledger import APPLIED, DELETED, PENDING
 from target_sage.payload import RecordError, build_body, canonical, digest, idempotency_id
 from target_sage.results import Result
 
 if TYPE_CHECKING:
-    from target_sage.engine import Call, Engine, WorkItem
+    from target_sage.engine import Engine, WorkItem
 
 
 @dataclass(frozen=True)
@@ -153,17 +154,26 @@ def _release(
     content_hash = digest(canonical(fields))
     engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash)
     message = None
-    try:
-        engine.call("POST", f"{res.path}/{sage_id}/release", ctx, expected=(200, 201))
-    except SageAPIError as exc:
-        if exc.status != 422:
-            raise
-        current = engine.call("GET", f"{res.path}/{sage_id}", ctx).json()
-        status = (current.get("status") or {}).get("id")
-        if status in (None, "DRAFT"):
-            engine.ledger.clear_intent(bid, item.stream, item.key)
-            raise
-        if entry is None or entry.state != PENDING:
+
+    def status() -> str | None:
+        current = engine.call("GET", f"{res.path}/{sage_id}", Call()).json()
+        return (current.get("status") or {}).get("id")
+
+    def released() -> str | None:
+        return sage_id if status() not in (None, "DRAFT") else None
+
+    if entry is not None and entry.state == PENDING and released():
+        message = "released by an interrupted run"
+    else:
+        try:
+            engine.ambiguous_post(f"{res.path}/{sage_id}/release", ctx, None, released)
+        except SageAPIError as exc:
+            if exc.status != 422:
+                raise
+            now = status()
+            if now in (None, "DRAFT"):
+                engine.ledger.clear_intent(bid, item.stream, item.key)
+                raise
             engine.ledger.record_applied(
                 bid, item.stream, item.key, res.name, sage_id, content_hash
             )
@@ -173,9 +183,8 @@ def _release(
                 ctx,
                 "skipped",
                 sage_id,
-                f"not a draft (status {status}): nothing to release",
+                f"not a draft (status {now}): nothing to release",
             )
-        message = "released by an interrupted run"
     engine.ledger.record_applied(bid, item.stream, item.key, res.name, sage_id, content_hash)
     hooks.reached("after_ledger")
     return _result(engine, item, ctx, "executed", sage_id, message)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from target_sage.payload import to_json_value
+
 OUTCOMES = ("created", "updated", "deleted", "voided", "executed", "skipped", "failed")
 
 
@@ -69,7 +71,7 @@ class ResultsFile:
 
     def write(self, result: Result) -> None:
         """Record one result."""
-        text = json.dumps(result.line(self.run_id), ensure_ascii=False, default=str)
+        text = json.dumps(to_json_value(result.line(self.run_id)), ensure_ascii=False, default=str)
         with self._lock:
             self.counts[(result.stream, result.outcome)] += 1
             if self._fh is not None:
@@ -104,9 +106,9 @@ class DeadLetterFile:
                 self._fh = self.path.open("a", encoding="utf-8")
             stream = str(record_message.get("stream"))
             if schema_message is not None and stream not in self._schemas_written:
-                self._fh.write(json.dumps(schema_message, default=str) + "\n")
+                self._fh.write(json.dumps(to_json_value(schema_message)) + "\n")
                 self._schemas_written.add(stream)
-            self._fh.write(json.dumps(record_message, default=str) + "\n")
+            self._fh.write(json.dumps(to_json_value(record_message), default=str) + "\n")
             self._fh.flush()
             self.count += 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ from typing_extensions import override
 
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.settings import CONNECTION_PROPERTIES
-from target_sage.engine import Engine, new_run_id
+from target_sage.engine import Engine, TargetFailure, new_run_id
 from target_sage.ledger import Ledger
 from target_sage.payload import source_key
 from target_sage.procedures import about_text
@@ -28,7 +29,7 @@ class TargetSage(Target):
     """Singer target for Sage Business Cloud Accounting (API v3.1)."""
 
     name = "target-sage"
-    config_jsonschema: ClassVar[dict[str, Any]] = {  # noqa: RUF012
+    config_jsonschema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {**CONNECTION_PROPERTIES, **TARGET_PROPERTIES},
     }
@@ -72,7 +73,7 @@ class TargetSage(Target):
 
     @override
     def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
-        self._schema_messages[str(message_dict.get("stream"))] = message_dict
+        self._schema_messages[str(message_dict.get("stream"))] = copy.deepcopy(message_dict)
         super()._process_schema_message(message_dict)
 
     @override
@@ -123,6 +124,11 @@ class TargetSage(Target):
             self.engine.results.close()
             self.engine.dead_letter.close()
             self.engine.ledger.close()
+        s = self.target_settings
+        if s.dry_run and self.engine.failed and s.on_error == "fail":
+            raise TargetFailure(
+                f"dry run: {self.engine.failed} record(s) would fail; see {s.results_path}"
+            )
 
     def _summary(self) -> None:
         counts = self.engine.results.counts
