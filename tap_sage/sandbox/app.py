@@ -664,7 +664,7 @@ class SandboxApp:
             return _raw_json(200, text)
         items: list[dict[str, Any]] = []
         for _, data in rows:
-            record = json.loads(data)
+            record = store.loads(data)
             if tombstones:
                 items.append(
                     {
@@ -690,7 +690,7 @@ class SandboxApp:
         ).fetchone()
         if row is None:
             raise SageError(404, "RecordNotFound", f"{res.title} {key} was not found", "id")
-        return json.loads(row[0]), str(row[0])
+        return store.loads(row[0]), str(row[0])
 
     def get_singleton(self, conn: sqlite3.Connection, biz: str, res: Resource) -> Response:
         row = conn.execute(

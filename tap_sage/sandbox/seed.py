@@ -600,6 +600,10 @@ VOLUMES: dict[str, int] = {
     "stock_movements": 40,
 }
 
+#: Resources whose whole records the generator keeps for later references.
+KEEP_RECORDS = frozenset({"ledger_accounts", "contacts"})
+FLUSH_ROWS = 20000
+
 Row = tuple[str, str, str, str | None, str | None, str | None, str | None, str, str]
 
 
@@ -625,6 +629,9 @@ class _Business:
         self.start = seeder.end - SPAN_SECONDS
         self.tax_rates: list[tuple[dict[str, Any], float]] = []
         self.counter = 0
+        self.seen: set[str] = set()
+        self._ledger_cache: dict[tuple[int, ...], dict[str, Any]] = {}
+        self._customer_cache: dict[bool, list[dict[str, Any]]] = {}
 
     # -- helpers ------------------------------------------------------------------------
     def available(self, resource: str) -> bool:
@@ -702,7 +709,9 @@ class _Business:
             self.links.setdefault(resource, []).append(
                 link(resource, rid, record.get("displayed_as"))
             )
-            self.records.setdefault(resource, []).append(record)
+            if resource in KEEP_RECORDS:
+                self.records.setdefault(resource, []).append(record)
+            self.seen.add(resource)
         doc_date = record.get("date") if isinstance(record.get("date"), str) else None
         self.rows.append(
             (
@@ -717,6 +726,9 @@ class _Business:
                 store.dumps(record),
             )
         )
+        if len(self.rows) >= FLUSH_ROWS:
+            self.seeder.flush(self.rows)
+            self.rows = []
         return record
 
     def company(self) -> str:
@@ -792,7 +804,7 @@ class _Business:
                     step()
         self.settings()
         for name, res in catalogue.resources().items():
-            if res.list and not res.singleton and name not in self.records and self.available(name):
+            if res.list and not res.singleton and name not in self.seen and self.available(name):
                 self.generic(name, 3)
 
     def lookups(self) -> None:
@@ -907,10 +919,18 @@ class _Business:
             self.add("ledger_accounts", record, c, u)
 
     def ledger(self, *codes: int) -> dict[str, Any] | None:
+        cached = self._ledger_cache.get(codes)
+        if cached is not None:
+            return cached
+        found = None
         for rec in self.records.get("ledger_accounts", ()):
             if rec.get("nominal_code") in codes:
-                return link("ledger_accounts", rec["id"], rec["displayed_as"])
-        return self.pick("ledger_accounts")
+                found = link("ledger_accounts", rec["id"], rec["displayed_as"])
+                break
+        if found is None:
+            return self.pick("ledger_accounts")
+        self._ledger_cache[codes] = found
+        return found
 
     def tax_rates_(self) -> None:
         t0 = self.start
@@ -1151,11 +1171,15 @@ class _Business:
         )
 
     def customers(self, vendor: bool) -> list[dict[str, Any]]:
+        if vendor in self._customer_cache:
+            return self._customer_cache[vendor]
         wanted = "VENDOR" if vendor else "CUSTOMER"
         found = [
             r for r in self.records.get("contacts", ()) if r["contact_types"][0]["id"] == wanted
         ]
-        return found or list(self.records.get("contacts", ()))
+        result = found or list(self.records.get("contacts", ()))
+        self._customer_cache[vendor] = result
+        return result
 
     def artefacts(self, resource: str) -> None:
         rng = self.rng
@@ -1649,6 +1673,8 @@ class Seeder:
         self.seed = seed
         self.end = int(end.timestamp())
         self.files: list[tuple[str, str, bytes]] = []
+        self.counts: dict[str, int] = {}
+        self._conn: sqlite3.Connection | None = None
 
     def run(self) -> dict[str, int]:
         """Reset the database and seed it; answers the record count per resource."""
@@ -1660,7 +1686,7 @@ class Seeder:
         try:
             conn.execute("PRAGMA synchronous=OFF")
             conn.executescript(store.SCHEMA)
-            counts: dict[str, int] = {}
+            self._conn = conn
             master = random.Random(f"{self.seed}:master")
             with store.transaction(conn):
                 self._meta(conn, master)
@@ -1669,22 +1695,28 @@ class Seeder:
                     biz = _Business(self, position, business_id)
                     biz.generate()
                     self._insert_business(conn, biz)
-                    conn.executemany(
-                        "INSERT INTO records (business, resource, id, created_at, updated_at, "
-                        "deleted_at, doc_date, search, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        biz.rows,
-                    )
-                    for row in biz.rows:
-                        counts[row[1]] = counts.get(row[1], 0) + 1
+                    self.flush(biz.rows)
+                    biz.rows = []
                 conn.executemany(
                     "INSERT INTO files (business, id, content) VALUES (?, ?, ?)",
                     [(b, i, base64.b64decode(c)) for b, i, c in self.files],
                 )
             conn.executescript(store.INDEXES)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return counts
+            return self.counts
         finally:
             conn.close()
+
+    def flush(self, rows: list[Row]) -> None:
+        """Insert queued rows (called every ``FLUSH_ROWS`` rows and at the end)."""
+        assert self._conn is not None
+        self._conn.executemany(
+            "INSERT INTO records (business, resource, id, created_at, updated_at, "
+            "deleted_at, doc_date, search, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        for row in rows:
+            self.counts[row[1]] = self.counts.get(row[1], 0) + 1
 
     def _meta(self, conn: sqlite3.Connection, master: random.Random) -> None:
         user_id = f"{master.getrandbits(128):032x}"
