@@ -39,5 +39,11 @@ bench: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh
 
+# Regenerate the settings and streams tables of README.md and meltano.yml from the executables'
+# `--about` and discovery (tests/test_readme.py fails when they drift).
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_settings_docs.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
