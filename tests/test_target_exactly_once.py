@@ -22,25 +22,32 @@ from tests.test_target_helpers import (
     target_config,
 )
 
-PRICE_SCHEMA = {"type": "object", "properties": {"code": {"type": "string"},
-                                                 "name": {"type": "string"},
-                                                 "active": {"type": "boolean"}}}
+PRICE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string"},
+        "name": {"type": "string"},
+        "active": {"type": "boolean"},
+    },
+}
 
 
 def mixed_input(tag: str) -> str:
     """6 contact creates (sequential POSTs, idempotency_id), 2 price types (no idempotency in
     Sage: intent + reconcile), an update and a delete; STATE after each part."""
     msgs: list[dict[str, Any]] = [schema_msg("customers", CONTACT_SCHEMA, ["code"])]
-    msgs += [record_msg("customers", contact(f"{tag}-{i}", f"{tag} Contact {i}"))
-             for i in range(6)]
+    msgs += [record_msg("customers", contact(f"{tag}-{i}", f"{tag} Contact {i}")) for i in range(6)]
     msgs.append(state_msg({"part": 1}))
     msgs.append(schema_msg("price_types", PRICE_SCHEMA, ["code"]))
-    msgs += [record_msg("price_types", {"code": c, "name": f"{tag} price {c}", "active": True})
-             for c in "AB"]
+    msgs += [
+        record_msg("price_types", {"code": c, "name": f"{tag} price {c}", "active": True})
+        for c in "AB"
+    ]
     msgs.append(state_msg({"part": 2}))
     msgs.append(record_msg("customers", contact(f"{tag}-0", f"{tag} Contact 0 renamed")))
-    msgs.append(record_msg("customers", {"code": f"{tag}-5",
-                                         "_sdc_deleted_at": "2025-01-01T00:00:00Z"}))
+    msgs.append(
+        record_msg("customers", {"code": f"{tag}-5", "_sdc_deleted_at": "2025-01-01T00:00:00Z"})
+    )
     msgs.append(state_msg({"part": 3}))
     return singer(msgs)
 
@@ -48,26 +55,37 @@ def mixed_input(tag: str) -> str:
 def assert_exactly_once(api: SageAPI, tag: str) -> None:
     names = sorted(c["name"] for c in api.contacts_named(f"{tag} Contact"))
     assert names == [f"{tag} Contact 0 renamed"] + [f"{tag} Contact {i}" for i in range(1, 5)]
-    prices = sorted(p["name"] for p in api.all("/product_sales_price_types")
-                    if str(p.get("name", "")).startswith(tag))
+    prices = sorted(
+        p["name"]
+        for p in api.all("/product_sales_price_types")
+        if str(p.get("name", "")).startswith(tag)
+    )
     assert prices == [f"{tag} price A", f"{tag} price B"]
 
 
-@pytest.mark.parametrize("kill_at", [
-    "before_request:2",   # a contact POST about to go out
-    "after_request:3",    # Sage created a contact, the ledger does not know yet
-    "after_ledger:4",     # the ledger knows, results/STATE do not
-    "after_request:7",    # a price type (no idempotency_id) created, not recorded
-    "after_request:9",    # the update applied, not recorded
-    "after_request:10",   # the delete applied, not recorded
-])
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "before_request:2",  # a contact POST about to go out
+        "after_request:3",  # Sage created a contact, the ledger does not know yet
+        "after_ledger:4",  # the ledger knows, results/STATE do not
+        "after_request:7",  # a price type (no idempotency_id) created, not recorded
+        "after_request:9",  # the update applied, not recorded
+        "after_request:10",  # the delete applied, not recorded
+    ],
+)
 def test_sigkill_anywhere_then_rerun_leaves_each_record_once(
-        sandbox, connection_config, tmp_path, kill_at):
+    sandbox, connection_config, tmp_path, kill_at
+):
     api = SageAPI(sandbox)
     tag = "EO" + kill_at.replace(":", "").replace("_", "")
-    config = target_config(connection_config, tmp_path, api, max_parallel_writes=4,
-                           stream_resources={"customers": "contacts",
-                                             "price_types": "product_sales_price_types"})
+    config = target_config(
+        connection_config,
+        tmp_path,
+        api,
+        max_parallel_writes=4,
+        stream_resources={"customers": "contacts", "price_types": "product_sales_price_types"},
+    )
     text = mixed_input(tag)
     killed = run_cli(config, text, tmp_path, env={"TARGET_SAGE_KILL_AT": kill_at})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -88,19 +106,29 @@ def test_sigkill_anywhere_then_rerun_leaves_each_record_once(
     assert_exactly_once(api, tag)
 
 
-def test_faults_and_committed_500s_still_exactly_once(sandbox_factory, connection_config,
-                                                      tmp_path):
+def test_faults_and_committed_500s_still_exactly_once(sandbox_factory, connection_config, tmp_path):
     faulty = sandbox_factory(fault_rate=0.3, extra_args=["--fault-seed", "11"])
     reader = sandbox_factory(db=faulty.db)  # same data, no faults: for checking
     api = SageAPI(reader)
     grant = faulty.grant()
-    conn = {**connection_config, "access_token": grant["access_token"],
-            "refresh_token": grant["refresh_token"],
-            "advanced_config": {"api_url": faulty.api_url, "token_url": faulty.token_url,
-                                "max_backoff": 1, "max_retries": 10}}
-    config = target_config(conn, tmp_path, api, max_parallel_writes=4,
-                           stream_resources={"customers": "contacts",
-                                             "price_types": "product_sales_price_types"})
+    conn = {
+        **connection_config,
+        "access_token": grant["access_token"],
+        "refresh_token": grant["refresh_token"],
+        "advanced_config": {
+            "api_url": faulty.api_url,
+            "token_url": faulty.token_url,
+            "max_backoff": 1,
+            "max_retries": 10,
+        },
+    }
+    config = target_config(
+        conn,
+        tmp_path,
+        api,
+        max_parallel_writes=4,
+        stream_resources={"customers": "contacts", "price_types": "product_sales_price_types"},
+    )
     tag = "FAULT"
     run_target(config, mixed_input(tag))
     assert_exactly_once(api, tag)

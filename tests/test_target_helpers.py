@@ -49,12 +49,18 @@ def singer(messages: list[dict[str, Any]]) -> str:
 
 
 def contact(code: str, name: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"code": code, "name": name or f"Contact {code}", "contact_type_ids": ["CUSTOMER"],
-            "reference": code, **extra}
+    return {
+        "code": code,
+        "name": name or f"Contact {code}",
+        "contact_type_ids": ["CUSTOMER"],
+        "reference": code,
+        **extra,
+    }
 
 
-def contacts_input(records: list[dict[str, Any]], stream: str = "customers",
-                   state: dict[str, Any] | None = None) -> str:
+def contacts_input(
+    records: list[dict[str, Any]], stream: str = "customers", state: dict[str, Any] | None = None
+) -> str:
     msgs = [schema_msg(stream, CONTACT_SCHEMA, ["code"])]
     msgs += [record_msg(stream, r) for r in records]
     if state is not None:
@@ -62,8 +68,9 @@ def contacts_input(records: list[dict[str, Any]], stream: str = "customers",
     return singer(msgs)
 
 
-def target_config(connection_config: dict[str, Any], tmp_path: Path, api: SageAPI,
-                  **extra: Any) -> dict[str, Any]:
+def target_config(
+    connection_config: dict[str, Any], tmp_path: Path, api: SageAPI, **extra: Any
+) -> dict[str, Any]:
     return {
         **connection_config,
         "business_id": api.business_id,
@@ -86,8 +93,13 @@ def run_target(config: dict[str, Any], text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
 
 
-def run_cli(config: dict[str, Any], text: str, tmp_path: Path,
-            env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    config: dict[str, Any],
+    text: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """Run ``target-sage`` as a child process (for SIGKILL tests)."""
     config_path = tmp_path / "target-config.json"
     config_path.write_text(json.dumps(config))
@@ -95,9 +107,20 @@ def run_cli(config: dict[str, Any], text: str, tmp_path: Path,
     input_path.write_text(text)
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-c", "from target_sage.target import TargetSage; TargetSage.cli()",
-         "--config", str(config_path), "--input", str(input_path)],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=str(tmp_path),
+        [
+            sys.executable,
+            "-c",
+            "from target_sage.target import TargetSage; TargetSage.cli()",
+            "--config",
+            str(config_path),
+            "--input",
+            str(input_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=str(tmp_path),
     )
 
 

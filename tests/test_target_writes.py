@@ -50,14 +50,19 @@ def test_create_then_same_records_again_update_instead_of_duplicating(config, ap
     assert [line["outcome"] for line in first] == ["created"] * 3
     assert all(line["http_status"] == 201 and line["x_request_id"] for line in first)
     assert {c["name"] for c in api.contacts_named("W1 Contact")} == {
-        "W1 Contact 0", "W1 Contact 1", "W1 Contact 2"}
+        "W1 Contact 0",
+        "W1 Contact 1",
+        "W1 Contact 2",
+    }
 
     records[1]["name"] = "W1 Contact 1 renamed"
     run_target(config, contacts_input(records, state={"bookmark": 2}))
     second = by_key(results(config)[3:])
     assert {k: v["outcome"] for k, v in second.items()} == {
-        '{"code": "W1-0"}': "skipped", '{"code": "W1-1"}': "updated",
-        '{"code": "W1-2"}': "skipped"}
+        '{"code": "W1-0"}': "skipped",
+        '{"code": "W1-1"}': "updated",
+        '{"code": "W1-2"}': "skipped",
+    }
     changed = second['{"code": "W1-1"}']
     assert changed["sage_id"] == by_key(first)['{"code": "W1-1"}']["sage_id"]
     assert changed["operation"] == "update"
@@ -68,20 +73,33 @@ def test_create_then_same_records_again_update_instead_of_duplicating(config, ap
 def test_results_line_has_every_field(config):
     run_target(config, contacts_input([contact("W2-1")]))
     (line,) = results(config)
-    for field in ("stream", "operation", "source_key", "sage_id", "outcome", "http_status",
-                  "$dataCode", "$message", "$source", "x_request_id"):
+    for field in (
+        "stream",
+        "operation",
+        "source_key",
+        "sage_id",
+        "outcome",
+        "http_status",
+        "$dataCode",
+        "$message",
+        "$source",
+        "x_request_id",
+    ):
         assert field in line
     assert line["source_key"] == {"code": "W2-1"}
     assert line["stream"] == "customers"
 
 
 def test_tombstone_deletes_and_a_replay_changes_nothing(config, api):
-    text = contacts_input([contact("W3-1", "W3 gone"), {"code": "W3-1",
-                          "_sdc_deleted_at": "2025-01-01T00:00:00Z"}])
+    text = contacts_input(
+        [contact("W3-1", "W3 gone"), {"code": "W3-1", "_sdc_deleted_at": "2025-01-01T00:00:00Z"}]
+    )
     run_target(config, text)
     lines = results(config)
-    assert [(l["operation"], l["outcome"]) for l in lines] == [("create", "created"),
-                                                               ("delete", "deleted")]
+    assert [(l["operation"], l["outcome"]) for l in lines] == [
+        ("create", "created"),
+        ("delete", "deleted"),
+    ]
     assert api.contacts_named("W3 gone") == []
     run_target(config, text)  # the same input again
     assert [l["outcome"] for l in results(config)[2:]] == ["skipped", "skipped"]
@@ -89,8 +107,9 @@ def test_tombstone_deletes_and_a_replay_changes_nothing(config, api):
 
 
 def test_delete_of_unknown_record_is_skipped(config):
-    run_target(config, contacts_input([{"code": "nobody",
-                                          "_sdc_deleted_at": "2025-01-01T00:00:00Z"}]))
+    run_target(
+        config, contacts_input([{"code": "nobody", "_sdc_deleted_at": "2025-01-01T00:00:00Z"}])
+    )
     (line,) = results(config)
     assert line["outcome"] == "skipped"
     assert "no Sage record known" in line["$message"]
@@ -120,11 +139,15 @@ def test_operations_setting_forces_the_operation(config, api):
 
 
 def test_validation_error_names_stream_key_and_field_and_stops(config, api):
-    records = [contact("W5-1", "W5 first"), {"code": "W5-2", "name": "W5 bad"},
-               contact("W5-3", "W5 third")]
+    records = [
+        contact("W5-1", "W5 first"),
+        {"code": "W5-2", "name": "W5 bad"},
+        contact("W5-3", "W5 third"),
+    ]
     with pytest.raises(TargetFailure) as failure:
-        run_target({**config, "max_parallel_writes": 1},
-                   contacts_input(records, state={"after": "all"}))
+        run_target(
+            {**config, "max_parallel_writes": 1}, contacts_input(records, state={"after": "all"})
+        )
     text = str(failure.value)
     assert "customers" in text and "W5-2" in text and "contact_type_ids" in text
     lines = results(config)
@@ -135,13 +158,15 @@ def test_validation_error_names_stream_key_and_field_and_stops(config, api):
 
 
 def test_no_state_beyond_a_failure(config):
-    text = singer([
-        schema_msg("customers", CONTACT_SCHEMA, ["code"]),
-        record_msg("customers", contact("W6-1")),
-        state_msg({"n": 1}),
-        record_msg("customers", {"code": "W6-2", "name": 5}),
-        state_msg({"n": 2}),
-    ])
+    text = singer(
+        [
+            schema_msg("customers", CONTACT_SCHEMA, ["code"]),
+            record_msg("customers", contact("W6-1")),
+            state_msg({"n": 1}),
+            record_msg("customers", {"code": "W6-2", "name": 5}),
+            state_msg({"n": 2}),
+        ]
+    )
     import contextlib
     import io
 
@@ -150,26 +175,50 @@ def test_no_state_beyond_a_failure(config):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(Exception):  # noqa: B017, PT011
         TargetSage(config={**config, "validate_records": False}).listen(
-            file_input=io.StringIO(text))
+            file_input=io.StringIO(text)
+        )
     assert [json.loads(x) for x in out.getvalue().splitlines()] == [{"n": 1}]
 
 
 def test_on_error_continue_dead_letter_replays(config, api, tmp_path):
     ledger_account = api.first_id("/ledger_accounts", visible_in_sales=True)
-    invoice_schema = {"type": "object", "properties": {
-        "number": {"type": "string"}, "contact_id": {"type": "string"},
-        "date": {"type": "string", "format": "date-time"},
-        "due_date": {"type": "string", "format": "date"},
-        "invoice_lines": {"type": "array", "items": {"type": "object"}}}}
-    invoice = {"number": "INV-W7", "contact_id": "W7-C", "date": "2025-03-01T00:00:00Z",
-               "due_date": "2025-03-31",
-               "invoice_lines": [{"description": "Work", "ledger_account_id": ledger_account,
-                                  "unit_price": 10.5, "quantity": 2}]}
-    cfg = {**config, "on_error": "continue",
-           "stream_resources": {"customers": "contacts", "invoices": "sales_invoices"},
-           "references": {"invoices": {"contact_id": "customers"}}}
-    text = singer([schema_msg("invoices", invoice_schema, ["number"]),
-                   record_msg("invoices", invoice), state_msg({"s": 1})])
+    invoice_schema = {
+        "type": "object",
+        "properties": {
+            "number": {"type": "string"},
+            "contact_id": {"type": "string"},
+            "date": {"type": "string", "format": "date-time"},
+            "due_date": {"type": "string", "format": "date"},
+            "invoice_lines": {"type": "array", "items": {"type": "object"}},
+        },
+    }
+    invoice = {
+        "number": "INV-W7",
+        "contact_id": "W7-C",
+        "date": "2025-03-01T00:00:00Z",
+        "due_date": "2025-03-31",
+        "invoice_lines": [
+            {
+                "description": "Work",
+                "ledger_account_id": ledger_account,
+                "unit_price": 10.5,
+                "quantity": 2,
+            }
+        ],
+    }
+    cfg = {
+        **config,
+        "on_error": "continue",
+        "stream_resources": {"customers": "contacts", "invoices": "sales_invoices"},
+        "references": {"invoices": {"contact_id": "customers"}},
+    }
+    text = singer(
+        [
+            schema_msg("invoices", invoice_schema, ["number"]),
+            record_msg("invoices", invoice),
+            state_msg({"s": 1}),
+        ]
+    )
     assert run_target(cfg, text) == [{"s": 1}]  # recorded as failed: STATE goes on
     (line,) = results(cfg)
     assert line["outcome"] == "failed" and line["$source"] == "contact_id"
@@ -190,13 +239,22 @@ def test_on_error_continue_dead_letter_replays(config, api, tmp_path):
 
 
 def test_void_through_tombstone_uses_default_void_reason(config, api):
-    invoice_id = next(i["id"] for i in api.all("/sales_invoices")
-                      if (i.get("status") or {}).get("id") == "UNPAID")
-    schema = {"type": "object", "properties": {"ref": {"type": "string"},
-                                               "sage_id": {"type": "string"}}}
-    text = singer([schema_msg("sales_invoices", schema, ["ref"]),
-                   record_msg("sales_invoices", {"ref": "V1", "sage_id": invoice_id,
-                                                 "_sdc_deleted_at": "2025-01-01T00:00:00Z"})])
+    invoice_id = next(
+        i["id"] for i in api.all("/sales_invoices") if (i.get("status") or {}).get("id") == "UNPAID"
+    )
+    schema = {
+        "type": "object",
+        "properties": {"ref": {"type": "string"}, "sage_id": {"type": "string"}},
+    }
+    text = singer(
+        [
+            schema_msg("sales_invoices", schema, ["ref"]),
+            record_msg(
+                "sales_invoices",
+                {"ref": "V1", "sage_id": invoice_id, "_sdc_deleted_at": "2025-01-01T00:00:00Z"},
+            ),
+        ]
+    )
     with pytest.raises(TargetFailure, match="void_reason"):
         run_target(config, text)
     run_target({**config, "default_void_reason": "Raised in error"}, text)
@@ -209,33 +267,43 @@ def test_void_through_tombstone_uses_default_void_reason(config, api):
 def test_dry_run_writes_nothing(config, api, tmp_path):
     cfg = {**config, "dry_run": True}
     with pytest.raises(TargetFailure, match="dry run: 1 record"):
-        run_target(cfg, contacts_input([contact("W8-1", "W8 dry"),
-                                        {"code": "W8-2", "name": "W8 no type"}]))
+        run_target(
+            cfg, contacts_input([contact("W8-1", "W8 dry"), {"code": "W8-2", "name": "W8 no type"}])
+        )
     lines = results(cfg)
     assert [(l["operation"], l["outcome"], l.get("dry_run")) for l in lines] == [
-        ("create", "skipped", True), ("create", "failed", None)]
+        ("create", "skipped", True),
+        ("create", "failed", None),
+    ]
     assert lines[1]["$source"] == "contact_type_ids"
     assert api.contacts_named("W8") == []
     assert Ledger(Path(cfg["ledger_path"])).count() == 0
 
 
 def test_unmapped_stream_is_an_error_before_any_write(config, api):
-    text = singer([schema_msg("customers", CONTACT_SCHEMA, ["code"]),
-                   record_msg("customers", contact("W9-1", "W9 never")),
-                   schema_msg("orders", {"type": "object", "properties": {}}, [])])
+    text = singer(
+        [
+            schema_msg("customers", CONTACT_SCHEMA, ["code"]),
+            record_msg("customers", contact("W9-1", "W9 never")),
+            schema_msg("orders", {"type": "object", "properties": {}}, []),
+        ]
+    )
     with pytest.raises(RoutingError, match="orders.*stream_resources"):
         run_target({**config, "batch_size_rows": 10}, text)
     assert api.contacts_named("W9") == []
 
 
-@pytest.mark.parametrize(("setting", "value", "match"), [
-    ("stream_resources", {"x": "countries"}, "stream_resources.x.*cannot be written"),
-    ("stream_resources", {"x": "nothing"}, "stream_resources.x.*neither"),
-    ("operations", {"x": "merge"}, "'operations'.*'x'"),
-    ("on_error", "ignore", "on_error"),
-    ("max_parallel_writes", 99, "max_parallel_writes"),
-    ("references", {"x": {"contact_id": 3}}, "references"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "match"),
+    [
+        ("stream_resources", {"x": "countries"}, "stream_resources.x.*cannot be written"),
+        ("stream_resources", {"x": "nothing"}, "stream_resources.x.*neither"),
+        ("operations", {"x": "merge"}, "'operations'.*'x'"),
+        ("on_error", "ignore", "on_error"),
+        ("max_parallel_writes", 99, "max_parallel_writes"),
+        ("references", {"x": {"contact_id": 3}}, "references"),
+    ],
+)
 def test_bad_settings_name_the_setting(config, setting, value, match):
     import re
 
@@ -274,14 +342,21 @@ class ConcurrencyProbe:
 
 
 def test_sequential_posts_parallel_updates_and_per_record_order(
-        sandbox_factory, connection_config, tmp_path, monkeypatch):
+    sandbox_factory, connection_config, tmp_path, monkeypatch
+):
     slow = sandbox_factory(latency_ms=25)
     api = SageAPI(slow)
     grant = slow.grant()
-    conn = {**connection_config, "access_token": grant["access_token"],
-            "refresh_token": grant["refresh_token"],
-            "advanced_config": {**connection_config["advanced_config"],
-                                "api_url": slow.api_url, "token_url": slow.token_url}}
+    conn = {
+        **connection_config,
+        "access_token": grant["access_token"],
+        "refresh_token": grant["refresh_token"],
+        "advanced_config": {
+            **connection_config["advanced_config"],
+            "api_url": slow.api_url,
+            "token_url": slow.token_url,
+        },
+    }
     config = target_config(conn, tmp_path, api, max_parallel_writes=8)
     probe = ConcurrencyProbe(monkeypatch)
     records = [contact(f"P-{i}", f"P contact {i}") for i in range(16)]
@@ -299,8 +374,10 @@ def test_sequential_posts_parallel_updates_and_per_record_order(
 
 
 def test_secrets_never_written(config, connection_config, capfd):
-    run_target({**config, "on_error": "continue"},
-               contacts_input([contact("W10-1"), {"code": "W10-2"}], state={"a": 1}))
+    run_target(
+        {**config, "on_error": "continue"},
+        contacts_input([contact("W10-1"), {"code": "W10-2"}], state={"a": 1}),
+    )
     captured = capfd.readouterr()
     files = Path(config["results_path"]).read_text() + Path(config["dead_letter_path"]).read_text()
     for secret in ("access_token", "refresh_token", "client_secret"):
