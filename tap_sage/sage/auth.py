@@ -36,13 +36,18 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, ClassVar, Protocol
 
 import backoff
 import requests
 
-from tap_sage.sage.errors import SageAuthError, SageConfigError, SageProxyError
+from tap_sage.sage.errors import (
+    SageAuthError,
+    SageConfigError,
+    SageNetworkError,
+    SageProxyError,
+)
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
 from tap_sage.sage.settings import ConnectionSettings
 from tap_sage.sage.tokens import TokenStore, fingerprint
@@ -332,12 +337,12 @@ class RotatingTokenSource:
             self.store.write(data)
             if isinstance(not_sent, SageProxyError):
                 raise
-            raise SageAuthError(
-                "token_endpoint_unreachable",
+            raise SageNetworkError(
                 f"Could not reach Sage's token endpoint for connection "
-                f"{self.settings.connection_name!r} after {NOT_SENT_TRIES} tries: "
-                f"{not_sent.reason}; the refresh token is untouched",
-                "check the network (and the proxy settings); the next run refreshes normally",
+                f"{self.settings.connection_name!r} ({not_sent.reason}); the refresh token "
+                "is untouched",
+                "check the network, advanced_config.token_url and the proxy settings; the "
+                "next run refreshes normally",
             ) from None
         except SageAuthError as refused:
             data["in_flight"] = None
@@ -392,27 +397,24 @@ class RotatingTokenSource:
     def _post_refresh(self, refresh_token: str) -> dict[str, Any]:
         """One refresh POST; repeated only when it provably never reached Sage."""
 
-        def wait_for(exc: Any) -> Any:
-            # python-backoff sends the exception into the wait generator.
+        def waits() -> Generator[float, Any, None]:
+            # python-backoff primes the generator, then sends each exception into it.
+            exc = yield 0.0
             attempt = 0
             while True:
                 retry_after = getattr(exc, "retry_after", None)
-                exc = yield (
+                wait = (
                     min(float(retry_after), 30.0)
                     if retry_after is not None
                     else min(0.5 * 2**attempt, 8.0)
                 )
                 attempt += 1
-
-        def first_wait() -> Any:
-            gen = wait_for(None)
-            next(gen)
-            return gen
+                exc = yield wait
 
         send = backoff.on_exception(
-            first_wait,
+            waits,
             TokenRequestNotSent,
-            max_tries=NOT_SENT_TRIES,
+            max_tries=min(NOT_SENT_TRIES, 1 + self.settings.max_retries),
             jitter=None,
             logger=None,
             on_backoff=lambda d: LOGGER.warning(

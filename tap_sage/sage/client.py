@@ -230,7 +230,9 @@ class SageClient:
                 raise api_error(exc.response, method, log_path) from exc
             if exc.proxy:
                 raise SageProxyError(
-                    self._proxy_name(), f"failed {exc.reason} (gave up after {max_tries} tries)"
+                    self._proxy_name(),
+                    f"refused or dropped the connection {exc.reason} (gave up after {max_tries} "
+                    "tries)",
                 ) from None
             raise SageNetworkError(f"{exc.reason} (gave up after {max_tries} tries)") from exc
         if response.status_code not in expected:
@@ -292,14 +294,12 @@ class SageClient:
                     timeout=self.settings.timeout,
                 )  # fmt: skip
             except requests.exceptions.ProxyError as exc:
-                if "407" in str(exc):
+                if "407 Proxy Authentication Required" in str(exc):
                     raise SageProxyError(
                         self._proxy_name(),
                         "asked for credentials (407 Proxy Authentication Required)",
                     ) from None
-                raise RetryableError(
-                    f"refusing the connection on {method} {log_path}", proxy=True
-                ) from None
+                raise RetryableError(f"on {method} {log_path}", proxy=True) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise RetryableError(f"{type(exc).__name__} on {method} {log_path}") from exc
             finally:

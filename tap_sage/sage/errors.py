@@ -55,6 +55,10 @@ class SageAuthError(SageError):
 class SageNetworkError(SageError):
     """Sage could not be reached (connection refused or dropped, timeout) after every retry."""
 
+    def __init__(self, message: str, fix: str = "") -> None:
+        self.fix = fix
+        super().__init__(f"{message}. Fix: {fix}" if fix else message)
+
 
 class SageProxyError(SageNetworkError):
     """The forward proxy refused or failed the connection (``requests.exceptions.ProxyError``)."""
@@ -68,7 +72,7 @@ class SageProxyError(SageNetworkError):
             "are right if it asks for credentials (407); or set use_proxy to false and unset "
             "HTTPS_PROXY if no proxy is needed"
         )
-        super().__init__(f"The proxy {proxy} {problem}. Fix: {self.fix}")
+        super().__init__(f"The proxy {proxy} {problem}", self.fix)
 
 
 class SageAPIError(SageError):

@@ -108,7 +108,6 @@ class OAuthEndpoints:
         return (*self.settings.secrets, *extra)
 
     def _post(self, url: str, form: dict[str, str], what: str) -> requests.Response:
-        sent_secrets = tuple(form.values())
         try:
             return self.session.post(
                 url,
@@ -120,15 +119,17 @@ class OAuthEndpoints:
         except requests.exceptions.ProxyError as exc:
             proxy = self.settings.proxy_display or "from the environment"
             problem = "refused the connection"
-            if "407" in str(exc):
+            if "407 Proxy Authentication Required" in str(exc):
                 problem = "asked for credentials (407 Proxy Authentication Required)"
             raise SageProxyError(proxy, f"{problem} while sending the {what}") from None
         except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as exc:
             raise TokenRequestNotSent(f"{type(exc).__name__} on the {what}") from None
         except requests.exceptions.ConnectionError as exc:
-            text = scrub(str(exc), self._secrets(sent_secrets))
             if _never_connected(exc):
-                raise TokenRequestNotSent(f"could not connect for the {what}: {text}") from None
+                where = urlsplit(url).netloc
+                raise TokenRequestNotSent(
+                    f"could not connect to {where} for the {what} ({_reason_name(exc)})"
+                ) from None
             raise TokenAnswerLost(f"the connection broke during the {what}") from None
         except requests.exceptions.Timeout:
             raise TokenAnswerLost(
@@ -251,6 +252,12 @@ class OAuthEndpoints:
                 "try `sage-auth revoke` again later, or remove the app's access in Sage",
             ) from None
         return response.status_code
+
+
+def _reason_name(exc: requests.exceptions.ConnectionError) -> str:
+    reason: Any = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return type(reason).__name__ if reason is not None else type(exc).__name__
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
