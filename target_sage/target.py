@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import sys
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
+import click
 from singer_sdk import Target
 from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks import Sink
@@ -54,6 +56,49 @@ class TargetSage(Target):
         self.current_message: dict[str, Any] | None = None
         self._schema_messages: dict[str, dict[str, Any]] = {}
         self._emitted_state: dict[str, Any] | None = None
+
+    # -- CLI: connection test --------------------------------------------------------------------
+
+    @classmethod
+    @override
+    def get_singer_command(cls) -> click.Command:
+        command = super().get_singer_command()
+        command.params.append(
+            click.Option(
+                ["--test", "test_connection"],
+                is_flag=True,
+                help="Test the connection (credentials, business, write access) and exit.",
+            )
+        )
+        return command
+
+    @classmethod
+    @override
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        file_input: IO[str] | None = None,
+        test_connection: bool = False,
+    ) -> None:
+        if test_connection and not about:
+            sys.exit(cls.test_connection(dict(config.config) if config is not None else {}))
+        super().invoke(about=about, about_format=about_format, config=config, file_input=file_input)
+
+    @classmethod
+    def test_connection(cls, config: dict[str, Any]) -> int:
+        """Run the shared connection check; report on stderr, JSON on stdout; 0 when usable."""
+        from tap_sage.sage.connection_check import check
+
+        settings = TargetSettings.from_config(config)
+        business = [settings.business_id] if settings.business_id else None
+        report = check(settings.connection, probe="sample", business_ids=business)
+        for line in report.lines():
+            print(line, file=sys.stderr)
+        print(json.dumps(report.to_dict(), default=str))
+        return 0 if report.ok else 1
 
     # -- plumbing for the sinks ------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def test_void_invoice_and_credit_note_once(config, api):
         {**config, "default_void_reason": "Wrong customer"},
         proc_input("void_sales_credit_notes", [{"id": note}]),
     )
-    assert [(l["stream"], l["outcome"]) for l in results(config)] == [
+    assert [(line["stream"], line["outcome"]) for line in results(config)] == [
         ("void_sales_invoices", "voided"),
         ("void_sales_credit_notes", "voided"),
     ]
@@ -99,7 +99,7 @@ def test_release_a_draft_once_and_skip_a_non_draft(config, api):
     assert draft["status"]["id"] == "DRAFT"
     paid = with_status(api, "/sales_invoices", "PAID")
     run_target(config, proc_input("release_sales_invoices", [{"id": draft["id"]}, {"id": paid}]))
-    outcomes = {l["sage_id"]: l["outcome"] for l in results(config)}
+    outcomes = {line["sage_id"]: line["outcome"] for line in results(config)}
     assert outcomes == {draft["id"]: "executed", paid: "skipped"}
     assert api.get(f"/sales_invoices/{draft['id']}")["status"]["id"] == "UNPAID"
     run_target(config, proc_input("release_sales_invoices", [{"id": draft["id"]}]))
@@ -177,7 +177,7 @@ def test_upload_from_path_and_base64_then_download(config, api, tmp_path, monkey
     ]
     text = proc_input("upload_attachments", records, keys=("ref",))
     run_target(config, text)
-    lines = {l["source_key"]["ref"]: l for l in results(config)}
+    lines = {line["source_key"]["ref"]: line for line in results(config)}
     assert {k: v["outcome"] for k, v in lines.items()} == {"up-1": "executed", "up-2": "executed"}
     first = api.get(f"/attachments/{lines['up-1']['sage_id']}")
     assert first["file_name"] == "contract.pdf"
@@ -191,7 +191,7 @@ def test_upload_from_path_and_base64_then_download(config, api, tmp_path, monkey
     }
     assert all(len(b["idempotency_id"]) == 32 for b in sent)
     run_target(config, text)  # again: nothing uploaded twice
-    assert [l["outcome"] for l in results(config)[2:]] == ["skipped", "skipped"]
+    assert [line["outcome"] for line in results(config)[2:]] == ["skipped", "skipped"]
 
     folder = tmp_path / "downloads"
     run_target(

@@ -96,13 +96,13 @@ def test_tombstone_deletes_and_a_replay_changes_nothing(config, api):
     )
     run_target(config, text)
     lines = results(config)
-    assert [(l["operation"], l["outcome"]) for l in lines] == [
+    assert [(line["operation"], line["outcome"]) for line in lines] == [
         ("create", "created"),
         ("delete", "deleted"),
     ]
     assert api.contacts_named("W3 gone") == []
     run_target(config, text)  # the same input again
-    assert [l["outcome"] for l in results(config)[2:]] == ["skipped", "skipped"]
+    assert [line["outcome"] for line in results(config)[2:]] == ["skipped", "skipped"]
     assert api.contacts_named("W3 gone") == []
 
 
@@ -151,7 +151,7 @@ def test_validation_error_names_stream_key_and_field_and_stops(config, api):
     text = str(failure.value)
     assert "customers" in text and "W5-2" in text and "contact_type_ids" in text
     lines = results(config)
-    assert [l["outcome"] for l in lines] == ["created", "failed"]
+    assert [line["outcome"] for line in lines] == ["created", "failed"]
     assert lines[1]["$source"] == "contact_type_ids"
     assert lines[1]["http_status"] is None  # refused before any HTTP call
     assert [c["name"] for c in api.contacts_named("W5")] == ["W5 first"]
@@ -271,7 +271,7 @@ def test_dry_run_writes_nothing(config, api, tmp_path):
             cfg, contacts_input([contact("W8-1", "W8 dry"), {"code": "W8-2", "name": "W8 no type"}])
         )
     lines = results(cfg)
-    assert [(l["operation"], l["outcome"], l.get("dry_run")) for l in lines] == [
+    assert [(line["operation"], line["outcome"], line.get("dry_run")) for line in lines] == [
         ("create", "skipped", True),
         ("create", "failed", None),
     ]
@@ -288,7 +288,7 @@ def test_unmapped_stream_is_an_error_before_any_write(config, api):
             schema_msg("orders", {"type": "object", "properties": {}}, []),
         ]
     )
-    with pytest.raises(RoutingError, match="orders.*stream_resources"):
+    with pytest.raises(RoutingError, match=r"orders.*stream_resources"):
         run_target({**config, "batch_size_rows": 10}, text)
     assert api.contacts_named("W9") == []
 
