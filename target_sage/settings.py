@@ -173,7 +173,8 @@ class TargetSettings:
         if on_error not in ON_ERROR:
             raise SageConfigError("on_error", f"{on_error!r} is not one of fail, continue")
         try:
-            parallel = int(config.get("max_parallel_writes") or 4)
+            raw_parallel = config.get("max_parallel_writes")
+            parallel = 4 if raw_parallel is None else int(raw_parallel)
         except (TypeError, ValueError):
             parallel = 0
         if not 1 <= parallel <= 32:

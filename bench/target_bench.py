@@ -1,0 +1,278 @@
+"""target-sage benchmark (issue 5): three measurements side by side, one run, one sandbox.
+
+    .venv/bin/python bench/target_bench.py            # full: 2,000 / 2,000 / 2k vs 20k
+    .venv/bin/python bench/target_bench.py --quick    # smaller: 300 / 300 / 1k vs 5k
+
+It seeds a sandbox, starts it with ``--latency-ms 10`` (every request waits 10 ms in the
+server) and runs ``target-sage`` as a child process for each measurement:
+
+1. N creates on ``contacts``, a resource where Sage forbids parallel POSTs (so they go one at a
+   time): wall time against N x 10 ms. Target: at most 1.1x. Beside it, the floor: the same
+   number of sequential POSTs sent by a bare ``requests`` loop (no target at all) to the same
+   sandbox, and the target's time as a multiple of that floor (the target's own overhead).
+2. N updates of those contacts with ``max_parallel_writes`` 1, then 8: target 8 at most 1/4
+   of 1.
+3. Peak memory (max RSS of the target process) writing M and 10 x M records (creates on
+   ``analysis_type_categories``, parallel): target within 10%.
+
+Prints a table with the ratios. Not a test: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tap_sage.sandbox.runner import SandboxProcess, seed_db  # noqa: E402
+
+LATENCY_MS = 10
+
+CONTACT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string"},
+        "name": {"type": "string"},
+        "contact_type_ids": {"type": "array", "items": {"type": "string"}},
+        "notes": {"type": ["string", "null"]},
+    },
+}
+CATEGORY_SCHEMA = {
+    "type": "object",
+    "properties": {"code": {"type": "string"}, "name": {"type": "string"}},
+}
+
+
+def write_input(path: Path, stream: str, schema: dict[str, Any], records: Any) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(
+            json.dumps(
+                {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["code"]}
+            )
+            + "\n"
+        )
+        for record in records:
+            fh.write(json.dumps({"type": "RECORD", "stream": stream, "record": record}) + "\n")
+        fh.write(json.dumps({"type": "STATE", "value": {"done": stream}}) + "\n")
+
+
+def contacts(n: int, version: str) -> Any:
+    for i in range(n):
+        yield {
+            "code": f"B-{i:06d}",
+            "name": f"Bench contact {i}",
+            "contact_type_ids": ["CUSTOMER"],
+            "notes": f"version {version}",
+        }
+
+
+def categories(n: int, tag: str) -> Any:
+    for i in range(n):
+        yield {"code": f"{tag}-{i:06d}", "name": f"Bench category {tag} {i}"}
+
+
+def run_target(config: dict[str, Any], input_path: Path, work: Path) -> tuple[float, int]:
+    """Run target-sage on a file; return (seconds, peak RSS in KiB)."""
+    config_path = work / "config.json"
+    config_path.write_text(json.dumps(config))
+    started = time.perf_counter()
+    with input_path.open("rb") as stdin:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from target_sage.target import TargetSage; TargetSage.cli()",
+                "--config",
+                str(config_path),
+            ],
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=str(work),
+        )
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(err.decode(errors="replace")[-3000:])
+        raise SystemExit(f"target-sage failed on {input_path.name} ({proc.returncode})")
+    return seconds, int(usage.ru_maxrss)
+
+
+def outcomes(results_path: Path, run_from: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with results_path.open(encoding="utf-8") as fh:
+        for index, line in enumerate(fh):
+            if index >= run_from:
+                outcome = json.loads(line)["outcome"]
+                counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def line_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller run")
+    args = parser.parse_args()
+    n_writes = 300 if args.quick else 2000
+    mem_small = 1000 if args.quick else 2000
+    mem_large = 10 * mem_small if not args.quick else 5000
+
+    with tempfile.TemporaryDirectory(prefix="target-bench-") as tmp:
+        work = Path(tmp)
+        db = work / "sandbox.db"
+        print(f"Seeding the sandbox in {db} ...", flush=True)
+        seed_db(db, businesses=1, scale=1, seed=1)
+        with SandboxProcess(db, latency_ms=LATENCY_MS, extra_args=["--quiet"]) as sandbox:
+            grant = sandbox.grant()
+            base: dict[str, Any] = {
+                "connection_name": "bench",
+                "client_id": grant["client_id"],
+                "client_secret": grant["client_secret"],
+                "access_token": grant["access_token"],
+                "refresh_token": grant["refresh_token"],
+                "oauth_settings_location": str(work / "tokens.json"),
+                "advanced_config": {"api_url": sandbox.api_url, "token_url": sandbox.token_url},
+                "ledger_path": str(work / "ledger.sqlite"),
+                "results_path": str(work / "results.jsonl"),
+                "stream_resources": {
+                    "customers": "contacts",
+                    "categories": "analysis_type_categories",
+                },
+            }
+            import requests
+
+            headers = {"Authorization": f"Bearer {grant['access_token']}"}
+            business = requests.get(
+                sandbox.api_url + "/businesses", headers=headers, timeout=30
+            ).json()["$items"][0]["id"]
+            base["business_id"] = business
+            results = Path(base["results_path"])
+            rows: list[tuple[str, str, str, str]] = []
+
+            # 0. the floor: bare sequential POSTs, no target
+            session = requests.Session()
+            session.headers.update({**headers, "X-Business": business})
+            n_floor = min(n_writes, 500)
+            started = time.perf_counter()
+            for i in range(n_floor):
+                response = session.post(
+                    sandbox.api_url + "/contacts",
+                    timeout=30,
+                    json={
+                        "contact": {
+                            "name": f"Floor {i}",
+                            "contact_type_ids": ["CUSTOMER"],
+                            "idempotency_id": f"{i:032x}",
+                        }
+                    },
+                )
+                assert response.status_code == 201, response.text
+            per_post = (time.perf_counter() - started) / n_floor
+            floor_total = per_post * n_writes
+
+            # 1. sequential creates
+            create_in = work / "creates.singer"
+            write_input(create_in, "customers", CONTACT_SCHEMA, contacts(n_writes, "1"))
+            mark = line_count(results)
+            t_create, _ = run_target({**base, "max_parallel_writes": 8}, create_in, work)
+            assert outcomes(results, mark) == {"created": n_writes}, outcomes(results, mark)
+            floor = n_writes * LATENCY_MS / 1000
+            rows.append(
+                (
+                    f"bare requests loop, sequential POSTs (x{n_writes})",
+                    f"{floor_total:.1f} s",
+                    f"{per_post * 1000:.1f} ms per POST",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    f"{n_writes} creates, contacts (sequential POSTs)",
+                    f"{t_create:.1f} s",
+                    f"{t_create / floor:.2f}x of {floor:.0f} s",
+                    "<= 1.10x",
+                )
+            )
+            rows.append(
+                (
+                    "  the same against the bare loop",
+                    "",
+                    f"{t_create / floor_total:.2f}x of {floor_total:.1f} s",
+                    "",
+                )
+            )
+
+            # 2. updates, 1 then 8 in parallel
+            timings = {}
+            for parallel, version in ((1, "2"), (8, "3")):
+                update_in = work / f"updates-{parallel}.singer"
+                write_input(update_in, "customers", CONTACT_SCHEMA, contacts(n_writes, version))
+                mark = line_count(results)
+                timings[parallel], _ = run_target(
+                    {**base, "max_parallel_writes": parallel}, update_in, work
+                )
+                assert outcomes(results, mark) == {"updated": n_writes}, outcomes(results, mark)
+            rows.append(
+                (f"{n_writes} updates, max_parallel_writes 1", f"{timings[1]:.1f} s", "", "")
+            )
+            rows.append(
+                (
+                    f"{n_writes} updates, max_parallel_writes 8",
+                    f"{timings[8]:.1f} s",
+                    f"{timings[8] / timings[1]:.2f} of the above",
+                    "<= 0.25",
+                )
+            )
+
+            # 3. peak memory, M vs 10 M records
+            peaks = {}
+            for n, tag in ((mem_small, "S"), (mem_large, "L")):
+                mem_in = work / f"memory-{n}.singer"
+                write_input(mem_in, "categories", CATEGORY_SCHEMA, categories(n, tag))
+                mark = line_count(results)
+                seconds, peaks[n] = run_target({**base, "max_parallel_writes": 8}, mem_in, work)
+                assert outcomes(results, mark) == {"created": n}, outcomes(results, mark)
+                rows.append(
+                    (
+                        f"{n} creates, analysis_type_categories (parallel)",
+                        f"{seconds:.1f} s",
+                        f"peak RSS {peaks[n] / 1024:.1f} MiB",
+                        "",
+                    )
+                )
+            ratio = peaks[mem_large] / peaks[mem_small]
+            rows.append(
+                (f"peak memory {mem_large} vs {mem_small} records", "", f"{ratio:.3f}x", "<= 1.10x")
+            )
+
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(
+        f"target-sage benchmark, sandbox --latency-ms {LATENCY_MS}"
+        + (" (--quick)" if args.quick else "")
+    )
+    print(f"{'measurement':<{width}}  {'time':>8}  {'ratio / figure':<28}  target")
+    for name, seconds, ratio_text, goal in rows:
+        print(f"{name:<{width}}  {seconds:>8}  {ratio_text:<28}  {goal}")
+
+
+if __name__ == "__main__":
+    main()
