@@ -605,3 +605,42 @@ def test_singleton_get_and_put(api: Api) -> None:
     updated = api.put("/invoice_settings", {"invoice_settings": {"next_invoice_number": 4242}})
     assert updated.status_code == 200, updated.text
     assert api.get("/invoice_settings").json()["next_invoice_number"] == 4242
+
+
+def test_pkce_is_checked(sandbox: SandboxProcess) -> None:
+    import base64
+    import hashlib
+
+    secret = sandbox.grant()["client_secret"]
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    response = authorize(
+        sandbox, code_challenge=challenge.decode().rstrip("="), code_challenge_method="S256"
+    )
+    code = parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "client_id": "sandbox-client",
+        "client_secret": secret,
+    }
+    wrong = token(sandbox, code_verifier="w" * 50, **form)
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    assert token(sandbox, code_verifier=verifier, **form).status_code == 200
+
+
+def test_authorize_rejects_unknown_client(sandbox: SandboxProcess) -> None:
+    response = authorize(sandbox, client_id="nobody")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_business_by_key_errors(sandbox: SandboxProcess) -> None:
+    api = Api(sandbox)
+    gb, us = (b["id"] for b in businesses(api))
+    sage_error(api.get("/businesses/" + "0" * 32), 404, "RecordNotFound")
+    limited = Api(sandbox, sandbox.grant(business_ids=[gb])["access_token"])
+    sage_error(limited.get(f"/businesses/{us}"), 403, "MultiUserAccessDenied")
+    assert limited.get(f"/businesses/{gb}").status_code == 200
+    limited.business = "f" * 32
+    sage_error(limited.get("/contacts"), 403, "MultiUserAccessDenied")

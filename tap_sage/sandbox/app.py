@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import jsonschema
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request, Response
 
@@ -121,7 +120,8 @@ class SandboxApp:
         self.pool = store.Pool(settings.db)
         self._fault_rng = random.Random(settings.fault_seed)
         self._fault_lock = threading.Lock()
-        self._validators: dict[tuple[str, str], jsonschema.protocols.Validator | None] = {}
+        self._validators: dict[int, Any] = {}
+        self._validators_lock = threading.Lock()
         with self.pool.connection() as conn:
             store.create_schema(conn)
             store.set_meta(conn, "token_ttl", str(settings.token_ttl))
@@ -719,8 +719,20 @@ class SandboxApp:
             self._validate(schema, body, wrapper)
         return dict(body[wrapper])
 
+    def _validator(self, schema: dict[str, Any]) -> Any:
+        """A cached Draft 7 validator (``jsonschema`` is imported on the first write)."""
+        with self._validators_lock:
+            found = self._validators.get(id(schema))
+            if found is None:
+                import jsonschema  # slow import kept off the start-up path
+
+                checker = jsonschema.FormatChecker(formats=["date"])
+                found = jsonschema.Draft7Validator(schema, format_checker=checker)
+                self._validators[id(schema)] = found
+            return found
+
     def _validate(self, schema: dict[str, Any], body: dict[str, Any], wrapper: str) -> None:
-        validator = jsonschema.Draft7Validator(schema, format_checker=_FORMATS)
+        validator = self._validator(schema)
         errors = sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.path)))
         if not errors:
             return
@@ -1183,9 +1195,6 @@ class _Answer(Exception):
     def __init__(self, response: Response) -> None:
         super().__init__("answer")
         self.response = response
-
-
-_FORMATS = jsonschema.FormatChecker(formats=["date"])
 
 
 def _select(record: dict[str, Any], attributes: str | None) -> dict[str, Any]:
