@@ -88,7 +88,10 @@ class LoginProcess:
         return match.group(1)
 
     def finish(self) -> tuple[int, str, str]:
-        out, _ = self.proc.communicate(timeout=30)
+        # stderr belongs to the reader thread: communicate() would race it for the lines
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=30)
         self._reader.join(5)
         return self.proc.returncode, out, self.err
 

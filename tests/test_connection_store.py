@@ -398,3 +398,59 @@ def test_lost_answer_when_token_was_not_consumed_recovers(
     assert len(SageClient.for_config(config).businesses()) == 2
     assert store_data(store)["in_flight"] is None
     swallow.sock.close()
+
+
+def test_token_endpoint_429_and_503_are_retried_safely(
+    sandbox_factory: Any, tmp_path: Path
+) -> None:
+    """A refresh POST that Sage refused unprocessed (429 with Retry-After, 503) is sent again;
+    every refresh still succeeds and each spends exactly one token."""
+    sandbox = sandbox_factory(token_ttl=300, extra_args=["--oauth-fault-rate", "0.5",
+                              "--fault-kinds", "429,503", "--fault-seed", "7"])  # fmt: skip
+    store = tmp_path / "tokens.json"
+    config = sandbox_config(sandbox, store, access_token=None)
+    config["advanced_config"]["max_retries"] = 8
+    source = tokens_of(config)
+    for _ in range(4):
+        source.refresh_now()
+    assert store_data(store)["refresh_count"] == 4
+    assert used_refresh_tokens(sandbox.db) == 4
+    log = sandbox.log_path.read_text()
+    assert " 429 " in log or " 503 " in log or "429" in log
+
+
+def test_unwritable_store_spends_no_token(sandbox300: SandboxProcess, tmp_path: Path) -> None:
+    """The new pair is written before it is used: if the store cannot be written, no refresh
+    POST is sent at all."""
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")  # (a read-only folder would not stop root)
+    config = sandbox_config(sandbox300, not_a_folder / "tokens.json", access_token=None)
+    before = used_refresh_tokens(sandbox300.db)
+    with pytest.raises(SageAuthError) as info:
+        SageClient.for_config(config).businesses()
+    assert info.value.code == "store_unwritable" and "no token was spent" in info.value.message
+    assert used_refresh_tokens(sandbox300.db) == before
+
+
+def test_getandrefresh_invalid_grant_without_terminal_names_the_login(
+    sandbox300: SandboxProcess, tmp_path: Path
+) -> None:
+    config = sandbox_config(sandbox300, tmp_path / "tokens.json", access_token=None,
+                            initiate_oauth="GETANDREFRESH")  # fmt: skip
+    _spend(sandbox300, config)
+    with pytest.raises(SageAuthError) as info:
+        SageClient.for_config(config).businesses()
+    assert info.value.code == "login_required"
+    assert "already used" in info.value.message and "sage-auth login" in info.value.fix
+
+
+def test_tls_is_always_verified(tmp_path: Path) -> None:
+    pem = tmp_path / "corp-ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    plain = SageClient.for_config({"initiate_oauth": "OFF", "access_token": "x"})
+    assert plain.new_session().verify is True
+    forget_clients()
+    custom = SageClient.for_config(
+        {"initiate_oauth": "OFF", "access_token": "x", "ca_bundle": str(pem)}
+    )
+    assert custom.new_session().verify == str(pem)

@@ -61,9 +61,6 @@ PAUSE_FILE_ENV = "TAP_SAGE_TEST_PAUSE_FILE"
 #: Test-only: when "1", the answer of the next refresh POST is dropped (as if lost).
 LOSE_ANSWER_ENV = "TAP_SAGE_TEST_LOSE_REFRESH_ANSWER"
 
-#: Tries of a token POST that provably never reached Sage (connection refused, 429, 503).
-NOT_SENT_TRIES = 4
-
 
 def _pause_point(name: str) -> None:
     """Test hook: stop here (until killed) when ``TAP_SAGE_TEST_PAUSE_AT`` names this point."""
@@ -358,10 +355,10 @@ class RotatingTokenSource:
                 data["refresh_token"] = None
                 data["access_token"] = None
             self.store.write(data)
-            if failure is not refused:
-                raise failure from None
             if refused.code == "invalid_grant":
-                raise _LoginNeeded(refused.message, refused) from None
+                # REFRESH: the error with the login command; GETANDREFRESH: the login itself
+                # at a terminal, else the same explanation and command.
+                raise _LoginNeeded(failure.message, failure) from None
             raise
         _pause_point("after_answer")
         now = time.time()
@@ -404,9 +401,9 @@ class RotatingTokenSource:
             while True:
                 retry_after = getattr(exc, "retry_after", None)
                 wait = (
-                    min(float(retry_after), 30.0)
+                    min(float(retry_after), self.settings.max_backoff)
                     if retry_after is not None
-                    else min(0.5 * 2**attempt, 8.0)
+                    else min(0.5 * 2**attempt, 8.0, self.settings.max_backoff)
                 )
                 attempt += 1
                 exc = yield wait
@@ -414,7 +411,8 @@ class RotatingTokenSource:
         send = backoff.on_exception(
             waits,
             TokenRequestNotSent,
-            max_tries=min(NOT_SENT_TRIES, 1 + self.settings.max_retries),
+            max_tries=1 + self.settings.max_retries,
+            max_time=max(60.0, self.settings.max_backoff * 2),
             jitter=None,
             logger=None,
             on_backoff=lambda d: LOGGER.warning(

@@ -79,8 +79,15 @@ class TokenStore:
         """Create the store's folder (mode 0700) if it does not exist."""
         folder = self.path.parent
         if not folder.exists():
-            folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-            folder.chmod(0o700)
+            try:
+                folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+                folder.chmod(0o700)
+            except OSError as exc:
+                raise SageAuthError(
+                    "store_unwritable",
+                    f"Cannot create the token store folder {folder} ({exc.strerror})",
+                    "set oauth_settings_location to a path the user running the sync can write",
+                ) from None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -103,6 +110,14 @@ class TokenStore:
                 self._file_lock.acquire()
             except filelock.Timeout:
                 raise self._lock_timeout_error() from None
+            except OSError as exc:
+                raise SageAuthError(
+                    "store_unwritable",
+                    f"Cannot create the token store lock {self.lock_path} ({exc.strerror}); no "
+                    "token was spent",
+                    "set oauth_settings_location to a file path in a folder the user running "
+                    "the sync can write",
+                ) from None
             waited = time.monotonic() - started
             if waited > 1:
                 LOGGER.debug("Waited %.1fs for the token store lock %s", waited, self.lock_path)
@@ -171,9 +186,17 @@ class TokenStore:
         data["generation"] = int(data.get("generation") or 0) + 1
         data["updated_at"] = time.time()
         text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=str(self.path.parent)
-        )
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".tmp", dir=str(self.path.parent)
+            )
+        except OSError as exc:
+            raise SageAuthError(
+                "store_unwritable",
+                f"Cannot write the token store {self.path} ({exc.strerror}); no token was spent",
+                "make its folder writable by the user running the sync, or set "
+                "oauth_settings_location to a writable path",
+            ) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 os.fchmod(handle.fileno(), 0o600)
