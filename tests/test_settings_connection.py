@@ -153,3 +153,22 @@ def test_schema_marks_secrets_and_describes_everything() -> None:
         assert len(prop.get("description", "")) > 10, key
     for key in ADVANCED_KEYS:
         assert f"`{key}`" in CONNECTION_PROPERTIES["advanced_config"]["description"]
+
+
+def test_sage_auth_merges_config_files_and_environment(tmp_path: Path) -> None:
+    from tap_sage.sage.auth_cli import load_config
+
+    first = tmp_path / "a.json"
+    first.write_text(json.dumps({"client_id": "from-file", "scope": "readonly"}))
+    second = tmp_path / "b.json"
+    second.write_text(json.dumps({"scope": "full_access"}))
+    env = {"TAP_SAGE_CLIENT_SECRET": "s", "TARGET_SAGE_CONNECTION_NAME": "tgt",
+           "TAP_SAGE_ADVANCED_CONFIG": '{"timeout": 5}', "TAP_SAGE_USE_PROXY": "false"}  # fmt: skip
+    merged = load_config([str(first), str(second), "ENV"], env)
+    assert merged["client_id"] == "from-file" and merged["scope"] == "full_access"
+    assert merged["connection_name"] == "tgt" and merged["client_secret"] == "s"
+    s = ConnectionSettings.from_config({**merged, "refresh_token": "r"})
+    assert s.timeout == 5 and s.use_proxy is False
+    assert load_config(None, env) == load_config(["ENV"], env)
+    with pytest.raises(SageConfigError):
+        load_config([str(tmp_path / "missing.json")], env)
