@@ -194,6 +194,11 @@ def test_invalid_grant_says_run_the_login(sandbox300: SandboxProcess, tmp_path: 
     with pytest.raises(SageConfigError) as again:
         SageClient.for_config(config).businesses()
     assert "the last refresh failed" in str(again.value) and "sage-auth login" in str(again.value)
+    # a fresh refresh token put into the config repairs the connection
+    forget_clients()
+    fresh = sandbox300.grant()
+    config.update(refresh_token=fresh["refresh_token"])
+    assert len(SageClient.for_config(config).businesses()) == 2
 
 
 def test_invalid_client_says_check_the_app_credentials(

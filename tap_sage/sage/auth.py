@@ -271,6 +271,7 @@ class RotatingTokenSource:
                     data["refresh_token"] = settings.refresh_token
                     data["refresh_token_expires_at"] = None
                     data["in_flight"] = None
+                    data["last_error"] = None
                     data["access_token"] = settings.access_token
                     data["access_token_expires_at"] = None
                     data["access_token_lifetime"] = None
