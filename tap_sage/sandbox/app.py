@@ -122,6 +122,8 @@ class SandboxApp:
         self._fault_lock = threading.Lock()
         self._validators: dict[int, Any] = {}
         self._validators_lock = threading.Lock()
+        self._counts: dict[tuple[str, tuple[Any, ...]], tuple[str | None, int]] = {}
+        self._count_lock = threading.Lock()
         with self.pool.connection() as conn:
             store.create_schema(conn)
             store.set_meta(conn, "token_ttl", str(settings.token_ttl))
@@ -387,7 +389,11 @@ class SandboxApp:
                     raise SageError(
                         403, "AccessDenied", "The token's scope (readonly) does not allow writes"
                     )
-                response = self.route(request, conn, grant, path)
+                try:
+                    response = self.route(request, conn, grant, path)
+                finally:
+                    if request.method in WRITE_METHODS:
+                        store.bump_generation(conn)
             self._post_fault(kind)
             return response
         except _Answer as answer:
@@ -425,7 +431,7 @@ class SandboxApp:
                     return self.put(request, conn, biz, res, None)
                 raise self._not_allowed(method, path)
             if method == "GET" and res.list:
-                return self.list(request, conn, biz, res)
+                return self.list_records(request, conn, biz, res)
             if method == "POST" and res.create:
                 return self.post(request, conn, biz, res)
             raise self._not_allowed(method, path)
@@ -579,10 +585,28 @@ class SandboxApp:
             "$items": [_select(item, attributes) for item in chosen],
         }
 
-    def list(self, request: Request, conn: sqlite3.Connection, biz: str, res: Resource) -> Response:
+    def list_records(self, request: Request, conn: sqlite3.Connection, biz: str, res: Resource) -> Response:
         args = request.args
         names = res.param_names
         page, ipp = self._paging(args)
+        order = "seq"
+        sort_field = "seq"
+        sort = args.get("sort")
+        if sort:
+            if not res.sortable:
+                raise SageError(
+                    400, "InvalidParameter", f"sort is not a parameter of {res.path}", "sort"
+                )
+            field_name, _, direction = sort.partition(":")
+            if field_name not in ("updated_at", "created_at") or direction not in (
+                "",
+                "asc",
+                "desc",
+            ):
+                raise SageError(400, "InvalidParameter", f"Cannot sort by {sort!r}", "sort")
+            desc = " DESC" if direction == "desc" else ""
+            order = f"{field_name}{desc}, seq{desc}"
+            sort_field = field_name
         where = ["business = ?", "resource = ?"]
         params: list[Any] = [biz, res.name]
         tombstones = "deleted_since" in names and bool(args.get("deleted_since"))
@@ -595,7 +619,9 @@ class SandboxApp:
             where.append("deleted_at IS NULL")
         if "updated_or_created_since" in names and args.get("updated_or_created_since"):
             since = _when(args["updated_or_created_since"], "updated_or_created_since")
-            where.append("updated_at >= ?")  # inclusive
+            # inclusive; "+" keeps the planner on the creation-order index unless sorting
+            column = "updated_at" if sort_field == "updated_at" else "+updated_at"
+            where.append(f"{column} >= ?")
             params.append(utc_ts(math.ceil(since.timestamp())))
         props = catalogue.list_schema(res.name).get("properties", {})
         if "date" in props:
@@ -623,36 +649,30 @@ class SandboxApp:
             if clause is not None:
                 where.append(clause[0])
                 params.extend(clause[1])
-        order = "seq"
-        sort = args.get("sort")
-        if sort:
-            if not res.sortable:
-                raise SageError(
-                    400, "InvalidParameter", f"sort is not a parameter of {res.path}", "sort"
-                )
-            field_name, _, direction = sort.partition(":")
-            if field_name not in ("updated_at", "created_at") or direction not in (
-                "",
-                "asc",
-                "desc",
-            ):
-                raise SageError(400, "InvalidParameter", f"Cannot sort by {sort!r}", "sort")
-            desc = " DESC" if direction == "desc" else ""
-            order = f"{field_name}{desc}, seq{desc}"
         sql_where = " AND ".join(where)
-        total = conn.execute(
-            f"SELECT count(*) FROM records WHERE {sql_where}",  # noqa: S608
-            params,
-        ).fetchone()[0]
+        total = self._count(conn, sql_where.replace("+updated_at", "updated_at"), params)
         last = max(1, math.ceil(total / ipp))
         page = min(page, last)
         attributes = args.get("attributes")
-        rows = conn.execute(
-            f"SELECT id, data FROM records WHERE {sql_where} ORDER BY {order} "  # noqa: S608
-            "LIMIT ? OFFSET ?",
-            [*params, ipp, (page - 1) * ipp],
-        ).fetchall()
-        head = {
+        # Two steps: the page's row numbers from the (covering) indexes, then their data.
+        seqs = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT seq FROM records WHERE {sql_where} ORDER BY {order} "  # noqa: S608
+                "LIMIT ? OFFSET ?",
+                [*params, ipp, (page - 1) * ipp],
+            )
+        ]
+        by_seq = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                "SELECT seq, id, data FROM records WHERE seq IN "  # noqa: S608
+                f"({','.join('?' * len(seqs))})",
+                seqs,
+            )
+        }
+        rows = [by_seq[seq] for seq in seqs]
+        head: dict[str, Any] = {
             "$total": total,
             "$page": page,
             "$next": self._link(request, res.path, page + 1, ipp) if page < last else None,
@@ -678,6 +698,26 @@ class SandboxApp:
                 items.append(_select(record, attributes))
         head["$items"] = items
         return _json(200, head)
+
+    def _count(self, conn: sqlite3.Connection, where: str, params: list[Any]) -> int:
+        """``count(*)`` of a list, cached until the next write (from any process)."""
+        generation = store.get_meta(conn, "generation", "0")
+        key = (where, tuple(params))
+        with self._count_lock:
+            cached = self._counts.get(key)
+            if cached is not None and cached[0] == generation:
+                return cached[1]
+        total = int(
+            conn.execute(
+                f"SELECT count(*) FROM records WHERE {where}",  # noqa: S608
+                params,
+            ).fetchone()[0]
+        )
+        with self._count_lock:
+            if len(self._counts) > 2000:
+                self._counts.clear()
+            self._counts[key] = (generation, total)
+        return total
 
     # -- single records --------------------------------------------------------------------
     def _load(

@@ -93,17 +93,23 @@ CREATE TABLE IF NOT EXISTS files (
 
 INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (business, resource, id);
-CREATE INDEX IF NOT EXISTS records_live ON records (business, resource, deleted_at, seq);
-CREATE INDEX IF NOT EXISTS records_updated ON records (business, resource, updated_at);
-CREATE INDEX IF NOT EXISTS records_deleted ON records (business, resource, deleted_at)
+CREATE INDEX IF NOT EXISTS records_live ON records (business, resource, seq, updated_at, doc_date)
+    WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS records_live_updated ON records (business, resource, updated_at)
+    WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS records_live_created ON records (business, resource, created_at)
+    WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS records_deleted ON records (business, resource, deleted_at, updated_at)
     WHERE deleted_at IS NOT NULL;
 """
 
 DROP_INDEXES = """
 DROP INDEX IF EXISTS records_id;
 DROP INDEX IF EXISTS records_live;
-DROP INDEX IF EXISTS records_updated;
+DROP INDEX IF EXISTS records_live_updated;
+DROP INDEX IF EXISTS records_live_created;
 DROP INDEX IF EXISTS records_deleted;
+DROP INDEX IF EXISTS records_updated;
 """
 
 
@@ -140,6 +146,14 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
+    )
+
+
+def bump_generation(conn: sqlite3.Connection) -> None:
+    """Note that records changed (list counts cached by any server are then stale)."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('generation', '1') "
+        "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
     )
 
 
