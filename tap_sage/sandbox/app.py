@@ -585,7 +585,9 @@ class SandboxApp:
             "$items": [_select(item, attributes) for item in chosen],
         }
 
-    def list_records(self, request: Request, conn: sqlite3.Connection, biz: str, res: Resource) -> Response:
+    def list_records(
+        self, request: Request, conn: sqlite3.Connection, biz: str, res: Resource
+    ) -> Response:
         args = request.args
         names = res.param_names
         page, ipp = self._paging(args)
