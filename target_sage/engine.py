@@ -37,7 +37,13 @@ import requests
 from tap_sage.sage import catalogue
 from tap_sage.sage.catalogue import Resource
 from tap_sage.sage.client import SageClient
-from tap_sage.sage.errors import SageAPIError, SageError, SageNetworkError, SageNotFound
+from tap_sage.sage.errors import (
+    SageAPIError,
+    SageAuthError,
+    SageError,
+    SageNetworkError,
+    SageNotFound,
+)
 from target_sage import hooks
 from target_sage.ledger import APPLIED, DELETED, PENDING, Entry, Ledger
 from target_sage.payload import (
@@ -75,7 +81,8 @@ class WorkItem:
     raw_message: dict[str, Any]  # the RECORD message as received, for the dead letter
     schema_message: dict[str, Any] | None
     chain: str = ""  # records with the same chain are applied in input order
-    sequential: bool = False  # set when dispatched: a POST Sage wants one at a time
+    key_problem: str | None = None  # e.g. a key property is empty
+    ticket: int | None = None  # turn of a POST Sage wants one at a time
 
 
 @dataclass
@@ -113,7 +120,10 @@ class Engine:
     _client: SageClient | None = None
     _business_id: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _business_lock: threading.Lock = field(default_factory=threading.Lock)
     _warned: set[tuple[str, str]] = field(default_factory=set)
+    _local: threading.local = field(default_factory=threading.local)
+    turnstile: Turnstile | None = None
     failed: int = 0
 
     # -- shared pieces -----------------------------------------------------------------------
@@ -129,14 +139,15 @@ class Engine:
     @property
     def business_id(self) -> str:
         """The business written to: the setting, else the connection's lead business."""
-        if self._business_id is None:
-            if self.settings.business_id:
-                self._business_id = self.settings.business_id
-            elif self.settings.dry_run:
-                self._business_id = ""
-            else:
-                self._business_id = self._lead_business()
-        return self._business_id
+        with self._business_lock:
+            if self._business_id is None:
+                if self.settings.business_id:
+                    self._business_id = self.settings.business_id
+                elif self.settings.dry_run:
+                    self._business_id = ""
+                else:
+                    self._business_id = self._lead_business()
+            return self._business_id
 
     def _lead_business(self) -> str:
         try:
@@ -163,6 +174,11 @@ class Engine:
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """One request through the shared client, with the crash-test hooks around it."""
+        ticket: int | None = getattr(self._local, "ticket", None)
+        in_turn = method == "POST" and ticket is not None and self.turnstile is not None
+        if in_turn:
+            assert self.turnstile is not None and ticket is not None
+            self.turnstile.wait_turn(ticket)
         hooks.reached("before_request")
         try:
             response = self.client.request(
@@ -178,6 +194,9 @@ class Engine:
         except SageAPIError as exc:
             ctx.status, ctx.request_id = exc.status, exc.request_id
             raise
+        if in_turn:
+            assert self.turnstile is not None and ticket is not None
+            self.turnstile.done(ticket)  # the next sequential POST may go
         ctx.status = response.status_code
         ctx.request_id = response.headers.get("x_request_id") or response.headers.get(
             "X-Request-Id"
@@ -222,9 +241,20 @@ class Engine:
 
     def apply(self, item: WorkItem, route: Route) -> Result:
         """Apply one record; never raises for a record-level problem (returns ``failed``)."""
+        self._local.ticket = item.ticket
+        try:
+            return self._apply(item, route)
+        finally:
+            self._local.ticket = None
+            if item.ticket is not None and self.turnstile is not None:
+                self.turnstile.done(item.ticket)
+
+    def _apply(self, item: WorkItem, route: Route) -> Result:
         ctx = Call()
         operation = "execute" if route.procedure else "upsert"
         try:
+            if item.key_problem:
+                raise RecordError(item.stream, item.key, None, item.key_problem)
             if route.procedure:
                 from target_sage.procedures import PROCEDURES
 
@@ -251,6 +281,20 @@ class Engine:
                 message=f"{exc} (stream `{item.stream}`, source key {item.key})",
                 source=exc.source,
                 x_request_id=exc.request_id,
+            )
+        except (SageAuthError, SageNetworkError):
+            # The connection, not the record: stop (a re-run is safe), whatever on_error says.
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            return Result(
+                item.stream,
+                ctx.operation or operation,
+                item.key_display,
+                "failed",
+                http_status=ctx.status,
+                x_request_id=ctx.request_id,
+                message=f"Unexpected answer from Sage ({type(exc).__name__}: {exc}) "
+                f"(stream `{item.stream}`, source key {item.key})",
             )
         except SageError as exc:
             return Result(
@@ -603,6 +647,44 @@ class Engine:
                 LOGGER.error("%s", result.message)
 
 
+class Turnstile:
+    """Strict input order for the POSTs Sage wants one at a time, without serialising the rest.
+
+    The dispatcher hands each such item a ticket in input order. Its first POST waits for its
+    turn (every earlier ticket done); the turn passes on as soon as Sage has answered that POST
+    (or the item ends without one), so validation, body building and ledger/results writes of
+    neighbouring records overlap the POST in flight, while no two of these POSTs ever do.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._issued = 0
+        self._next = 0
+        self._done: set[int] = set()
+
+    def ticket(self) -> int:
+        """The next ticket (dispatcher thread only)."""
+        ticket = self._issued
+        self._issued += 1
+        return ticket
+
+    def wait_turn(self, ticket: int) -> None:
+        """Block until every earlier ticket is done."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._next >= ticket)
+
+    def done(self, ticket: int) -> None:
+        """This ticket's POST has been answered (or there was none). Idempotent."""
+        with self._cond:
+            if ticket < self._next or ticket in self._done:
+                return
+            self._done.add(ticket)
+            while self._next in self._done:
+                self._done.discard(self._next)
+                self._next += 1
+            self._cond.notify_all()
+
+
 class Dispatcher:
     """Applies a batch in input order with bounded concurrency (see the module docstring)."""
 
@@ -616,9 +698,15 @@ class Dispatcher:
         stop: list[Result] = []
         workers = engine.settings.max_parallel_writes
 
+        fatal: list[BaseException] = []
+
         def work(item: WorkItem) -> None:
-            result = engine.apply(item, self.route)
-            engine.report(item, result)
+            try:
+                result = engine.apply(item, self.route)
+                engine.report(item, result)
+            except BaseException as exc:  # the connection (or the disk) failed: stop
+                fatal.append(exc)
+                raise
             settings = engine.settings
             if result.outcome == "failed" and settings.on_error == "fail" and not settings.dry_run:
                 stop.append(result)
@@ -630,31 +718,29 @@ class Dispatcher:
                     break
         else:
             last_by_chain: dict[str, Future[None]] = {}
-            last_sequential: Future[None] | None = None
             inflight: set[Future[None]] = set()
+            engine.turnstile = Turnstile()
             with ThreadPoolExecutor(workers, thread_name_prefix="sage-write") as pool:
                 for item in items:
-                    if stop:
+                    if stop or fatal:
                         break
                     before = last_by_chain.get(item.chain)
                     if before is not None and not before.done():
                         wait([before])
-                    seq = sequential_post(item)
-                    if seq and last_sequential is not None and not last_sequential.done():
-                        wait([last_sequential])
+                    if sequential_post(item):
+                        item.ticket = engine.turnstile.ticket()
                     while len(inflight) >= workers:
                         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                         inflight -= done
-                    if stop:
+                    if stop or fatal:
                         break
                     future = pool.submit(work, item)
                     inflight.add(future)
                     last_by_chain[item.chain] = future
-                    if seq:
-                        last_sequential = future
                 wait(inflight)
-                for future in inflight:
-                    future.result()  # surface bugs, not record failures
+                engine.turnstile = None
+                if fatal:
+                    raise fatal[0]
         if stop:
             raise TargetFailure(
                 f"{stop[0].message or 'record failed'} — stopping (on_error is `fail`; set "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.sinks import Sink
 from typing_extensions import override
 
-from target_sage.engine import Dispatcher, WorkItem
+from target_sage.engine import Dispatcher, TargetFailure, WorkItem
 from target_sage.ledger import APPLIED
 from target_sage.payload import source_key
 
@@ -57,6 +57,7 @@ class SageSink(Sink):
             if sink is not None and sink is not self and sink.current_size:
                 target.drain_one(sink)
         key, _ = source_key(record, self.key_properties)
+        empty = [k for k in self.key_properties if record.get(k) in (None, "")]
         display: Any = (
             {k: record.get(k) for k in self.key_properties} if self.key_properties else key
         )
@@ -74,6 +75,7 @@ class SageSink(Sink):
             raw_message=raw,
             schema_message=target.schema_message(str(raw.get("stream"))),
             chain=f"id:{sage_id}" if sage_id else f"key:{key}",
+            key_problem=f"key property `{empty[0]}` is empty" if empty else None,
         )
         self.records_to_drain.append(item)
 
@@ -99,5 +101,10 @@ class SageSink(Sink):
     @override
     def process_batch(self, context: dict[str, Any]) -> None:
         items, self.records_to_drain = self.records_to_drain, []
-        if items:
+        if not items:
+            return
+        try:
             Dispatcher(self.engine, self.route).run(items, self._sequential_post)
+        except ValueError as exc:  # never mistaken for an invalid input record upstream
+            msg = f"Stream `{self.stream_name}`: internal error while applying a batch: {exc}"
+            raise TargetFailure(msg) from exc

@@ -384,3 +384,26 @@ def test_secrets_never_written(config, connection_config, capfd):
         value = connection_config[secret]
         assert value not in files
         assert value not in captured.out + captured.err
+
+
+def test_cli_on_the_sample_file(config, api, tmp_path):
+    """`target-sage --config ... --input tests/data/target/customers.singer`, twice."""
+    from tests.test_target_helpers import DATA, run_cli
+
+    text = (DATA / "customers.singer").read_text()
+    for _ in range(2):
+        done = run_cli(config, text, tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        states = [json.loads(x) for x in done.stdout.splitlines()]
+        assert states[-1]["bookmarks"]["customers"]["replication_key_value"] == (
+            "2025-01-11T11:00:00Z"
+        )
+        assert "target-sage summary" in done.stderr
+    names = sorted(c["name"] for c in api.contacts_named("Demo "))
+    assert names == ["Demo Bakery Limited", "Demo Florists"]
+    bakery = api.contacts_named("Demo Bakery")[0]
+    assert bakery["credit_limit"] == 7500.0
+    outcomes = [line["outcome"] for line in results(config)]
+    assert outcomes[:3] == ["created", "created", "created"]
+    assert sorted(outcomes[3:5]) == ["deleted", "updated"]
+    assert "created" not in outcomes[5:] and "deleted" not in outcomes[5:]
