@@ -72,6 +72,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 #: of its ``updated_at``/``deleted_at`` stamps.
 CLOCK_MARGIN = 2
 
+#: Sage's largest ``items_per_page``.
+MAX_PAGE_SIZE = 200
+
+#: Records remembered at each end of each page, to find a page boundary again.
+ANCHORS = 4
+
 #: Repair rounds before a read is declared unproven (bookmark then stays where it was).
 MAX_ROUNDS = 6
 
@@ -141,6 +147,8 @@ class _PageMeta:
     served_at: int
     first: tuple[str, str] | None  # (id, updated_at) of its first record
     last: tuple[str, str] | None
+    head: tuple[str, ...] = ()  # ids of its first few records (anchors)
+    tail: tuple[str, ...] = ()  # ids of its last few records, last one last
 
 
 @dataclass
@@ -157,6 +165,9 @@ class ReadResult:
 
     bookmark: str | None
     verified: bool
+    #: Exclusive lower bound of the next deletion pass when there is no bookmark to derive it
+    #: from (a first read that could not be proven complete).
+    deleted_after: str | None = None
     requests: int = 0
     emitted: int = 0
     tombstones: int = 0
@@ -219,6 +230,45 @@ class _Emitted:
         return len(self.ids)
 
 
+class _TotalWatch:
+    """Without a deletion feed: did records leave the list while it was read?
+
+    ``$total`` moves by creates and by updates that bring a record into an
+    ``updated_or_created_since`` range (both seen as records with a fresh ``created_at`` /
+    ``updated_at``) and by deletions (not seen). Records that left = fresh records seen -
+    change of ``$total``; a positive count makes the scan suspect. (A deletion masked by an
+    insert that was not seen, between the same two requests, escapes it: resources without
+    ``deleted_since`` give nothing better.)
+    """
+
+    def __init__(self, filtered: bool) -> None:
+        self.filtered = filtered
+        self.first_total: int | None = None
+        self.last_total = 0
+        self.mark = 0
+        self.fresh = 0
+
+    def page(self, page: Page) -> None:
+        if self.first_total is None:
+            self.first_total = page.total
+            self.mark = page.sent_at - 1 - CLOCK_MARGIN
+        self.last_total = page.total
+
+    def item(self, item: Mapping[str, Any], *, reseen: bool = False) -> None:
+        created = item.get("created_at")
+        if isinstance(created, str) and created and epoch(created) >= self.mark:
+            self.fresh += 1
+            return
+        updated = item.get("updated_at")
+        fresh = isinstance(updated, str) and bool(updated) and epoch(updated) >= self.mark
+        if self.filtered and not reseen and fresh:
+            self.fresh += 1
+
+    @property
+    def lost(self) -> bool:
+        return self.fresh - (self.last_total - (self.first_total or 0)) > 0
+
+
 class ListReader:
     """Reads one list resource of one business consistently (see the module docstring).
 
@@ -240,12 +290,16 @@ class ListReader:
         include_deleted: bool,
         executor: Executor | None,
         max_concurrency: int,
+        deleted_after: str | None = None,
+        max_page_size: int = MAX_PAGE_SIZE,
         logger: logging.Logger | None = None,
     ) -> None:
         self.fetch = fetch
         self.path = path
         self.base_params = dict(params)
         self.page_size = page_size
+        self.max_page_size = max(page_size, max_page_size)
+        self._wide = {"items_per_page": self.max_page_size}
         self.since = since if incremental else None
         self.incremental = incremental
         self.sortable = sortable
@@ -254,6 +308,7 @@ class ListReader:
         self.executor = executor
         self.max_concurrency = max(1, max_concurrency)
         self.log = logger or LOGGER
+        self.deleted_after = deleted_after
         self.result = ReadResult(bookmark=since, verified=False)
         self._emitted = _Emitted()
         self._tombstoned: set[str] = set()
@@ -364,6 +419,7 @@ class ListReader:
         previous: dict[str, str],
         removals: list[Removal],
         dups: list[int],
+        watch: _TotalWatch | None,
     ) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """Records of a main-scan page to emit; updates the scan's bookkeeping."""
         out: list[dict[str, Any]] = []
@@ -381,13 +437,17 @@ class ListReader:
             if previous.get(record_id) == updated_at:
                 dups.append(page.number)  # shifted back across the boundary: read twice
                 continue
+            reseen = False
             if sortable and updated_at and epoch(updated_at) >= tail_from:
                 earlier = emitted.page_of(record_id)
                 if earlier is not None and earlier < page.number:
                     # updated after it was read: it moved to the end and shifted what followed
+                    reseen = True
                     removals.append(Removal(earlier, epoch(updated_at)))
                     if emitted.has_version(record_id, updated_at):
                         continue
+            if watch is not None:
+                watch.item(item, reseen=reseen)
             emitted.add(record_id, updated_at, page.number)
             self._note_updated(updated_at)
             out.append(item)
@@ -403,6 +463,8 @@ class ListReader:
             page.served_at,
             (str(first.get("id")), first.get("updated_at") or "") if first else None,
             (str(last.get("id")), last.get("updated_at") or "") if last else None,
+            tuple(str(i.get("id")) for i in items[:ANCHORS]),
+            tuple(str(i.get("id")) for i in items[-ANCHORS:]),
         )
 
     def _accept_repair(self, item: dict[str, Any]) -> bool:
@@ -423,7 +485,7 @@ class ListReader:
         """Tombstones of records deleted after ``after`` (epoch seconds, exclusive)."""
         params: dict[str, Any] = {
             "page": 1,
-            "items_per_page": self.page_size,
+            "items_per_page": self.max_page_size,
             "deleted_since": iso(after),
         }
         next_link: str | None = self.path
@@ -466,7 +528,7 @@ class ListReader:
         metas: list[_PageMeta] = []
         removals: list[Removal] = []
         dups: list[int] = []
-        totals: set[int] = set()
+        watch = None if self.deletions else _TotalWatch(self.since is not None)
         previous: dict[str, str] = {}
         started = int(time.time())
         for page in self._scan(self._params(self.since), concurrent=True):
@@ -477,8 +539,9 @@ class ListReader:
                 # the list shrank under the scan: the end may have moved onto read pages
                 removals.append(Removal(metas[-2].number, -1))
                 continue
-            totals.add(page.total)
-            out, previous = self._accept_main(page, previous, removals, dups)
+            if watch is not None:
+                watch.page(page)
+            out, previous = self._accept_main(page, previous, removals, dups, watch)
             self.result.emitted += len(out)
             for item in out:
                 yield item, False
@@ -487,8 +550,12 @@ class ListReader:
 
         watch_from = scan_start - CLOCK_MARGIN
         deleted_count = 0
+        after = watch_from - 1
+        if self.since:
+            after = epoch(self.since) - 1
+        elif self.deleted_after:
+            after = min(after, epoch(self.deleted_after))
         if self.deletions:
-            after = epoch(self.since) - 1 if self.since else watch_from - 1
             tombs, recent = self._deletion_pass(after, watch_from)
             self.result.tombstones += len(tombs)
             for item in tombs:
@@ -500,9 +567,9 @@ class ListReader:
                     removals.append(Removal(page_no, when))
 
         if len(metas) > 1:
-            if not self.deletions and len(totals) > 1:
-                removals.append(Removal(1, -1))  # $total moved: something may have left
-                self.result.notes.append("$total changed during the scan")
+            if watch is not None and watch.lost:
+                removals.append(Removal(1, -1))  # $total fell: something may have left
+                self.result.notes.append("$total says records left during the scan")
             if dups and self.max_concurrency > 1:
                 removals.append(Removal(max(1, min(dups) - 1), -1))
                 self.result.notes.append("a record was read on two pages")
@@ -514,9 +581,11 @@ class ListReader:
             if self.sortable:
                 verified = yield from self._repair_windows(metas, suspects)
             else:
-                first_page = metas[suspects[0]].number
-                start = max(1, first_page - math.ceil(deleted_count / self.page_size) - 1)
-                verified = yield from self._rescan(start)
+                verified = yield from self._repair_gaps(metas, suspects, removals)
+                if not verified:
+                    first_page = metas[suspects[0]].number
+                    start = max(1, first_page - math.ceil(deleted_count / self.page_size) - 1)
+                    verified = yield from self._rescan(start)
 
         self.result.verified = verified
         if not verified:
@@ -526,6 +595,8 @@ class ListReader:
                 self.path, MAX_ROUNDS, self.since,
             )  # fmt: skip
             self.result.bookmark = self.since
+            if self.since is None and self.deletions:
+                self.result.deleted_after = iso(after)
         elif not self.incremental:
             self.result.bookmark = None
         elif self._max_updated is None:
@@ -557,6 +628,8 @@ class ListReader:
         """Re-read by keyset the (updated_at) windows around suspect boundaries."""
         windows: list[tuple[int, int | None]] = []
         for index in suspects:
+            if set(metas[index].tail) & set(metas[index + 1].head):
+                continue  # the pages overlap: nothing can lie between them
             low_meta = metas[index].last or metas[index].first
             high_meta = metas[index + 1].first
             if low_meta is None or not low_meta[1]:
@@ -576,10 +649,22 @@ class ListReader:
                 if not clean:
                     again.append((low, high))
             if not again:
+                yield from self._read_tail()
                 return True
             self.result.rounds += 1
             windows = again
+        yield from self._read_tail()
         return False
+
+    def _read_tail(self) -> Iterator[tuple[dict[str, Any], bool]]:
+        """Emit what changed since the scan began and was not emitted yet: a record skipped at
+        a boundary and updated before its window was repaired has moved here."""
+        since = (self._scan_start or 0) - CLOCK_MARGIN
+        for page in self._scan(self._params(iso(since), self._wide), concurrent=False):
+            for item in page.items:
+                if self._accept_repair(item):
+                    self.result.emitted += 1
+                    yield item, False
 
     def _repair_window(
         self, low: int, high: int | None
@@ -588,9 +673,11 @@ class ListReader:
         pages: list[_PageMeta] = []
         where: dict[str, int] = {}
         started: int | None = None
-        for page in self._scan(self._params(iso(low)), concurrent=False):
+        totals: set[int] = set()
+        for page in self._scan(self._params(iso(low), self._wide), concurrent=False):
             if started is None:
                 started = page.sent_at - 1
+            totals.add(page.total)
             beyond = False
             for item in page.items:
                 updated_at = item.get("updated_at") or ""
@@ -608,6 +695,8 @@ class ListReader:
                 break
         if len(pages) < 2 or started is None:
             return True  # one page is one atomic query: nothing can have shifted inside it
+        if not self.deletions and len(totals) > 1:
+            return False  # no deletion feed: only a steady $total proves nothing left
         return not self._left_since(started, where, pages)
 
     def _left_since(self, started: int, where: dict[str, int], pages: list[_PageMeta]) -> bool:
@@ -616,7 +705,7 @@ class ListReader:
         removals: list[Removal] = []
         watch = started - CLOCK_MARGIN
         if self.sortable:
-            for page in self._scan(self._params(iso(watch)), concurrent=False):
+            for page in self._scan(self._params(iso(watch), self._wide), concurrent=False):
                 for item in page.items:
                     record_id = item.get("id")
                     updated_at = item.get("updated_at")
@@ -631,6 +720,84 @@ class ListReader:
                     removals.append(Removal(where[record_id], at))
         return bool(self._suspect_boundaries(pages, removals))
 
+    def _repair_gaps(
+        self, metas: list[_PageMeta], suspects: list[int], removals: list[Removal]
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        """Creation-ordered lists: re-read each suspect boundary in ONE page that holds a record
+        of each side of it (records keep their relative order; one page is one atomic query),
+        and emit what lies between. False when a boundary cannot be found again."""
+        for index in suspects:
+            before, after = metas[index], metas[index + 1]
+            if set(before.tail) & set(after.head):
+                continue  # the pages overlap: nothing can lie between them
+            if not before.tail:
+                return False
+            shift = sum(1 for r in removals if r.page <= before.number)
+            found = yield from self._repair_gap(before, after, shift)
+            if not found:
+                return False
+        return True
+
+    def _repair_gap(
+        self, before: _PageMeta, after: _PageMeta, shift: int
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        size = self.page_size
+        tails, heads = set(before.tail), set(after.head)
+        width = shift + 2 * ANCHORS + 2  # records expected from the first anchor to the last
+        guess = before.number * size - 1 - shift  # 0-based position of the last tail anchor
+        for _ in range(8):
+            per_page = self.max_page_size
+            for candidate in range(max(size, 2 * width), width, -1):
+                if (
+                    candidate <= self.max_page_size
+                    and max(0, guess - ANCHORS) % candidate + width < candidate
+                ):
+                    per_page = candidate
+                    break
+            page_no = max(0, guess - ANCHORS) // per_page + 1
+            extra = {"page": page_no, "items_per_page": per_page}
+            page = self._get(self.path, self._params(self.since, extra))
+            ids = [str(item.get("id")) for item in page.items]
+            low = max((i for i, x in enumerate(ids) if x in tails), default=None)
+            high = min((i for i, x in enumerate(ids) if x in heads), default=None)
+            if low is not None and not heads:
+                # the boundary is the end of the list: read on from the last anchor
+                for item in page.items[low + 1 :]:
+                    if self._accept_repair(item):
+                        self.result.emitted += 1
+                        yield item, False
+                number, link = page.number, page.next
+                while link is not None:
+                    more = self._get(link, None)
+                    if more.number <= number:
+                        break
+                    number, link = more.number, more.next
+                    for item in more.items:
+                        if self._accept_repair(item):
+                            self.result.emitted += 1
+                            yield item, False
+                return True
+            if low is not None and high is not None and low < high:
+                for item in page.items[low + 1 : high]:
+                    if self._accept_repair(item):
+                        self.result.emitted += 1
+                        yield item, False
+                return True
+            base = (page.number - 1) * per_page
+            if low is not None:
+                guess = base + low
+            elif high is not None:
+                guess = base + high - 1 - shift
+            else:
+                pages = [p for p in (self._emitted.page_of(x) for x in ids) if p]
+                if not pages:
+                    return False
+                step = max(1, per_page // 2)
+                guess = guess + step if max(pages) <= before.number else guess - step
+                if guess < 0:
+                    return False
+        return False
+
     def _rescan(self, start_page: int) -> Generator[tuple[dict[str, Any], bool], None, bool]:
         """Scan the list again from ``start_page`` (sequentially), emitting what was missed."""
         for round_no in range(MAX_ROUNDS):
@@ -638,14 +805,15 @@ class ListReader:
                 self.result.rounds += 1
             pages: list[_PageMeta] = []
             where: dict[str, int] = {}
-            totals: set[int] = set()
+            watch = _TotalWatch(self.since is not None)
             started: int | None = None
             params = self._params(self.since)
             for page in self._scan(params, start_page=start_page, concurrent=False):
                 if started is None:
                     started = page.sent_at - 1
-                totals.add(page.total)
+                watch.page(page)
                 for item in page.items:
+                    watch.item(item)
                     record_id = item.get("id")
                     if isinstance(record_id, str):
                         where.setdefault(record_id, page.number)
@@ -659,7 +827,7 @@ class ListReader:
                 if not self._left_since(started, where, pages):
                     return True
                 start_page = max(1, start_page - 1)
-            elif len(totals) == 1:
+            elif not watch.lost:
                 return True
             else:
                 start_page = 1
