@@ -252,6 +252,14 @@ def cmd_status(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
         "initiate_oauth": settings.initiate_oauth,
     }
     lines = [f"Connection {settings.connection_name!r} (initiate_oauth {settings.initiate_oauth})"]
+    businesses: list[dict[str, Any]] | None = None
+    failure: _Failure | None = None
+    if not args.offline:  # first, so that the store shows any refresh this needed
+        try:
+            businesses = _businesses(SageClient.for_config(settings))
+        except (SageAuthError, SageProxyError) as exc:
+            failure = _Failure(getattr(exc, "code", "proxy"), getattr(exc, "message", str(exc)),
+                               exc.fix)  # fmt: skip
     if settings.initiate_oauth != "OFF":
         _client, tokens = _rotating(settings)
         store = tokens.store
@@ -281,15 +289,13 @@ def cmd_status(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
             lines.append(
                 f"last error: {summary['last_error']['code']}: {summary['last_error']['message']}"
             )
-    if not args.offline:
-        try:
-            businesses = _businesses(SageClient.for_config(settings))
-        except (SageAuthError, SageProxyError) as exc:
-            raise _Failure(
-                getattr(exc, "code", "proxy"), getattr(exc, "message", str(exc)), exc.fix
-            ) from None
+    if businesses is not None:
         result["businesses"] = businesses
         lines += _business_lines(businesses)
+    if failure is not None:
+        result["error"] = {"code": failure.code, "message": failure.message, "fix": failure.fix}
+        failure.payload = (result, lines)
+        raise failure
     return result, lines
 
 
