@@ -7,11 +7,13 @@ the sandbox only through the proxy.
 from __future__ import annotations
 
 from proxy.http.proxy import HttpProxyBasePlugin
+from typing_extensions import override
 
 
 class SageTestHosts(HttpProxyBasePlugin):  # type: ignore[misc]
     """Resolve ``*.sage.test`` to the loopback address; leave other names to the system."""
 
+    @override
     def resolve_dns(self, host: str, port: int) -> tuple[str | None, None]:
         if host == "sage.test" or host.endswith(".sage.test"):
             return "127.0.0.1", None

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from typing_extensions import override
 
 from tap_sage.sage.auth import LOSE_ANSWER_ENV, RotatingTokenSource
 from tap_sage.sage.client import SageClient
@@ -256,6 +257,7 @@ class _NoSubscription(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    @override
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
