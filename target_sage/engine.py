@@ -617,7 +617,9 @@ class Engine:
             message = "already void in Sage"
         self.ledger.record_deleted(self.business_id, item.stream, item.key, res.name, sage_id)
         hooks.reached("after_ledger")
-        return result(operation, "voided", sage_id, message)
+        # Sage deletes a draft instead of voiding it (204, no body).
+        outcome = "deleted" if ctx.status == 204 else "voided"
+        return result(operation, outcome, sage_id, message)
 
     def _warn_ignored(self, stream: str, ignored: list[str]) -> None:
         for name in ignored:

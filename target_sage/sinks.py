@@ -13,8 +13,6 @@ from target_sage.ledger import APPLIED
 from target_sage.payload import source_key
 
 if TYPE_CHECKING:
-    from singer_sdk.sinks.core import BaseJSONSchemaValidator
-
     from target_sage.target import TargetSage
 
 
@@ -43,10 +41,6 @@ class SageSink(Sink):
     def include_sdc_metadata_properties(self) -> bool:
         # Always keep `_sdc_deleted_at`: it is what makes a record a delete.
         return True
-
-    @override
-    def get_validator(self) -> BaseJSONSchemaValidator | None:
-        return super().get_validator()
 
     @override
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:

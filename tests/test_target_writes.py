@@ -407,3 +407,30 @@ def test_cli_on_the_sample_file(config, api, tmp_path):
     assert outcomes[:3] == ["created", "created", "created"]
     assert sorted(outcomes[3:5]) == ["deleted", "updated"]
     assert "created" not in outcomes[5:] and "deleted" not in outcomes[5:]
+
+
+def test_sdk_stream_maps_route_and_shape_records(config, api):
+    """An SDK stream map renames the stream to a Sage resource and builds a field."""
+    schema = {
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "company": {"type": "string"}},
+    }
+    cfg = {
+        **config,
+        "stream_resources": {},
+        "stream_maps": {
+            "crm_accounts": {"__alias__": "contacts", "name": "company", "company": "__NULL__"}
+        },
+        "on_error": "continue",
+    }
+    text = singer(
+        [
+            schema_msg("crm_accounts", schema, ["id"]),
+            record_msg("crm_accounts", {"id": "A1", "company": "Mapped Co"}),
+        ]
+    )
+    run_target(cfg, text)
+    (line,) = results(cfg)
+    assert line["stream"] == "contacts"
+    # `contact_type_ids` is required by Sage and absent: a clear failure, not a crash.
+    assert line["outcome"] == "failed" and line["$source"] == "contact_type_ids"
