@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tap_sage.sage.auth import RotatingTokenSource
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageAuthError, SageError
 
@@ -64,7 +65,8 @@ def main() -> int:
             record_error(exc)
     elif args.mode == "refresh":
         try:
-            client.tokens.refresh_now()  # type: ignore[attr-defined]
+            assert isinstance(client.tokens, RotatingTokenSource)
+            client.tokens.refresh_now()
             result["ok"] = 1
         except SageError as exc:
             record_error(exc)

@@ -10,7 +10,7 @@ from proxy.http.proxy import HttpProxyBasePlugin
 from typing_extensions import override
 
 
-class SageTestHosts(HttpProxyBasePlugin):  # type: ignore[misc]
+class SageTestHosts(HttpProxyBasePlugin):
     """Resolve ``*.sage.test`` to the loopback address; leave other names to the system."""
 
     @override

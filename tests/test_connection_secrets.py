@@ -139,8 +139,8 @@ def test_nothing_secret_in_command_output_at_debug(
         outputs.append(run.stdout + run.stderr)
     secrets = set(secrets_of(config, store))
     assert any("DEBUG" in o for o in outputs)
-    for args, text in zip(range(len(outputs)), outputs, strict=True):
-        assert_clean(text, secrets, f"sage-auth output #{args}")
+    for number, text in enumerate(outputs):
+        assert_clean(text, secrets, f"sage-auth output #{number}")
 
 
 def test_nothing_secret_in_tap_output_and_state(sandbox2: SandboxProcess, tmp_path: Path) -> None:

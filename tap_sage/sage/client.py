@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Generator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import backoff
@@ -32,6 +32,9 @@ from tap_sage.sage.errors import (
     SageSubscriptionInactive,
 )
 from tap_sage.sage.settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    from tap_sage.sage.auth import TokenSource
 
 LOGGER = logging.getLogger("sage.http")
 
@@ -136,12 +139,12 @@ class SageClient:
     _instances: ClassVar[dict[tuple[str, str, str], SageClient]] = {}
     _instances_lock = threading.Lock()
 
-    def __init__(self, settings: ConnectionSettings, tokens: Any | None = None) -> None:
+    def __init__(self, settings: ConnectionSettings, tokens: TokenSource | None = None) -> None:
         from tap_sage.sage.auth import token_source_for
 
         self.settings = settings
         self._local = threading.local()
-        self.tokens = tokens or token_source_for(settings, self.new_session)
+        self.tokens: TokenSource = tokens or token_source_for(settings, self.new_session)
         self.request_count = 0
         self._count_lock = threading.Lock()
 
