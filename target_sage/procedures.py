@@ -568,12 +568,15 @@ def _procedures() -> dict[str, Procedure]:
             _reissue,
         )
     )
-    for res, what in (("sales_quotes", "quote"), ("sales_estimates", "estimate")):
+    for res, what, article in (
+        ("sales_quotes", "quote", "a"),
+        ("sales_estimates", "estimate", "an"),
+    ):
         procs.append(
             Procedure(
                 f"convert_{res}",
                 res,
-                f"Turn a {what} into a sales invoice (POST /sales_invoices "
+                f"Turn {article} {what} into a sales invoice (POST /sales_invoices "
                 "with original_quote_estimate_id; contact, lines and reference are copied).",
                 (
                     _id(what),

@@ -434,3 +434,49 @@ def test_sdk_stream_maps_route_and_shape_records(config, api):
     assert line["stream"] == "contacts"
     # `contact_type_ids` is required by Sage and absent: a clear failure, not a crash.
     assert line["outcome"] == "failed" and line["$source"] == "contact_type_ids"
+
+
+def test_references_resolve_within_one_input_whatever_the_stream_order(config, api):
+    """Invoices refer to customers by source key; the customer arrives in the same input,
+    after the invoices' SCHEMA: it is applied first, and its Sage id goes into the invoice."""
+    account = api.first_id("/ledger_accounts")
+    invoice_schema = {
+        "type": "object",
+        "properties": {
+            "number": {"type": "string"},
+            "customer": {"type": "string"},
+            "date": {"type": "string"},
+            "invoice_lines": {"type": "array"},
+        },
+    }
+    cfg = {
+        **config,
+        "stream_resources": {"customers": "contacts", "invoices": "sales_invoices"},
+        "references": {"invoices": {"contact_id": "customers"}},
+        "stream_maps": {"invoices": {"contact_id": "customer", "customer": "__NULL__"}},
+    }
+    text = singer(
+        [
+            schema_msg("invoices", invoice_schema, ["number"]),
+            schema_msg("customers", CONTACT_SCHEMA, ["code"]),
+            record_msg("customers", contact("R-1", "R customer")),
+            record_msg(
+                "invoices",
+                {
+                    "number": "R-INV-1",
+                    "customer": "R-1",
+                    "date": "2025-05-01",
+                    "invoice_lines": [
+                        {"description": "Service", "ledger_account_id": account, "unit_price": 100}
+                    ],
+                },
+            ),
+            state_msg({"done": True}),
+        ]
+    )
+    assert run_target(cfg, text) == [{"done": True}]
+    lines = {line["stream"]: line for line in results(cfg)}
+    assert lines["customers"]["outcome"] == "created"
+    assert lines["invoices"]["outcome"] == "created"
+    invoice = api.get(f"/sales_invoices/{lines['invoices']['sage_id']}")
+    assert invoice["contact"]["id"] == lines["customers"]["sage_id"]
