@@ -644,3 +644,36 @@ def test_business_by_key_errors(sandbox: SandboxProcess) -> None:
     assert limited.get(f"/businesses/{gb}").status_code == 200
     limited.business = "f" * 32
     sage_error(limited.get("/contacts"), 403, "MultiUserAccessDenied")
+
+
+def test_every_list_serves_items_that_match_the_read_schema(api: Api) -> None:
+    import re
+
+    import jsonschema
+
+    checker = jsonschema.FormatChecker(formats=["date"])
+
+    @checker.checks("date-time")
+    def _stamp(value: object) -> bool:
+        return not isinstance(value, str) or bool(
+            re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", value)
+        )
+
+    problems: list[str] = []
+    empty: list[str] = []
+    for name, res in catalogue.resources().items():
+        if not res.list or not res.available_in("GB", "Plus"):
+            continue
+        response = api.get(res.path, attributes="all", items_per_page=50)
+        assert response.status_code == 200, (name, response.text)
+        body = response.json()
+        items = [body] if res.singleton else body["$items"]
+        if not items:
+            empty.append(name)
+        validator = jsonschema.Draft7Validator(catalogue.list_schema(name), format_checker=checker)
+        for item in items:
+            problems += [
+                f"{name}: {list(e.absolute_path)} {e.message}" for e in validator.iter_errors(item)
+            ]
+    assert problems == []
+    assert empty == []

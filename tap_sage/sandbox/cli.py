@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing_extensions import override
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tap_sage.sandbox import oauth, store
@@ -22,6 +23,7 @@ DEFAULT_DB = "./sage-sandbox.db"
 class _QuietHandler(WSGIRequestHandler):
     """Logs request lines; never the query string of ``/oauth`` (codes, states)."""
 
+    @override
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         path = self.path
         if path.startswith("/oauth"):
@@ -30,6 +32,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _SilentHandler(_QuietHandler):
+    @override
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
 

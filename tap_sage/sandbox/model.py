@@ -161,9 +161,29 @@ def search_text(record: dict[str, Any]) -> str:
     return " ".join(str(record[k]) for k in keys if isinstance(record.get(k), str)).lower()
 
 
+@functools.cache
+def string_props(resource: str) -> frozenset[str]:
+    """Top-level fields the read schema types as strings only (Sage sends some numbers so)."""
+    out = set()
+    for name, spec in catalogue.list_schema(resource).get("properties", {}).items():
+        types = spec.get("type", [])
+        types = set(types if isinstance(types, list) else [types]) - {"null"}
+        if types == {"string"}:
+            out.add(name)
+    return frozenset(out)
+
+
 def filter_to_schema(resource: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Only the top-level fields the resource's read schema knows (``$path`` included)."""
+    """Only the top-level fields the resource's read schema knows (``$path`` included), with
+    numbers turned into strings where the schema says string."""
     props = schema_props(resource)
     if not props:
         return record
-    return {k: v for k, v in record.items() if k in props or k in ("id", "displayed_as", "$path")}
+    strings = string_props(resource)
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in props or key in ("id", "displayed_as", "$path"):
+            if key in strings and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            out[key] = value
+    return out
