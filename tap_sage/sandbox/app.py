@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hmac
 import json
 import logging
@@ -138,9 +137,13 @@ class SandboxApp:
         except DropConnection:
             sock = environ.get("werkzeug.socket")
             if isinstance(sock, socket.socket):
-                with contextlib.suppress(OSError):
+                # Drain the body so the server does not parse it as a next request, then
+                # shut the socket: the client sees the connection close without an answer.
+                try:
+                    request.get_data()
                     sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
+                except OSError:
+                    pass
                 raise ConnectionAbortedError("sandbox fault: dropped connection") from None
             response = _json(500, SageError(500, "UnexpectedError", "Dropped").items)
         except SageError as exc:
