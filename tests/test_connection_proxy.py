@@ -126,8 +126,9 @@ def test_proxy_from_the_environment_is_honoured(
     forget_clients()
     tls = dict(config, advanced_config={**config["advanced_config"],
                                        "api_url": f"https://tls.sage.test:{sandbox.port}/v3.1"})  # fmt: skip
-    with pytest.raises(SageNetworkError):
+    with pytest.raises(SageNetworkError) as tls_error:
         SageClient.for_config(tls).businesses()
+    assert "TLS" in str(tls_error.value) and "ca_bundle" in tls_error.value.fix
     assert any(
         "CONNECT" in line or "tls.sage.test" in line for line in proxy.requests_to("tls.sage.test")
     )
@@ -160,3 +161,62 @@ def test_proxy_credentials_and_a_proxy_that_refuses(
     text = str(refused.value)
     assert "refused" in text and "127.0.0.1" in text and "s3cret-pw" not in text
     assert "use_proxy" in refused.value.fix
+
+
+def test_tls_is_verified_and_ca_bundle_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS is always verified: a self-signed server is refused with the fix (ca_bundle); with
+    its certificate as ca_bundle the same server is trusted, even when REQUESTS_CA_BUNDLE is
+    set in the environment (which overrides a requests Session's own verify)."""
+    import requests
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
+    import json
+    import shutil as sh
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from typing_extensions import override
+
+    if not sh.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
+
+    class Businesses(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"$items": [{"id": "b1"}], "$next": None}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        @override
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Businesses)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config: dict[str, Any] = {
+            "initiate_oauth": "OFF", "access_token": "tok-abc",
+            "advanced_config": {"api_url": f"https://127.0.0.1:{server.server_address[1]}/v3.1"},
+        }  # fmt: skip
+        with pytest.raises(SageNetworkError) as refused:
+            SageClient.for_config(config).businesses()
+        assert "TLS certificate verification failed" in str(refused.value)
+        assert "ca_bundle" in refused.value.fix
+        forget_clients()
+        trusted = SageClient.for_config({**config, "ca_bundle": str(cert)})
+        assert trusted.businesses() == [{"id": "b1"}]
+    finally:
+        server.shutdown()
+        server.server_close()

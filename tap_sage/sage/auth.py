@@ -46,7 +46,6 @@ from tap_sage.sage.errors import (
     SageAuthError,
     SageConfigError,
     SageNetworkError,
-    SageProxyError,
 )
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
 from tap_sage.sage.settings import ConnectionSettings
@@ -330,10 +329,10 @@ class RotatingTokenSource:
                 "more and connects if Sage had not consumed it; if Sage then answers "
                 f"invalid_grant, authorise again with `{login_command()}`",
             ) from None
-        except (TokenRequestNotSent, SageProxyError) as not_sent:
+        except (TokenRequestNotSent, SageNetworkError) as not_sent:
             data["in_flight"] = earlier
             self.store.write(data)
-            if isinstance(not_sent, SageProxyError):
+            if isinstance(not_sent, SageNetworkError):  # proxy or TLS: not retried
                 raise
             raise SageNetworkError(
                 f"Could not reach Sage's token endpoint for connection "

@@ -24,6 +24,7 @@ import backoff
 import requests
 
 from tap_sage.sage.errors import (
+    TLS_FIX,
     SageAccessDenied,
     SageAPIError,
     SageNetworkError,
@@ -175,7 +176,8 @@ class SageClient:
             session.proxies.update(self.settings.proxies)
             session.trust_env = False
         # TLS is always verified: against ca_bundle when given, else the default trust store
-        # (or REQUESTS_CA_BUNDLE from the environment).
+        # (or REQUESTS_CA_BUNDLE from the environment). Requests also pass it explicitly, as
+        # requests lets REQUESTS_CA_BUNDLE override a Session's own verify.
         session.verify = self.settings.ca_bundle or True
         return session
 
@@ -292,9 +294,10 @@ class SageClient:
                 hdrs.update(headers)
             started = time.monotonic()
             try:
+                # verify given per request: a Session.verify would lose to REQUESTS_CA_BUNDLE
                 response = self.session.request(
                     method, url, params=params, json=json_body, headers=hdrs,
-                    timeout=self.settings.timeout,
+                    timeout=self.settings.timeout, verify=self.settings.ca_bundle or True,
                 )  # fmt: skip
             except requests.exceptions.ProxyError as exc:
                 if "407 Proxy Authentication Required" in str(exc):
@@ -303,6 +306,12 @@ class SageClient:
                         "asked for credentials (407 Proxy Authentication Required)",
                     ) from None
                 raise RetryableError(f"on {method} {log_path}", proxy=True) from None
+            except requests.exceptions.SSLError:
+                raise SageNetworkError(
+                    f"TLS certificate verification failed on {method} {log_path} "
+                    f"({urlsplit(url).netloc})",
+                    TLS_FIX,
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise RetryableError(f"{type(exc).__name__} on {method} {log_path}") from exc
             finally:

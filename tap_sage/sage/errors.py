@@ -60,6 +60,13 @@ class SageNetworkError(SageError):
         super().__init__(f"{message}. Fix: {fix}" if fix else message)
 
 
+TLS_FIX = (
+    "if a corporate proxy inspects TLS, set ca_bundle to its CA certificate (PEM); otherwise "
+    "check the system's CA certificates and the URL (advanced_config.api_url / token_url). "
+    "Certificate checks cannot be turned off"
+)
+
+
 class SageProxyError(SageNetworkError):
     """The forward proxy refused or failed the connection (``requests.exceptions.ProxyError``)."""
 

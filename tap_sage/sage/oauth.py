@@ -26,7 +26,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from tap_sage.sage.errors import SageAuthError, SageProxyError, scrub
+from tap_sage.sage.errors import (
+    TLS_FIX,
+    SageAuthError,
+    SageNetworkError,
+    SageProxyError,
+    scrub,
+)
 from tap_sage.sage.settings import ConnectionSettings
 
 LOGGER = logging.getLogger("sage.auth")
@@ -115,6 +121,7 @@ class OAuthEndpoints:
                 headers={"Accept": "application/json"},
                 timeout=self.settings.timeout,
                 allow_redirects=False,
+                verify=self.settings.ca_bundle or True,
             )
         except requests.exceptions.ProxyError as exc:
             proxy = self.settings.proxy_display or "from the environment"
@@ -122,7 +129,12 @@ class OAuthEndpoints:
             if "407 Proxy Authentication Required" in str(exc):
                 problem = "asked for credentials (407 Proxy Authentication Required)"
             raise SageProxyError(proxy, f"{problem} while sending the {what}") from None
-        except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as exc:
+        except requests.exceptions.SSLError:
+            raise SageNetworkError(
+                f"TLS certificate verification failed on the {what} ({urlsplit(url).netloc})",
+                TLS_FIX,
+            ) from None
+        except requests.exceptions.ConnectTimeout as exc:
             raise TokenRequestNotSent(f"{type(exc).__name__} on the {what}") from None
         except requests.exceptions.ConnectionError as exc:
             if _never_connected(exc):
