@@ -157,6 +157,54 @@ def test_grant_command_prints_one_json_object(sandbox_db: Path) -> None:
     assert other["client_id"] == "another-app"
     assert other["client_secret"] and other["client_secret"] != body["client_secret"]
     assert other["scope"] == "readonly"
+    first_business = businesses_in(sandbox_db)[0]
+    limited = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tap_sage.sandbox.cli",
+                "grant",
+                "--db",
+                str(sandbox_db),
+                "--business-ids",
+                first_business,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert limited["client_secret"] == body["client_secret"]
+    with SandboxProcess(sandbox_db) as sandbox:
+        reached = Api(sandbox, limited["access_token"]).get("/businesses").json()["$items"]
+    assert [b["id"] for b in reached] == [first_business]
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tap_sage.sandbox.cli",
+            "grant",
+            "--db",
+            str(sandbox_db),
+            "--business-ids",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode != 0 and bad.stdout == ""
+
+
+def businesses_in(db: Path) -> list[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT id FROM businesses ORDER BY position")]
+    finally:
+        conn.close()
 
 
 def test_help_documents_every_flag() -> None:
@@ -186,7 +234,26 @@ def test_seed_is_deterministic_and_resets(tmp_path: Path) -> None:
     first, second = tmp_path / "a.db", tmp_path / "b.db"
     seed_db(first, businesses=1, scale=1, seed=7)
     seed_db(second, businesses=1, scale=1, seed=7)
-    seed_db(second, businesses=1, scale=1, seed=7)  # reseeding resets, no duplicates
+    result = subprocess.run(  # reseeding resets, no duplicates
+        [
+            sys.executable,
+            "-m",
+            "tap_sage.sandbox.cli",
+            "seed",
+            "--db",
+            str(second),
+            "--businesses",
+            "1",
+            "--scale",
+            "1",
+            "--seed",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.startswith(f"seeded {second}")
 
     def dump(db: Path) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(db)
