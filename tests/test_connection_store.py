@@ -461,3 +461,21 @@ def test_tls_is_always_verified(tmp_path: Path) -> None:
         {"initiate_oauth": "OFF", "access_token": "x", "ca_bundle": str(pem)}
     )
     assert custom.new_session().verify == str(pem)
+
+
+def test_two_plugins_with_different_grants_do_not_flip_flop(
+    sandbox300: SandboxProcess, tmp_path: Path
+) -> None:
+    """A tap and a target configured with two different grants on one connection: the first
+    applied seed wins once, the other's config token is applied once too, and from then on both
+    follow the store's rotated token (no config token is re-applied after it was spent)."""
+    store = tmp_path / "tokens.json"
+    tap = sandbox_config(sandbox300, store, access_token=None)
+    target = sandbox_config(sandbox300, store, access_token=None)
+    for _ in range(3):
+        for config in (tap, target):
+            forget_clients()
+            tokens_of(config).refresh_now()
+    data = store_data(store)
+    assert data["refresh_count"] == 6 and data["last_error"] is None
+    assert len(data["seed_fingerprints"]) == 2

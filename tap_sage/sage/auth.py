@@ -72,6 +72,10 @@ def _pause_point(name: str) -> None:
     time.sleep(600)
 
 
+#: How many fingerprints of applied config tokens a store remembers.
+SEEN_KEEP = 20
+
+
 class TokenSource(Protocol):
     """What ``SageClient`` needs from the OAuth layer."""
 
@@ -258,8 +262,12 @@ class RotatingTokenSource:
         if not data:
             data = {"connection_name": settings.connection_name, "created_at": time.time()}
         if settings.refresh_token:
+            # A refresh token is "new" when its fingerprint was never applied to this store:
+            # a config still holding an older seed (or a second plugin holding another grant)
+            # defers to the rotated stored token instead of flip-flopping the store.
             seed = fingerprint(settings.refresh_token)
-            if data.get("seed_fingerprint") != seed:
+            seen = seen_fingerprints(data, "seed_fingerprints", "seed_fingerprint")
+            if seed not in seen:
                 if data.get("refresh_token") != settings.refresh_token:
                     if data.get("refresh_token"):
                         LOGGER.info(
@@ -275,19 +283,24 @@ class RotatingTokenSource:
                     data["access_token_expires_at"] = None
                     data["access_token_lifetime"] = None
                     if settings.access_token:
-                        data["access_seed_fingerprint"] = fingerprint(settings.access_token)
+                        data["access_seed_fingerprints"] = [
+                            *seen_fingerprints(
+                                data, "access_seed_fingerprints", "access_seed_fingerprint"
+                            ),
+                            fingerprint(settings.access_token),
+                        ][-SEEN_KEEP:]
                 data["seed_fingerprint"] = seed
+                data["seed_fingerprints"] = [*seen, seed][-SEEN_KEEP:]
                 changed = True
         if settings.access_token:
             seed = fingerprint(settings.access_token)
-            if data.get("access_seed_fingerprint") != seed:
-                if data.get("access_token") != settings.access_token and not data.get(
-                    "access_token"
-                ):
+            seen = seen_fingerprints(data, "access_seed_fingerprints", "access_seed_fingerprint")
+            if seed not in seen:
+                if not data.get("access_token"):
                     data["access_token"] = settings.access_token
                     data["access_token_expires_at"] = None
                     data["access_token_lifetime"] = None
-                data["access_seed_fingerprint"] = seed
+                data["access_seed_fingerprints"] = [*seen, seed][-SEEN_KEEP:]
                 changed = True
         if settings.client_id and not owner:
             data["client_id"] = settings.client_id
@@ -496,6 +509,14 @@ def check_owner(store: TokenStore, data: dict[str, Any], settings: ConnectionSet
             "give this connection its own store: a connection_name no other app uses, or "
             "another oauth_settings_location",
         )
+
+
+def seen_fingerprints(data: dict[str, Any], key: str, legacy: str) -> list[str]:
+    """Fingerprints of config tokens already applied to a store (oldest first)."""
+    seen = [str(f) for f in data.get(key) or []]
+    if not seen and data.get(legacy):
+        seen = [str(data[legacy])]
+    return seen
 
 
 def _short(client_id: str) -> str:

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 from typing_extensions import override
 
-from tap_sage.sage.auth import check_owner
+from tap_sage.sage.auth import SEEN_KEEP, check_owner, seen_fingerprints
 from tap_sage.sage.errors import SageAuthError
 from tap_sage.sage.oauth import OAuthEndpoints, authorization_url, new_state, pkce_pair
 from tap_sage.sage.settings import ConnectionSettings
@@ -70,12 +70,14 @@ def store_grant(
         )
         # The config's tokens (if any) are older than this grant: remember their fingerprints
         # so they do not replace it on the next run; a token put in the config later will.
-        data["seed_fingerprint"] = (
-            fingerprint(settings.refresh_token) if settings.refresh_token else None
-        )
-        data["access_seed_fingerprint"] = (
-            fingerprint(settings.access_token) if settings.access_token else None
-        )
+        for token, key, legacy in (
+            (settings.refresh_token, "seed_fingerprints", "seed_fingerprint"),
+            (settings.access_token, "access_seed_fingerprints", "access_seed_fingerprint"),
+        ):
+            if token:
+                seen = seen_fingerprints(data, key, legacy)
+                if fingerprint(token) not in seen:
+                    data[key] = [*seen, fingerprint(token)][-SEEN_KEEP:]
         data.setdefault("created_at", now)
         store.write(data)
         return store.read()

@@ -18,13 +18,18 @@ The file (``version`` 1)::
      "access_token": "...", "access_token_expires_at": 1764300000.0,   # epoch seconds or null
      "access_token_lifetime": 300,
      "refresh_token": "...", "refresh_token_expires_at": 1766900000.0,
-     "scope": "full_access", "seed_fingerprint": "sha256:0123abcd...",  # of the config's token
-     "access_seed_fingerprint": "sha256:...", "in_flight": null | {...},
+     "scope": "full_access",
+     "seed_fingerprint": "sha256:0123abcd...",           # the config token applied last
+     "seed_fingerprints": ["sha256:...", ...],           # every config token applied (20 last)
+     "access_seed_fingerprints": ["sha256:..."], "in_flight": null | {...},
      "pending_login": null | {...}, "generation": 12, "refresh_count": 11,
      "refreshed_at": ..., "login_at": ..., "updated_at": ..., "last_error": null | {...}}
 
 Fingerprints are a prefix of the SHA-256 of a token: enough to tell a new config token from
-an old one, useless to an attacker. The file itself holds live tokens, hence mode 0600.
+an old one, useless to an attacker. A refresh token in the config replaces the stored one only
+if its fingerprint was never applied to this store before (so a config that still holds an old
+seed, or a second plugin holding another grant, defers to the rotated stored token). The file
+itself holds live tokens, hence mode 0600.
 """
 
 from __future__ import annotations
