@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from filelock import FileLock, Timeout
 
 from tap_sage.sage import catalogue
 from tap_sage.sage.catalogue import Resource
@@ -60,6 +61,13 @@ from target_sage.results import DeadLetterFile, Result, ResultsFile
 from target_sage.settings import TargetSettings
 
 LOGGER = logging.getLogger("target_sage")
+
+#: Seconds to wait for another process's run on the same ledger.
+LEDGER_LOCK_TIMEOUT = 900
+#: Ledger path -> the lock this process holds on it (one run at a time per ledger across
+#: processes; runs in one process are sequential anyway, so they share it).
+_RUN_LOCKS: dict[str, FileLock] = {}
+_RUN_LOCKS_GUARD = threading.Lock()
 
 
 class TargetFailure(SageError):
@@ -211,6 +219,38 @@ class Engine:
                 return
             self._warned.add((stream, text))
         LOGGER.warning("Stream `%s`: %s", stream, text)
+
+    def acquire_run_lock(self) -> None:
+        """Hold the ledger's run lock before the first write (not in a dry run).
+
+        Two processes writing the same records at once could both create a record Sage cannot
+        deduplicate; the second waits. The OS drops the lock if the process dies.
+        """
+        if self.settings.dry_run:
+            return
+        key = str(self.settings.ledger_path)
+        with _RUN_LOCKS_GUARD:
+            if key in _RUN_LOCKS:
+                return
+            lock = FileLock(key + ".lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                LOGGER.warning(
+                    "Another target-sage run is writing with the ledger %s; waiting "
+                    "up to %d s for it to finish",
+                    key,
+                    LEDGER_LOCK_TIMEOUT,
+                )
+                lock.acquire(timeout=LEDGER_LOCK_TIMEOUT)
+            _RUN_LOCKS[key] = lock
+
+    def release_run_lock(self) -> None:
+        """Let other processes write with this ledger again."""
+        with _RUN_LOCKS_GUARD:
+            lock = _RUN_LOCKS.pop(str(self.settings.ledger_path), None)
+        if lock is not None:
+            lock.release()
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -697,6 +737,7 @@ class Dispatcher:
     def run(self, items: list[WorkItem], sequential_post: Callable[[WorkItem], bool]) -> None:
         """Apply every item; raise ``TargetFailure`` at the first failure under on_error=fail."""
         engine = self.engine
+        engine.acquire_run_lock()
         stop: list[Result] = []
         workers = engine.settings.max_parallel_writes
 

@@ -169,6 +169,7 @@ class TargetSage(Target):
             self.engine.results.close()
             self.engine.dead_letter.close()
             self.engine.ledger.close()
+            self.engine.release_run_lock()
         s = self.target_settings
         if s.dry_run and self.engine.failed and s.on_error == "fail":
             raise TargetFailure(
