@@ -29,7 +29,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PYTHON="${PYTHON:-python3}"
-MELTANO_VERSION="4.4.1"
+MELTANO_VERSION="3.9.5"
 PROJECT_VENV="$ROOT/.venv"
 MELTANO_VENV="$ROOT/.venv-meltano"
 MELTANO="$MELTANO_VENV/bin/meltano"
@@ -93,24 +93,30 @@ if [[ "$("$MELTANO" --version 2>/dev/null || true)" != "meltano, version $MELTAN
   rm -rf "$MELTANO_VENV"
   "$PYTHON" -m venv "$MELTANO_VENV"
   echo '*' >"$MELTANO_VENV/.gitignore"
-  "$MELTANO_VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$MELTANO_VENV/bin/python" -m pip install --quiet "meltano==$MELTANO_VERSION"
+  mkdir -p "$MELTANO_VENV/logs"
+  step_log="$MELTANO_VENV/logs/pip-install.log"
+  if ! "$MELTANO_VENV/bin/python" -m pip install --upgrade pip "meltano[uv]==$MELTANO_VERSION" \
+    >"$step_log" 2>&1; then
+    tail -n 40 "$step_log" >&2
+    rm -rf "$MELTANO_VENV"
+    exit 1
+  fi
 fi
 echo "    $("$MELTANO" --version)"
 
 rm -rf "$WORK"
-mkdir -p "$LOGS" "$WORK/tokens" "$WORK/inbox"
+mkdir -p "$LOGS" "$WORK/tokens" "$WORK/inbox" "$WORK/sandbox"
 
 say "Installing the plugins of meltano.yml (meltano install)"
 step install "$MELTANO" install
 
 # --- 2. sandbox and connection -------------------------------------------------------------
 say "Seeding the Sage sandbox (scale $SCALE)"
-"$PROJECT_VENV/bin/sage-sandbox" seed --db "$WORK/sandbox.db" --businesses 2 --scale "$SCALE" \
+"$PROJECT_VENV/bin/sage-sandbox" seed --db "$WORK/sandbox/sandbox.db" --businesses 2 --scale "$SCALE" \
   --seed 7 | sed 's/^/    /'
 
 say "Starting the sandbox (latency ${LATENCY_MS} ms, fault rate ${FAULT_RATE})"
-"$PROJECT_VENV/bin/sage-sandbox" serve --port 0 --db "$WORK/sandbox.db" \
+"$PROJECT_VENV/bin/sage-sandbox" serve --port 0 --db "$WORK/sandbox/sandbox.db" \
   --latency-ms "$LATENCY_MS" --fault-rate "$FAULT_RATE" >"$LOGS/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 SANDBOX_URL=""
@@ -124,36 +130,43 @@ done
 echo "    $SANDBOX_URL (log: demo-work/logs/sandbox.log)"
 
 say "Granting a connection (sage-sandbox grant -> SAGE_SANDBOX_* in .env, never printed)"
-"$PROJECT_VENV/bin/sage-sandbox" grant --db "$WORK/sandbox.db" --client-id meltano-demo |
+"$PROJECT_VENV/bin/sage-sandbox" grant --db "$WORK/sandbox/sandbox.db" --client-id meltano-demo |
   "${TOOL[@]}" env-set "$ENV_FILE" --url "$SANDBOX_URL"
 echo "    connection 'sandbox', token store demo-work/tokens/sandbox.tokens.json"
-
-say "meltano config tap-sage test"
-step config-test-tap "$MELTANO" config tap-sage test
-say "meltano config target-sage test"
-step config-test-target "$MELTANO" config target-sage test
 
 if [[ "$MODE" == sandbox ]]; then
   cat <<EOF
 
-The sandbox runs at $SANDBOX_URL; the 'sandbox' environment of meltano.yml points at it.
+The sandbox runs at $SANDBOX_URL, and meltano.yml points tap-sage and target-sage at it.
 Try, in another terminal in $ROOT:
-  .venv-meltano/bin/meltano run tap-sage target-duckdb
+  .venv-meltano/bin/meltano config tap-sage test
+  .venv-meltano/bin/meltano invoke target-sage:test
   .venv-meltano/bin/meltano invoke tap-sage:status
-  .venv-meltano/bin/meltano config tap-sage list
+  .venv-meltano/bin/meltano run tap-sage target-duckdb
 Ctrl-C stops the sandbox.
 EOF
   wait "$SANDBOX_PID"
   exit 0
 fi
 
-# --- 3. pipelines ----------------------------------------------------------------------------
+# --- 3. connection tests -------------------------------------------------------------------
+# `meltano config PLUGIN test` runs an extractor until its first RECORD. Meltano 3 tests only
+# extractors, so target-sage's settings are tested with its `test` command (sage-auth test:
+# credentials, businesses, and the resources each business can reach), through Meltano too.
+say "meltano config tap-sage test"
+step config-test-tap "$MELTANO" config tap-sage test
+say "meltano invoke target-sage:test (Meltano 3 cannot test a loader's configuration itself)"
+step invoke-target-test "$MELTANO" invoke target-sage:test
+grep -E "^(Connection|Business|  [A-Z])" "$LOGS/invoke-target-test.log" | head -n 6 | sed 's/^/    /' || true
+
+# --- 4. pipelines ----------------------------------------------------------------------------
 render_inbox() {
-  "$PROJECT_VENV/bin/sage-sandbox" grant --db "$WORK/sandbox.db" --client-id demo-reader |
+  "$PROJECT_VENV/bin/sage-sandbox" grant --db "$WORK/sandbox/sandbox.db" --client-id demo-reader |
     "${TOOL[@]}" render "$ROOT/demo/input/$1" "$WORK/inbox" --url "$SANDBOX_URL" >/dev/null
 }
 results_lines() { [[ -f "$WORK/results.jsonl" ]] && wc -l <"$WORK/results.jsonl" || echo 0; }
-DUCKDB_PY="$ROOT/.meltano/loaders/target-duckdb/venv/bin/python"
+# The local store is read with the python of the target-duckdb plugin, which has duckdb.
+store_tool() { "$ROOT/.meltano/loaders/target-duckdb/venv/bin/python" "$ROOT/scripts/demo_tool.py" "$@"; }
 now_utc() { date -u +%Y-%m-%dT%H:%M:%S; }
 
 say "Files -> Sage: demo/input/1-create (3 contacts, 3 invoices) through target-sage"
@@ -165,10 +178,10 @@ step 1-create "$MELTANO" run tap-jsonl--contacts target-sage tap-jsonl--sales-in
 say "Sage -> local store: meltano run tap-sage target-duckdb (first run: every stream, in full)"
 since=$(now_utc)
 step 2-full-sync "$MELTANO" run tap-sage target-duckdb
-"$DUCKDB_PY" "$ROOT/scripts/demo_tool.py" store-report "$WORK/sage.duckdb" --since "$since" |
-  tail -n 1 | sed 's/^/    /'
+store_tool store-report "$WORK/warehouse.duckdb" --since "$since"
+store_tool store-snapshot "$WORK/warehouse.duckdb" "$WORK/store-before-incremental.json"
 
-say "Files -> Sage: demo/input/2-change (an update, a void, a delete) through target-sage"
+say "Files -> Sage: demo/input/2-change (an update, a delete, a void) through target-sage"
 render_inbox 2-change
 before=$(($(results_lines) + 1))
 step 3-change "$MELTANO" run tap-jsonl--contacts target-sage tap-jsonl--sales-invoices target-sage
@@ -177,12 +190,17 @@ step 3-change "$MELTANO" run tap-jsonl--contacts target-sage tap-jsonl--sales-in
 say "Sage -> local store again: incremental, from the bookmarks of the first run"
 since=$(now_utc)
 step 4-incremental "$MELTANO" run tap-sage target-duckdb
-"$DUCKDB_PY" "$ROOT/scripts/demo_tool.py" store-report "$WORK/sage.duckdb" --since "$since"
+store_tool store-report "$WORK/warehouse.duckdb" --since "$since" \
+  --before "$WORK/store-before-incremental.json"
 
-# --- 4. summary ------------------------------------------------------------------------------
+say "Checking that no token or client secret reached a log, the state or the results"
+"${TOOL[@]}" leak-check "$WORK/sandbox/sandbox.db" "$WORK" "$ROOT/.meltano/logs" \
+  --skip "$WORK/sandbox" --skip "$WORK/tokens"
+
+# --- 5. summary ------------------------------------------------------------------------------
 say "Summary ($(elapsed))"
 cat <<EOF
-    local store      demo-work/sage.duckdb (schema sage, one table per stream)
+    local store      demo-work/warehouse.duckdb (schema sage, one table per stream)
     target results   demo-work/results.jsonl (one line per record written to Sage)
     Meltano state    demo-work/meltano.db   (meltano state list)
     logs             demo-work/logs/

@@ -5,8 +5,15 @@
     env-clear ENV_FILE              remove those keys again
     render SRC DST --url URL        copy the demo's JSON-lines inputs, filling in ids that only
                                     the running sandbox knows; a grant JSON on stdin
-    store-report DUCKDB [--since T] rows per table of the local store (run it with the python
-                                    of the target-duckdb plugin, which has duckdb)
+    store-snapshot DUCKDB OUT       key, updated_at and deletion flag of every row of the store
+    store-report DUCKDB --since T [--before SNAPSHOT]
+                                    the rows loaded since T; with a snapshot taken before the
+                                    run, which of them are new, updated, deleted or unchanged
+                                    (both run with the python of the target-duckdb plugin,
+                                    which has duckdb)
+    leak-check SANDBOX_DB PATH... [--skip PATH]
+                                    fail if a file holds a token or client secret the sandbox
+                                    issued (tokens are found by their hash)
     results-report RESULTS [--from N]
                                     outcomes per stream and operation in target-sage's results
                                     file, from line N on
@@ -151,35 +158,85 @@ def render(src: Path, dst: Path, url: str) -> None:
 # Reports
 
 
-def store_report(db: Path, since: str | None) -> None:
-    """Rows per table; with ``since``, only the rows loaded at or after it (one run)."""
+def _store_tables(con: Any) -> list[tuple[str, set[str]]]:
+    """The tables of schema ``sage`` with their column names."""
+    columns: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'sage' ORDER BY table_name"
+    ).fetchall():
+        columns.setdefault(str(table), set()).add(str(column))
+    return sorted(columns.items())
+
+
+def _store_rows(con: Any, since: str | None = None) -> dict[str, dict[str, tuple[str, bool]]]:
+    """table -> key -> (updated_at, deleted), for every row (or those loaded since ``since``)."""
+    out: dict[str, dict[str, tuple[str, bool]]] = {}
+    for table, cols in _store_tables(con):
+        key = ", ".join(f'CAST("{c}" AS VARCHAR)' for c in ("business_id", "id") if c in cols)
+        updated = 'CAST("updated_at" AS VARCHAR)' if "updated_at" in cols else "''"
+        where = "WHERE _sdc_batched_at >= CAST(? AS TIMESTAMP)" if since else ""
+        # Table and column names come from the database's own catalog.
+        query = (
+            f"SELECT concat_ws('/', {key or 'NULL'}), {updated}, _sdc_deleted_at IS NOT NULL "  # noqa: S608
+            f'FROM sage."{table}" {where}'
+        )
+        rows = con.execute(query, [since] if since else []).fetchall()
+        out[table] = {str(k): (str(u or ""), bool(d)) for k, u, d in rows}
+    return out
+
+
+def store_snapshot(db: Path, out: Path) -> None:
+    """Write the key, ``updated_at`` and deletion flag of every row, to compare a run with."""
     import duckdb  # the target-duckdb plugin's environment has it
 
-    con = duckdb.connect(str(db), read_only=True)
-    tables = [
-        row[0]
-        for row in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'sage' "
-            "ORDER BY table_name"
-        ).fetchall()
-    ]
-    where = "WHERE _sdc_batched_at >= CAST(? AS TIMESTAMP)" if since else ""
-    params = [since] if since else []
-    rows: list[tuple[str, int, int]] = []
-    for table in tables:
-        total, deleted = con.execute(
-            f'SELECT count(*), count(_sdc_deleted_at) FROM sage."{table}" {where}',  # noqa: S608
-            params,
-        ).fetchone() or (0, 0)
-        if total:
-            rows.append((table, int(total), int(deleted)))
-    _print_table(
-        ["stream", "rows", "of which deletions"],
-        [(name, str(total), str(deleted) if deleted else "") for name, total, deleted in rows],
-    )
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = _store_rows(con)
+    out.write_text(json.dumps({t: {k: list(v) for k, v in r.items()} for t, r in rows.items()}))
+
+
+def store_report(db: Path, since: str, before: Path | None, top: int) -> None:
+    """Rows loaded since ``since``; with a snapshot from before the run, what each one was."""
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        loaded = _store_rows(con, since)
+    if before is None:
+        sizes = sorted(((len(r), t) for t, r in loaded.items() if r), reverse=True)
+        total = sum(n for n, _ in sizes)
+        print(f"    {total} rows in {len(sizes)} tables; the largest:")
+        _print_table(["table", "rows"], [(t, str(n)) for n, t in sizes[:top]])
+        return
+    old: dict[str, dict[str, list[Any]]] = json.loads(before.read_text())
+    table_rows: list[tuple[str, ...]] = []
+    unchanged = 0
+    unchanged_tables = 0
+    for table, rows in loaded.items():
+        prior = old.get(table, {})
+        new = updated = deleted = same = 0
+        for key, (stamp, gone) in rows.items():
+            was = prior.get(key)
+            if gone and not (was and was[1]):
+                deleted += 1
+            elif was is None:
+                new += 1
+            elif was[0] != stamp or bool(was[1]) != gone:
+                updated += 1
+            else:
+                same += 1
+        if new or updated or deleted:
+            table_rows.append(
+                (table, *(str(n) if n else "" for n in (new, updated, deleted)), str(same or ""))
+            )
+        elif same:
+            unchanged += same
+            unchanged_tables += 1
+    _print_table(["table", "new", "updated", "deleted", "read again, unchanged"], table_rows)
     print(
-        f"{sum(r[1] for r in rows)} rows in {len(rows)} tables"
-        + (f", {sum(r[2] for r in rows)} deletions" if since else "")
+        f"    and {unchanged} unchanged rows in {unchanged_tables} more tables: lookups and settings"
+        "\n    are read in full every run, and an incremental stream reads the records at its"
+        "\n    bookmark again (Sage's updated_or_created_since is inclusive); the store upserts"
+        "\n    by key."
     )
 
 
@@ -200,7 +257,7 @@ def results_report(path: Path, start: int) -> None:
             if result.get("outcome") == "failed":
                 failures.append(
                     f"  {result.get('stream')} {result.get('source_key')}: "
-                    f"{result.get('data_code') or ''} {result.get('message') or ''}".rstrip()
+                    f"{result.get('$dataCode') or ''} {result.get('$message') or ''}".rstrip()
                 )
     _print_table(
         ["stream", "operation", "outcome", "records"],
@@ -210,10 +267,47 @@ def results_report(path: Path, start: int) -> None:
         print(failure)
 
 
+def leak_check(sandbox_db: Path, paths: list[Path], skip: list[Path]) -> int:
+    """Fail if any file under ``paths`` holds a token or client secret the sandbox issued.
+
+    The sandbox keeps client secrets as they are and tokens as SHA-256 hashes, so every
+    token-like word of every file is hashed and looked up.
+    """
+    import hashlib
+    import sqlite3
+
+    with sqlite3.connect(f"file:{sandbox_db}?mode=ro", uri=True) as con:
+        secrets = [str(r[0]) for r in con.execute("SELECT client_secret FROM clients")]
+        hashes = {str(r[0]) for r in con.execute("SELECT hash FROM tokens")}
+    word = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
+    files = [
+        f
+        for p in paths
+        for f in ([p] if p.is_file() else sorted(p.rglob("*")))
+        if f.is_file() and not any(f.is_relative_to(s) for s in skip)
+    ]
+    found: list[str] = []
+    for path in files:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        if any(secret in text for secret in secrets):
+            found.append(f"{path}: a client secret")
+        for match in set(word.findall(text)):
+            if hashlib.sha256(match.encode()).hexdigest() in hashes:
+                found.append(f"{path}: a token")
+                break
+    for line in found:
+        print(f"    LEAK: {line}")
+    if not found:
+        print(f"    no token or client secret in {len(files)} log, state and result files")
+    return 1 if found else 0
+
+
 def _print_table(header: list[str], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     for row in [tuple(header), *rows]:
-        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        print(
+            "    " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,9 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     p.add_argument("--url", required=True)
+    p = sub.add_parser("store-snapshot")
+    p.add_argument("db", type=Path)
+    p.add_argument("out", type=Path)
     p = sub.add_parser("store-report")
     p.add_argument("db", type=Path)
-    p.add_argument("--since")
+    p.add_argument("--since", required=True)
+    p.add_argument("--before", type=Path)
+    p.add_argument("--top", type=int, default=8)
+    p = sub.add_parser("leak-check")
+    p.add_argument("sandbox_db", type=Path)
+    p.add_argument("paths", type=Path, nargs="+")
+    p.add_argument("--skip", type=Path, action="append", default=[])
     p = sub.add_parser("results-report")
     p.add_argument("results", type=Path)
     p.add_argument("--from", dest="start", type=int, default=1)
@@ -241,8 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         env_clear(args.env_file)
     elif args.command == "render":
         render(args.src, args.dst, args.url)
+    elif args.command == "store-snapshot":
+        store_snapshot(args.db, args.out)
     elif args.command == "store-report":
-        store_report(args.db, args.since)
+        store_report(args.db, args.since, args.before, args.top)
+    elif args.command == "leak-check":
+        return leak_check(args.sandbox_db, args.paths, args.skip)
     else:
         results_report(args.results, args.start)
     return 0

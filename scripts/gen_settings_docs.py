@@ -159,7 +159,7 @@ class Setting:
     @property
     def type_label(self) -> str:
         if self.enum:
-            return " \\| ".join(f"`{v}`" for v in self.enum)
+            return " | ".join(f"`{v}`" for v in self.enum)
         if self.kind == "array":
             items = _as_list((self.schema.get("items") or {}).get("type"))
             inner = next((t for t in items if t != "null"), "")
