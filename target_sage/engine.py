@@ -307,6 +307,8 @@ class Engine:
                 ctx.operation or operation,
                 item.key_display,
                 "failed",
+                http_status=ctx.status,
+                x_request_id=ctx.request_id,
                 message=str(exc),
                 source=exc.field,
             )
@@ -352,6 +354,8 @@ class Engine:
                 value = container[attr]
                 entry = self.ledger.get(self.business_id, other, key_text(value))
                 if entry is None or entry.state != APPLIED or not entry.sage_id:
+                    if self.settings.dry_run:
+                        continue  # a dry run writes nothing: the record may come in this input
                     raise RecordError(
                         item.stream,
                         item.key,
