@@ -5,7 +5,8 @@ Sources of truth:
   (name, type, default, description, secret or not) and the capabilities;
 - ``tap-sage --discover``: every stream with its key, replication method and replication key;
 - the resource catalogue (``tap_sage.sage.catalogue``): which resources report deletions and
-  which ones target-sage can write.
+  which ones target-sage can write;
+- target-sage's Execute procedures (``target_sage.procedures``, which ``--about`` lists too).
 
 Generated text lives between marker lines, so everything around it stays hand-written:
 
@@ -330,6 +331,29 @@ def streams_table() -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Execute procedures
+
+
+def procedures_table() -> str:
+    """Markdown table of target-sage's Execute procedures (the code that ``--about`` lists)."""
+    from target_sage.procedures import PROCEDURES
+
+    rows = [
+        "| Stream (procedure) | What it does | Inputs | Outputs |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, proc in sorted(PROCEDURES.items()):
+        inputs = "; ".join(
+            f"`{i.name}` ({i.type}{', required' if i.required else ''}): {i.description}"
+            for i in proc.inputs
+        )
+        rows.append(
+            f"| `{name}` | {_md_cell(proc.summary)} | {_md_cell(inputs)} | {_md_cell(proc.outputs)} |"
+        )
+    return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------------------------
 # Blocks and markers
 
 
@@ -362,6 +386,7 @@ def blocks() -> list[Block]:
         out.append(Block(README, f"{exe} sdk settings", lambda e=exe: settings_table(e, sdk=True)))
         out.append(Block(MELTANO_YML, f"{exe} settings", lambda e=exe: meltano_settings(e)))
     out.append(Block(README, "tap-sage streams", streams_table))
+    out.append(Block(README, "target-sage procedures", procedures_table))
     return out
 
 
