@@ -134,3 +134,55 @@ def test_faults_and_committed_500s_still_exactly_once(sandbox_factory, connectio
     assert_exactly_once(api, tag)
     log = faulty.log_path.read_text()
     assert " 500 " in log or "500" in log  # faults were injected
+
+
+def test_a_second_process_waits_for_the_run_holding_the_ledger(
+    sandbox, connection_config, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+
+    api = SageAPI(sandbox)
+    config = target_config(connection_config, tmp_path, api)
+    config_path = tmp_path / "c.json"
+    config_path.write_text(json.dumps(config))
+    input_path = tmp_path / "in.singer"
+    input_path.write_text(
+        singer(
+            [
+                schema_msg("customers", CONTACT_SCHEMA, ["code"]),
+                record_msg("customers", contact("LK-1", "LK waiter")),
+            ]
+        )
+    )
+    held = FileLock(config["ledger_path"] + ".lock")
+    held.acquire()
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from target_sage.target import TargetSage; TargetSage.cli()",
+                "--config",
+                str(config_path),
+                "--input",
+                str(input_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "Another target-sage run" in line:
+                break
+        assert api.contacts_named("LK waiter") == []  # blocked before its first write
+    finally:
+        held.release()
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert len(api.contacts_named("LK waiter")) == 1

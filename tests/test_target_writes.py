@@ -480,3 +480,74 @@ def test_references_resolve_within_one_input_whatever_the_stream_order(config, a
     assert lines["invoices"]["outcome"] == "created"
     invoice = api.get(f"/sales_invoices/{lines['invoices']['sage_id']}")
     assert invoice["contact"]["id"] == lines["customers"]["sage_id"]
+
+
+def test_lost_connection_stops_even_under_continue_and_a_rerun_completes(
+    sandbox_factory, connection_config, tmp_path
+):
+    from tap_sage.sage.errors import SageNetworkError
+    from tap_sage.sandbox.runner import SandboxProcess
+
+    first = sandbox_factory()
+    api = SageAPI(first)
+    grant = first.grant()
+    conn = {
+        **connection_config,
+        "access_token": grant["access_token"],
+        "refresh_token": grant["refresh_token"],
+        "advanced_config": {
+            "api_url": first.api_url,
+            "token_url": first.token_url,
+            "max_retries": 1,
+            "max_backoff": 0.1,
+        },
+    }
+    config = target_config(conn, tmp_path, api, on_error="continue")
+    text = contacts_input([contact(f"L-{i}", f"L contact {i}") for i in range(4)], state={"end": 1})
+    first.stop()
+    import contextlib
+    import io
+
+    from target_sage.target import TargetSage
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SageNetworkError):
+        TargetSage(config=config).listen(file_input=io.StringIO(text))
+    assert out.getvalue() == ""  # no STATE
+    assert not Path(config["dead_letter_path"]).exists()  # nothing blamed on the records
+
+    with SandboxProcess(first.db) as again:
+        api_again = SageAPI(again)
+        config["advanced_config"] = {
+            **config["advanced_config"],
+            "api_url": again.api_url,
+            "token_url": again.token_url,
+        }
+        assert run_target(config, text) == [{"end": 1}]
+        assert len(api_again.contacts_named("L contact")) == 4
+
+
+def test_connection_test_flag(config, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from target_sage.target import TargetSage; TargetSage.cli()",
+            "--config",
+            str(path),
+            "--test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["ok"] is True
+    assert [b["id"] for b in report["businesses"]] == [config["business_id"]]
+    assert config["client_secret"] not in done.stdout + done.stderr
