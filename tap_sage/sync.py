@@ -101,7 +101,7 @@ def epoch(stamp: str) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     value = math.floor(parsed.timestamp())
-    if len(_EPOCH_CACHE) > 100_000:
+    if len(_EPOCH_CACHE) > 4096:  # bounded: memory must not grow with the records read
         _EPOCH_CACHE.clear()
     _EPOCH_CACHE[stamp] = value
     return value
