@@ -186,7 +186,7 @@ class _Emitted:
     def __init__(self) -> None:
         self.ids = array("q")
         self.versions = array("q")
-        self.pages = array("l")
+        self.pages = array("i")
         self._version_set: set[int] | None = None
         self._index: dict[int, int] | None = None
         self._lookups = 0

@@ -7,12 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
+import click
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
+from tap_sage.sage.connection_check import check
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
 from tap_sage.streams import SageSingletonStream, SageStream
@@ -182,6 +185,30 @@ class TapSage(Tap):
         for secret in secrets:
             text = text.replace(secret, "********")
         return text
+
+    @classmethod
+    @override
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """``--test``: first the connection check (credentials, businesses, a sample of
+        resources per business, reported in the log), then the SDK's one-record sync of every
+        stream. A connection that cannot work fails here with its cause and fix."""
+        if value == CliTestOptionValue.All.value:
+            config_input = ctx.params.get("config")
+            if config_input is not None:
+                tap = cls(
+                    config=config_input.config,
+                    parse_env_config=config_input.parse_env,
+                    validate_config=True,
+                    setup_mapper=False,
+                )
+                ids = [str(b) for b in tap.config.get("business_ids") or []] or None
+                report = check(tap.config, probe="sample", business_ids=ids)
+                for line in report.lines():
+                    cls.logger.info("%s", line)
+                if not report.ok:
+                    cls.logger.error("The connection test failed: %s", report.lines()[0])
+                    ctx.exit(1)
+        super().cb_test(ctx, param, value)
 
     # -- settings, shared by every stream -------------------------------------------------
 

@@ -326,6 +326,7 @@ def test_cli_about_discover_and_test(connection_config, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert test.returncode == 0, test.stderr[-2000:]
+    assert "Connection 'test' (initiate_oauth REFRESH): OK" in test.stderr
     assert '"type":"RECORD"' in test.stdout
 
 
