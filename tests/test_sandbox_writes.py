@@ -399,3 +399,25 @@ def test_oauth_fault_rate_burns_refresh_token(sandbox_factory: Any) -> None:
     finally:
         conn.close()
     assert used == 1  # the answer was lost but the refresh token is spent
+
+
+def test_max_concurrent_answers_429(sandbox_factory: Any) -> None:
+    sandbox = sandbox_factory(latency_ms=1500, extra_args=["--max-concurrent", "1"])
+    api = Api(sandbox)
+    barrier = threading.Barrier(3)
+    statuses: list[int] = []
+    retry_after: list[str | None] = []
+
+    def get() -> None:
+        barrier.wait()
+        response = api.get("/contacts")
+        statuses.append(response.status_code)
+        retry_after.append(response.headers.get("Retry-After"))
+
+    threads = [threading.Thread(target=get) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 429, 429]
+    assert retry_after.count("1") == 2

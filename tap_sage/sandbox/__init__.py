@@ -7,7 +7,7 @@ Commands (``sage-sandbox --help`` documents every flag)::
                        [--business-ids A,B]
     sage-sandbox serve [--host H] [--port P] [--db PATH] [--latency-ms N] [--fault-rate F]
                        [--oauth-fault-rate F] [--fault-seed N] [--fault-kinds K,..]
-                       [--token-ttl S] [--quiet]
+                       [--token-ttl S] [--max-concurrent N] [--quiet]
 
 From Python use ``tap_sage.sandbox.runner`` (``SandboxProcess``, ``seed_db``, ``grant``).
 
@@ -95,7 +95,9 @@ Faults and headers
     (``--oauth-fault-rate`` to ``/oauth``), drawing from ``--fault-kinds``: ``500``, ``503``,
     ``429`` (``Retry-After: 1``), ``drop`` (socket closed, no answer), ``commit500`` and
     ``commitdrop`` (the write is committed, then answered 500 / dropped; on GETs they act
-    as ``500`` / ``drop``). ``--fault-seed`` makes the sequence repeatable. Every answer has
+    as ``500`` / ``drop``). ``--fault-seed`` makes the sequence repeatable.
+    ``--max-concurrent N`` (default 150, Sage's per-app limit; 0 = none): a ``/v3.1``
+    request arriving while N are in flight gets 429 with ``Retry-After: 1``. Every answer has
     an ``x_request_id`` header (a UUID). Logs (stderr) hold request lines only; ``/oauth``
     lines lose their query strings, bodies are never logged.
 """

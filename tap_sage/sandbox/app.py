@@ -100,6 +100,7 @@ class Settings:
     fault_seed: int | None = None
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     token_ttl: int = oauth.DEFAULT_TOKEN_TTL
+    max_concurrent: int = 150
     started_at: float = field(default_factory=time.time)
 
 
@@ -123,6 +124,8 @@ class SandboxApp:
         self._validators_lock = threading.Lock()
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[str | None, int]] = {}
         self._count_lock = threading.Lock()
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
         with self.pool.connection() as conn:
             store.create_schema(conn)
             store.set_meta(conn, "token_ttl", str(settings.token_ttl))
@@ -157,14 +160,32 @@ class SandboxApp:
         return response(environ, start_response)
 
     def handle(self, request: Request) -> Response:
-        if self.settings.latency_ms:
-            time.sleep(self.settings.latency_ms / 1000)
         path = request.path.rstrip("/") or "/"
-        if path.startswith("/oauth/"):
-            return self.handle_oauth(request, path)
-        if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
-            return self.handle_api(request, path[len(API_PREFIX) :])
-        raise SageError(404, "RecordNotFound", f"No route for {request.method} {request.path}")
+        api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
+        limit = self.settings.max_concurrent
+        if api and limit:
+            with self._inflight_lock:
+                if self._inflight >= limit:
+                    return _json(
+                        429,
+                        SageError(
+                            429, "TooManyRequests", f"More than {limit} concurrent requests"
+                        ).items,
+                        {"Retry-After": "1"},
+                    )
+                self._inflight += 1
+        try:
+            if self.settings.latency_ms:
+                time.sleep(self.settings.latency_ms / 1000)
+            if path.startswith("/oauth/"):
+                return self.handle_oauth(request, path)
+            if api:
+                return self.handle_api(request, path[len(API_PREFIX) :])
+            raise SageError(404, "RecordNotFound", f"No route for {request.method} {request.path}")
+        finally:
+            if api and limit:
+                with self._inflight_lock:
+                    self._inflight -= 1
 
     # -- faults ----------------------------------------------------------------------------
     def _fault(self, rate: float, method: str) -> str | None:

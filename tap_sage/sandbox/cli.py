@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=oauth.DEFAULT_TOKEN_TTL,
         help="access token lifetime in seconds (default 300)",
     )
+    serve.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=150,
+        help="concurrent /v3.1 requests above which the server answers 429 with "
+        "Retry-After: 1, as Sage does per app (default 150; 0 = no limit)",
+    )
     serve.add_argument("--quiet", action="store_true", help="do not log request lines")
 
     seed_cmd = sub.add_parser("seed", help="reset the database and fill it with data")
@@ -160,6 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fault_seed=args.fault_seed,
         fault_kinds=args.fault_kinds,
         token_ttl=args.token_ttl,
+        max_concurrent=args.max_concurrent,
         started_at=time.time(),
     )
     app = SandboxApp(settings)
