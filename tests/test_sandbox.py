@@ -224,6 +224,7 @@ def test_help_documents_every_flag() -> None:
         "--oauth-fault-rate",
         "--fault-seed",
         "--fault-kinds",
+        "--max-concurrent",
     ):
         assert flag in result.stdout
 
@@ -744,3 +745,14 @@ def test_every_list_serves_items_that_match_the_read_schema(api: Api) -> None:
             ]
     assert problems == []
     assert empty == []
+
+
+def test_put_business_and_user(api: Api) -> None:
+    gb = businesses(api)[0]
+    response = api.put(gb["$path"], {"business": {"name": "Renamed Ltd", "city": "York"}})
+    assert response.status_code == 200, response.text
+    assert api.get(gb["$path"]).json()["name"] == "Renamed Ltd"
+    assert api.get(gb["$path"]).json()["displayed_as"] == "Renamed Ltd"
+    user = api.put("/user", {"user": {"first_name": "Ada"}})
+    assert user.status_code == 200 and api.get("/user").json()["first_name"] == "Ada"
+    sage_error(api.put("/user", {"first_name": "no wrapper"}), 422, "RecordInvalid")
