@@ -421,3 +421,66 @@ def test_max_concurrent_answers_429(sandbox_factory: Any) -> None:
         thread.join()
     assert sorted(statuses) == [200, 429, 429]
     assert retry_after.count("1") == 2
+
+
+def _minimal(api: Api, name: str, schema: dict[str, Any], ids: dict[str, str]) -> Any:
+    """The smallest body the write schema accepts, with real ids for ``*_id`` fields."""
+    from tap_sage.sandbox.model import ref_resource
+
+    kinds = schema.get("type")
+    kinds = [k for k in (kinds if isinstance(kinds, list) else [kinds]) if k != "null"]
+    kind = kinds[0] if kinds else "string"
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {
+            k: _minimal(api, k, props[k], ids) for k in schema.get("required", []) if k in props
+        }
+    if kind == "array":
+        return [_minimal(api, name.removesuffix("s"), schema.get("items", {}), ids)]
+    if kind == "string":
+        if name == "file":
+            return base64.b64encode(b"hello").decode()
+        target = ref_resource(name) if name.endswith("_id") else None
+        if target is not None:
+            if target not in ids:
+                items = api.get("/" + target).json()["$items"]
+                ids[target] = items[0]["id"]
+            return ids[target]
+        if schema.get("format") == "date":
+            return "2026-11-01"
+        return next((e for e in schema.get("enum", []) if e), "Sandbox")
+    return {"number": 1.0, "integer": 1, "boolean": False}.get(kind)
+
+
+def test_every_create_and_update_accepts_a_minimal_body(api: Api) -> None:
+    import jsonschema
+
+    from tap_sage.sage import catalogue
+
+    checker = jsonschema.FormatChecker(formats=["date"])
+    ids: dict[str, str] = {}
+    problems: list[str] = []
+    for name, res in catalogue.resources().items():
+        if not res.available_in("GB", "Plus") or not (res.create or res.update):
+            continue
+        if res.create:
+            body = _minimal(api, "", catalogue.write_schema(name, "post") or {}, ids)
+            response = api.post(res.path, body)
+            if response.status_code != 201:
+                problems.append(f"POST {name}: {response.status_code} {response.text[:200]}")
+                continue
+            record = response.json()
+            validator = jsonschema.Draft7Validator(
+                catalogue.list_schema(name), format_checker=checker
+            )
+            problems += [f"{name}: {e.message}" for e in validator.iter_errors(record)]
+            path = record["$path"]
+        elif res.singleton:
+            path = res.path
+        else:
+            path = api.get(res.path).json()["$items"][0]["$path"]
+        if res.update:
+            response = api.put(path, {res.wrapper: {}})
+            if response.status_code != 200:
+                problems.append(f"PUT {name}: {response.status_code} {response.text[:200]}")
+    assert problems == []
