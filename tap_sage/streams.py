@@ -37,13 +37,6 @@ if t.TYPE_CHECKING:
 
 DELETED_AT = "_sdc_deleted_at"
 
-#: Where the v3.1 spec types a field differently from what the API (and the sandbox) returns.
-#: ``inverse_exchange_rate`` is a number on every other artefact; ``movement_number`` counts.
-SPEC_ERRATA: dict[str, dict[str, dict[str, Any]]] = {
-    "purchase_credit_notes": {"inverse_exchange_rate": {"type": ["number", "null"]}},
-    "purchase_corrective_invoices": {"inverse_exchange_rate": {"type": ["number", "null"]}},
-    "stock_movements": {"movement_number": {"type": ["integer", "null"]}},
-}
 _decode = msgspec.json.Decoder().decode
 
 
@@ -57,9 +50,6 @@ def stream_schema(resource: Resource) -> dict[str, Any]:
     if not resource.singleton:
         properties.setdefault(resource.key or "id", {"type": ["string", "null"]})
     properties.setdefault("$path", {"type": ["string", "null"]})
-    for name, fixed in SPEC_ERRATA.get(resource.name, {}).items():
-        if name in properties:
-            properties[name] = dict(properties[name], **fixed)
     properties["business_id"] = {
         "type": "string",
         "description": "Id of the Sage business the record belongs to.",
