@@ -756,3 +756,18 @@ def test_put_business_and_user(api: Api) -> None:
     user = api.put("/user", {"user": {"first_name": "Ada"}})
     assert user.status_code == 200 and api.get("/user").json()["first_name"] == "Ada"
     sage_error(api.put("/user", {"first_name": "no wrapper"}), 422, "RecordInvalid")
+
+
+def test_stop_leaves_one_self_contained_file(sandbox_db: Path, tmp_path: Path) -> None:
+    import shutil
+
+    with SandboxProcess(sandbox_db) as sandbox:
+        api = Api(sandbox)
+        created = api.post(
+            "/contacts", {"contact": {"name": "Kept Ltd", "contact_type_ids": ["CUSTOMER"]}}
+        )
+        assert created.status_code == 201
+    assert not Path(str(sandbox_db) + "-wal").exists()
+    copy = shutil.copyfile(sandbox_db, tmp_path / "copy.db")
+    with SandboxProcess(copy) as again:
+        assert Api(again).get(created.json()["$path"]).json()["name"] == "Kept Ltd"

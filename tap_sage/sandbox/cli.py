@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -174,6 +175,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handler = _SilentHandler if args.quiet else _QuietHandler
     server = make_server(args.host, args.port, app, threaded=True, request_handler=handler)
     server.daemon_threads = True  # type: ignore[attr-defined]
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM stops cleanly too: closing the connections checkpoints the WAL into the file,
+    # so the database can be copied as one file once the server is gone.
+    signal.signal(signal.SIGTERM, _stop)
     host = args.host if ":" not in args.host else f"[{args.host}]"
     print(f"sage-sandbox listening on http://{host}:{server.server_port}", flush=True)
     try:
