@@ -19,6 +19,8 @@ Stable interface (other parts of the project depend on these names and shapes)::
 process, waits for its ready line and reads the port from it. The server's log (request lines,
 never secrets) goes to ``<db>.log`` beside the database (``.log_path``). ``extra_args`` are
 appended to the ``serve`` command line (e.g. ``["--fault-seed", "3", "--quiet"]``).
+``.stop()`` sends SIGTERM: the server checkpoints its WAL, so the stopped database is one
+self-contained file that can be copied.
 """
 
 from __future__ import annotations
