@@ -1148,7 +1148,7 @@ class SandboxApp:
                 current["status"] = self._status_link(str(status_id))
             if lines_field(res.name) in changes:
                 self._finish_lines(conn, biz, res, current)
-            if "updated_at" in schema_props(res.name) or key is None:
+            if "updated_at" in schema_props(res.name):
                 current["updated_at"] = now_ts()
             if key is not None:
                 current["displayed_as"] = display_of(res.name, current)
