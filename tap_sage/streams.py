@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from tap_sage.sage import catalogue
 from tap_sage.sage.errors import SageAccessDenied, SageNotFound
-from tap_sage.sync import ListReader, Page, epoch, iso
+from tap_sage.sync import ListReader, Page, ReadResult, epoch, iso
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -36,6 +36,8 @@ if t.TYPE_CHECKING:
     from tap_sage.tap import TapSage
 
 DELETED_AT = "_sdc_deleted_at"
+#: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
+DELETED_AFTER = "deleted_since"
 
 _decode = msgspec.json.Decoder().decode
 
@@ -140,12 +142,22 @@ class SageStream(Stream):
         bookmark once its read is complete (``tap_sage.sync`` says why)."""
         return
 
-    def _set_bookmark(self, context: types.Context, value: str | None) -> None:
-        if not self.replication_key or value is None:
+    def _set_bookmark(self, context: types.Context, result: ReadResult) -> None:
+        """Record a finished read in the partition's state and emit STATE at once (so a sync
+        killed later resumes from here)."""
+        if not self.replication_key:
             return
         state = self.get_context_state(context)
-        state["replication_key"] = self.replication_key
-        state["replication_key_value"] = value
+        if result.bookmark is not None:
+            state["replication_key"] = self.replication_key
+            state["replication_key_value"] = result.bookmark
+            state.pop(DELETED_AFTER, None)
+        elif result.deleted_after is not None:
+            # a first read that could not be proven complete: the next one reads everything
+            # again, and its deletion pass must still cover the deletions made during this one
+            state[DELETED_AFTER] = result.deleted_after
+        else:
+            return
         self.state_manager.is_flushed = False
         self._write_state_message()
 
@@ -211,6 +223,7 @@ class SageStream(Stream):
             include_deleted=tap.include_deleted,
             executor=tap.executor,
             max_concurrency=tap.max_concurrency,
+            deleted_after=self.get_context_state(context).get(DELETED_AFTER),
             logger=self.logger,
         )
         properties = self.schema["properties"]
@@ -237,7 +250,7 @@ class SageStream(Stream):
             result.repaired, result.rounds,
             f" ({'; '.join(result.notes)})" if result.notes else "", result.bookmark,
         )  # fmt: skip
-        self._set_bookmark(context, result.bookmark)
+        self._set_bookmark(context, result)
 
 
 class SageSingletonStream(SageStream):
