@@ -158,8 +158,9 @@ class SageStream(Stream):
             state[DELETED_AFTER] = result.deleted_after
         else:
             return
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        if self.get_batch_config(self.config) is None:  # in BATCH mode the SDK writes STATE
+            self.state_manager.is_flushed = False  # after the BATCH message, not before
+            self._write_state_message()
 
     def _since(self, context: types.Context) -> str | None:
         if not self.resource.incremental:

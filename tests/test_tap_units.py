@@ -1,0 +1,67 @@
+"""Pure parts of tap-sage: the buffered writer and the validation of tap settings."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+from singer_sdk.singerlib import RecordMessage, StateMessage
+
+from tap_sage.sage.errors import SageConfigError
+from tap_sage.tap import TAP_PROPERTIES, TapSage, validate_stream_filters
+from tap_sage.writer import BufferedMsgSpecWriter
+
+
+class FakeStdout(io.TextIOWrapper):
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8")
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+    def text(self) -> str:
+        self.buffer.seek(0)  # type: ignore[attr-defined]
+        return self.buffer.read().decode()  # type: ignore[attr-defined]
+
+
+def test_writer_flushes_the_first_record_and_every_state_not_every_record(monkeypatch) -> None:
+    out = FakeStdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    writer = BufferedMsgSpecWriter()
+    writer.write_message(RecordMessage(stream="s", record={"id": 1}))
+    assert out.text().count("RECORD") == 1  # the first record goes out at once
+    for i in range(2, 50):
+        writer.write_message(RecordMessage(stream="s", record={"id": i}))
+    assert out.text().count("RECORD") == 1  # the rest wait...
+    writer.write_message(StateMessage(value={"bookmarks": {}}))
+    lines = out.text().splitlines()
+    assert len(lines) == 50  # ...until a STATE, which comes after every record before it
+    assert '"type":"STATE"' in lines[-1]
+
+
+def test_stream_filters_are_checked_against_the_catalogue() -> None:
+    checked = validate_stream_filters(
+        {"sales_invoices": {"from_date": "2024-01-01", "status_id": "UNPAID"},
+         "products": {"active": True}}
+    )  # fmt: skip
+    assert checked == {
+        "sales_invoices": {"from_date": "2024-01-01", "status_id": "UNPAID"},
+        "products": {"active": "true"},
+    }
+    with pytest.raises(SageConfigError, match=r"stream_filters\.contacts\.status_id.*it takes"):
+        validate_stream_filters({"contacts": {"status_id": "PAID"}})
+    with pytest.raises(SageConfigError, match=r"stream_filters\.business_settings"):
+        validate_stream_filters({"business_settings": {"x": 1}})
+    with pytest.raises(SageConfigError, match=r"updated_or_created_since.*set by the tap"):
+        validate_stream_filters({"contacts": {"updated_or_created_since": "2024-01-01"}})
+
+
+def test_settings_are_documented_for_the_readme() -> None:
+    for name, prop in TAP_PROPERTIES.items():
+        assert prop.get("description"), name
+    properties = TapSage.config_jsonschema["properties"]
+    assert properties["max_concurrency"]["default"] == 4
+    assert properties["include_deleted"]["default"] is True
