@@ -36,6 +36,10 @@ if t.TYPE_CHECKING:
     from tap_sage.tap import TapSage
 
 DELETED_AT = "_sdc_deleted_at"
+
+#: List parameters Sage requires (from the v3.1 spec). Such a stream is not selected by default
+#: and reads only with the parameter given in ``stream_filters``.
+REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {"tax_determinations": ("usage",)}
 #: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
 DELETED_AFTER = "deleted_since"
 
@@ -96,6 +100,8 @@ class SageStream(Stream):
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self.primary_keys = ["business_id", resource.key or "id"]
         self.replication_key = "updated_at" if resource.incremental else None
+        if resource.name in REQUIRED_FILTERS:
+            self.selected_by_default = False
 
     # -- output -------------------------------------------------------------------------------
 
@@ -212,6 +218,15 @@ class SageStream(Stream):
         assert context is not None
         business_id = str(context["business_id"])
         tap = self._sage_tap
+        given = tap.stream_filters.get(self.name, {})
+        missing = [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
+        if missing:
+            self.logger.warning(
+                "Skipping stream '%s' for business %s: Sage requires the parameter(s) %s; set "
+                "them in stream_filters.%s",
+                self.name, business_id, ", ".join(missing), self.name,
+            )  # fmt: skip
+            return
         reader = ListReader(
             self._fetch(business_id),
             self.resource.path,

@@ -125,18 +125,24 @@ def test_business_ids_choose_the_partitions(sandbox: SandboxProcess, connection_
 
 def test_unreachable_streams_are_skipped_with_one_warning(sandbox: SandboxProcess, connection_config, tmp_path: Path) -> None:  # fmt: skip
     # stock_items: not in Start (business 2 is US Start); cis_settings: GB only
-    run = run_tap(tmp_path, connection_config, ["stock_items", "cis_settings", "currencies"])
+    streams = ["stock_items", "cis_settings", "currencies", "tax_determinations"]
+    run = run_tap(tmp_path, connection_config, streams)
     gb, us = business_ids(sandbox.db)
     assert {r["business_id"] for r in run.records("stock_items")} == {gb}
     assert {r["business_id"] for r in run.records("cis_settings")} == {gb}
     assert {r["business_id"] for r in run.records("currencies")} == {gb, us}
     warnings = [line for line in run.stderr.splitlines() if "Skipping stream" in line]
-    assert len(warnings) == 2
     for stream in ("stock_items", "cis_settings"):
         (line,) = [w for w in warnings if f"'{stream}'" in w]
         assert us in line
         assert "403" in line
         assert "not available" in line
+    # a stream Sage only lists with a required parameter: skipped, saying which setting to set
+    assert not run.records("tax_determinations")
+    needs = [w for w in warnings if "'tax_determinations'" in w]
+    assert len(needs) == 2
+    assert all("usage" in w and "stream_filters.tax_determinations" in w for w in needs)
+    assert len(warnings) == 4
 
 
 def test_stream_filters(sandbox: SandboxProcess, connection_config, tmp_path: Path) -> None:
