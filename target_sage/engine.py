@@ -515,11 +515,11 @@ class Engine:
         ctx: Call,
         body: Any | None,
         reconcile: Callable[[], str | None],
-        tries: int = 4,
     ) -> dict[str, Any]:
         """A POST Sage cannot deduplicate: after a 5xx, 429 or dropped connection it may still
         have been applied, so ``reconcile`` looks for its effect before any retry. Returns the
-        answer's JSON, or ``{"id": <found>}``."""
+        answer's JSON, or ``{"id": <found>}``. As many tries as the connection's max_retries."""
+        tries = 1 + self.client.settings.max_retries
         for attempt in range(tries):
             try:
                 response = self.call(
@@ -530,7 +530,7 @@ class Engine:
                 if isinstance(exc, SageAPIError) and exc.status < 500 and exc.status != 429:
                     raise
                 LOGGER.warning("POST %s failed (%s); checking whether it was applied", path, exc)
-                time.sleep(min(8.0, 0.5 * 2**attempt))
+                time.sleep(min(self.client.settings.max_backoff, 0.5 * 2**attempt))
                 found = reconcile()
                 if found:
                     return {"id": found}

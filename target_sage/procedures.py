@@ -229,10 +229,13 @@ def _reissue(
         return _result(engine, item, ctx, "skipped", original, "dry run: would reissue")
     note = json.dumps({"reference": current.get("reference"), "date": current.get("date")})
     engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash, note)
-    response = engine.call(
-        "POST", f"{res.path}/{original}/reissue", ctx, retry=False, expected=(200, 201)
+    answer = engine.ambiguous_post(
+        f"{res.path}/{original}/reissue",
+        ctx,
+        None,
+        lambda: _find_reissued(engine, ctx, original, json.loads(note), time.time() - 120),
     )
-    new_id = str(response.json()["id"])
+    new_id = str(answer["id"])
     engine.ledger.record_applied(bid, item.stream, item.key, res.name, new_id, content_hash)
     hooks.reached("after_ledger")
     return _result(
@@ -349,10 +352,21 @@ def _convert(
     )
     if engine.settings.dry_run:
         return _result(engine, item, ctx, "skipped", None, "dry run: would invoice")
-    response = engine.call(
-        "POST", invoices.path, ctx, json_body=body, retry=True, expected=(200, 201)
-    )
-    invoice_id = str(response.json()["id"])
+    try:
+        response = engine.call(
+            "POST", invoices.path, ctx, json_body=body, retry=True, expected=(200, 201)
+        )
+        invoice_id = str(response.json()["id"])
+    except SageAPIError as exc:
+        # A retry of a POST that Sage committed before failing may be refused because the
+        # quote is now invoiced: that invoice is ours.
+        if exc.status != 422:
+            raise
+        now = engine.call("GET", f"{source.path}/{quote_id}", Call()).json()
+        made = (now.get("invoice") or {}).get("id")
+        if (now.get("status") or {}).get("id") != "INVOICED" or not made:
+            raise
+        invoice_id = str(made)
     engine.ledger.record_applied(
         bid, item.stream, item.key, invoices.name, invoice_id, content_hash
     )

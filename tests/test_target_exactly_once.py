@@ -186,3 +186,86 @@ def test_a_second_process_waits_for_the_run_holding_the_ledger(
     proc.communicate(timeout=120)
     assert proc.returncode == 0
     assert len(api.contacts_named("LK waiter")) == 1
+
+
+@pytest.mark.parametrize("seed", [5, 9, 13])
+def test_procedures_under_faults_act_once(sandbox_factory, connection_config, tmp_path, seed):
+    """Release, convert, reissue and upload through a sandbox that fails 30% of requests
+    (including writes committed and then answered 500, and dropped connections)."""
+    import base64
+
+    faulty = sandbox_factory(fault_rate=0.3, extra_args=["--fault-seed", str(seed)])
+    reader = sandbox_factory(db=faulty.db)
+    api = SageAPI(reader)
+    grant = faulty.grant()
+    conn = {
+        **connection_config,
+        "access_token": grant["access_token"],
+        "refresh_token": grant["refresh_token"],
+        "advanced_config": {
+            "api_url": faulty.api_url,
+            "token_url": faulty.token_url,
+            "max_backoff": 1,
+            "max_retries": 10,
+        },
+    }
+    config = target_config(conn, tmp_path, api)
+    account = api.first_id("/ledger_accounts")
+    customer = api.first_id("/contacts", contact_type_id="CUSTOMER")
+    draft = api.post(
+        "/sales_invoices",
+        {
+            "sales_invoice": {
+                "contact_id": customer,
+                "date": "2025-02-01",
+                "status_id": "DRAFT",
+                "invoice_lines": [
+                    {"description": "x", "ledger_account_id": account, "unit_price": 5}
+                ],
+            }
+        },
+    )
+    quote = next(q for q in api.all("/sales_quotes") if q["status"]["id"] == "PENDING")
+    journal = api.get("/journals", items_per_page=1, attributes="all")["$items"][0]
+    any_schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "ref": {"type": "string"},
+            "file_base64": {"type": "string"},
+            "file_name": {"type": "string"},
+            "contact_id": {"type": "string"},
+        },
+    }
+    text = singer(
+        [
+            schema_msg("release_sales_invoices", any_schema, ["id"]),
+            record_msg("release_sales_invoices", {"id": draft["id"]}),
+            schema_msg("convert_sales_quotes", any_schema, ["id"]),
+            record_msg("convert_sales_quotes", {"id": quote["id"]}),
+            schema_msg("reissue_journals", any_schema, ["id"]),
+            record_msg("reissue_journals", {"id": journal["id"]}),
+            schema_msg("upload_attachments", any_schema, ["ref"]),
+            record_msg(
+                "upload_attachments",
+                {
+                    "ref": "F1",
+                    "file_name": "fault-proof.txt",
+                    "file_base64": base64.b64encode(b"x").decode(),
+                    "contact_id": customer,
+                },
+            ),
+        ]
+    )
+    run_target(config, text)
+    run_target(config, text)  # and once more: nothing happens twice
+    assert api.get(f"/sales_invoices/{draft['id']}")["status"]["id"] == "UNPAID"
+    invoiced = [
+        i
+        for i in api.all("/sales_invoices")
+        if (i.get("original_quote_estimate") or {}).get("id") == quote["id"]
+    ]
+    assert len(invoiced) == 1
+    assert len([j for j in api.all("/journals") if j.get("reference") == journal["reference"]]) == 1
+    assert len([a for a in api.all("/attachments") if a.get("file_name") == "fault-proof.txt"]) == 1
+    assert {line["outcome"] for line in results(config)} <= {"executed", "skipped"}
