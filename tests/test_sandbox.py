@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -88,6 +89,22 @@ def sage_error(response: requests.Response, status: int, code: str) -> dict[str,
 @pytest.fixture
 def api(sandbox: SandboxProcess) -> Api:
     return Api(sandbox)
+
+
+@pytest.fixture(scope="module")
+def ro_sandbox(
+    seeded_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SandboxProcess]:
+    """One sandbox shared by the tests that only read (they may issue grants)."""
+    db = tmp_path_factory.mktemp("sandbox-ro") / "ro.db"
+    db.write_bytes(seeded_db.read_bytes())
+    with SandboxProcess(db) as process:
+        yield process
+
+
+@pytest.fixture
+def ro_api(ro_sandbox: SandboxProcess) -> Api:
+    return Api(ro_sandbox)
 
 
 def businesses(api: Api) -> list[dict[str, Any]]:
@@ -474,7 +491,8 @@ def test_readonly_scope_cannot_write(sandbox: SandboxProcess) -> None:
     sage_error(api.post("/contacts", body), 403, "AccessDenied")
 
 
-def test_missing_token_and_request_id(sandbox: SandboxProcess) -> None:
+def test_missing_token_and_request_id(ro_sandbox: SandboxProcess) -> None:
+    sandbox = ro_sandbox
     response = requests.get(sandbox.api_url + "/contacts", timeout=TIMEOUT)
     sage_error(response, 401, "AuthorizationFailure")
     assert uuid.UUID(response.headers["x_request_id"])
@@ -512,7 +530,8 @@ def test_secrets_never_in_the_log(sandbox: SandboxProcess) -> None:
 # -- businesses --------------------------------------------------------------------------
 
 
-def test_businesses_user_and_lead(api: Api) -> None:
+def test_businesses_user_and_lead(ro_api: Api) -> None:
+    api = ro_api
     response = api.get("/businesses")
     body = response.json()
     assert body["$total"] == 2
@@ -531,7 +550,8 @@ def test_businesses_user_and_lead(api: Api) -> None:
     assert api.get("/user").json()["email"]
 
 
-def test_x_business_selects_and_restricts(sandbox: SandboxProcess) -> None:
+def test_x_business_selects_and_restricts(ro_sandbox: SandboxProcess) -> None:
+    sandbox = ro_sandbox
     api = Api(sandbox)
     gb, us = (b["id"] for b in businesses(api))
     api.business = us
@@ -549,7 +569,8 @@ def test_x_business_selects_and_restricts(sandbox: SandboxProcess) -> None:
     assert limited.get("/contacts").json()["$total"] == us_contacts  # lead reachable = US
 
 
-def test_unavailable_resource_answers_403(api: Api) -> None:
+def test_unavailable_resource_answers_403(ro_api: Api) -> None:
+    api = ro_api
     api.business = businesses(api)[1]["id"]  # US, Accounting Start
     sage_error(api.get("/stock_items"), 403, "FeatureUnavailable")
     sage_error(api.get("/cis_settings"), 403, "FeatureUnavailable")
@@ -561,7 +582,8 @@ def test_unavailable_resource_answers_403(api: Api) -> None:
 # -- lists -------------------------------------------------------------------------------
 
 
-def test_envelope_relative_links_and_last_page(api: Api) -> None:
+def test_envelope_relative_links_and_last_page(ro_api: Api) -> None:
+    api = ro_api
     body = api.get("/contacts", items_per_page=25, page=2, search="a").json()
     assert set(body) == {"$total", "$page", "$next", "$back", "$itemsPerPage", "$items"}
     assert body["$page"] == 2 and body["$itemsPerPage"] == 25
@@ -580,13 +602,15 @@ def test_envelope_relative_links_and_last_page(api: Api) -> None:
     assert api.get("/contacts", items_per_page=500).json()["$itemsPerPage"] == 200
 
 
-def test_walking_next_yields_every_record_once(api: Api) -> None:
+def test_walking_next_yields_every_record_once(ro_api: Api) -> None:
+    api = ro_api
     items = api.all_items("/contacts", items_per_page=37)
     ids = [i["id"] for i in items]
     assert len(ids) == len(set(ids)) == api.get("/contacts").json()["$total"]
 
 
-def test_attributes(api: Api) -> None:
+def test_attributes(ro_api: Api) -> None:
+    api = ro_api
     base = api.get("/contacts", items_per_page=3).json()["$items"]
     assert all(set(i) == {"id", "displayed_as", "$path"} for i in base)
     assert base[0]["$path"] == f"/contacts/{base[0]['id']}"
@@ -598,7 +622,8 @@ def test_attributes(api: Api) -> None:
     assert single == full[0]
 
 
-def test_updated_or_created_since_is_inclusive(api: Api) -> None:
+def test_updated_or_created_since_is_inclusive(ro_api: Api) -> None:
+    api = ro_api
     items = api.all_items("/sales_invoices", items_per_page=200, attributes="updated_at")
     stamps = sorted(i["updated_at"] for i in items)
     pivot = stamps[len(stamps) // 2]
@@ -608,7 +633,8 @@ def test_updated_or_created_since_is_inclusive(api: Api) -> None:
     assert sum(1 for s in stamps if s > pivot) < expected
 
 
-def test_sort_by_updated_at(api: Api) -> None:
+def test_sort_by_updated_at(ro_api: Api) -> None:
+    api = ro_api
     asc = api.all_items(
         "/sales_invoices", items_per_page=200, attributes="updated_at", sort="updated_at"
     )
@@ -622,7 +648,8 @@ def test_sort_by_updated_at(api: Api) -> None:
     assert error["$source"] == "sort"
 
 
-def test_date_and_id_filters(api: Api) -> None:
+def test_date_and_id_filters(ro_api: Api) -> None:
+    api = ro_api
     body = api.get(
         "/sales_invoices",
         from_date="2025-06-01",
@@ -647,7 +674,8 @@ def test_date_and_id_filters(api: Api) -> None:
     assert ignored == api.get("/contacts").json()["$total"]
 
 
-def test_deleted_since_lists_tombstones_exclusively(api: Api) -> None:
+def test_deleted_since_lists_tombstones_exclusively(ro_api: Api) -> None:
+    api = ro_api
     body = api.get("/contacts", deleted_since="2000-01-01T00:00:00Z", items_per_page=200).json()
     seeded = body["$items"]
     assert seeded and all(set(t) == {"id", "displayed_as", "$path", "deleted_at"} for t in seeded)
@@ -703,7 +731,8 @@ def test_authorize_rejects_unknown_client(sandbox: SandboxProcess) -> None:
     assert response.json()["error"] == "invalid_client"
 
 
-def test_business_by_key_errors(sandbox: SandboxProcess) -> None:
+def test_business_by_key_errors(ro_sandbox: SandboxProcess) -> None:
+    sandbox = ro_sandbox
     api = Api(sandbox)
     gb, us = (b["id"] for b in businesses(api))
     sage_error(api.get("/businesses/" + "0" * 32), 404, "RecordNotFound")
@@ -714,7 +743,8 @@ def test_business_by_key_errors(sandbox: SandboxProcess) -> None:
     sage_error(limited.get("/contacts"), 403, "MultiUserAccessDenied")
 
 
-def test_every_list_serves_items_that_match_the_read_schema(api: Api) -> None:
+def test_every_list_serves_items_that_match_the_read_schema(ro_api: Api) -> None:
+    api = ro_api
     import re
 
     import jsonschema
