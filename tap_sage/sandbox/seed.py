@@ -20,6 +20,7 @@ second. About 2 % of the records of resources with ``deleted_since`` are tombsto
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import random
 import sqlite3
@@ -614,6 +615,14 @@ def client_secret_for(seed: int, client_id: str = DEFAULT_CLIENT_ID) -> str:
     return hashlib.sha256(f"sage-sandbox:{client_id}:{seed}".encode()).hexdigest()[:40]
 
 
+@functools.cache
+def _info(resource: str) -> tuple[frozenset[str], bool, bool, bool]:
+    """(read-schema fields, singleton, has deleted_since, has search) of a resource."""
+    res = catalogue.resource(resource)
+    props = frozenset(catalogue.list_schema(resource).get("properties", {}))
+    return props, res.singleton, res.deletions, "search" in res.param_names
+
+
 def _plain_address(address: dict[str, Any] | None) -> dict[str, Any] | None:
     """An address as embedded in a document: the address fields and its link, no more."""
     if not address:
@@ -705,13 +714,13 @@ class _Business:
     ) -> dict[str, Any]:
         """Finish a record (display, path, timestamps, schema filter) and queue its row."""
         rid = record.setdefault("id", self.new_id())
-        props = catalogue.list_schema(resource).get("properties", {})
+        props, singleton, deletions, searchable = _info(resource)
         if created is not None and "created_at" in props:
             record["created_at"] = utc_ts(created)
         if updated is not None and "updated_at" in props:
             record["updated_at"] = utc_ts(updated)
-        res = catalogue.resource(resource)
-        if res.singleton:
+        if singleton:
+            res = catalogue.resource(resource)
             record.pop("id", None)
             record["$path"] = res.path
             record = {k: v for k, v in record.items() if k in props or k == "$path"}
@@ -720,7 +729,7 @@ class _Business:
             record["$path"] = f"/{resource}/{rid}"
             record = filter_to_schema(resource, record)
         deleted_at: str | None = None
-        if deletable and res.deletions and updated is not None and self.rng.random() < 0.02:
+        if deletable and deletions and updated is not None and self.rng.random() < 0.02:
             gone = updated + self.rng.randint(0, max(0, self.seeder.end - updated))
             deleted_at = utc_ts(gone)
             record["deleted_at"] = deleted_at
@@ -743,7 +752,7 @@ class _Business:
                 record.get("updated_at"),
                 deleted_at,
                 doc_date,
-                search_text(record),
+                search_text(record) if searchable else "",
                 store.dumps(record),
             )
         )
