@@ -24,11 +24,14 @@ No token or secret is ever printed: grants are read from stdin and written only 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
 import sys
 import tempfile
+import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -96,7 +99,8 @@ class Sandbox:
         self.business: str | None = None
         self.business = str(self.get("/businesses/lead")["id"])
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str, tries: int = 8) -> Any:
+        """GET with retries: the sandbox may be running with ``--fault-rate``."""
         request = urllib.request.Request(  # noqa: S310 (the sandbox on localhost)
             f"{self.url}/v3.1{path}",
             headers={
@@ -105,8 +109,18 @@ class Sandbox:
                 **({"X-Business": self.business} if self.business else {}),
             },
         )
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
-            return json.load(answer)
+        for attempt in range(1, tries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+                    return json.load(answer)
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (429, 500, 502, 503, 504) or attempt == tries:
+                    raise
+            except (urllib.error.URLError, http.client.HTTPException, OSError):
+                if attempt == tries:
+                    raise
+            time.sleep(min(0.2 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
 
     def items(self, resource: str) -> Iterator[dict[str, Any]]:
         path: str | None = f"/{resource}?attributes=all&items_per_page=200"
