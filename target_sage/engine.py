@@ -372,7 +372,7 @@ class Engine:
         forced = s.operations.get(item.stream)
         fields = copy.deepcopy(content_fields(rec, s.sage_id_field))
         content_hash = digest(canonical(fields))
-        entry = None if res.singleton else self.ledger.get(self.business_id, item.stream, item.key)
+        entry = self.ledger.get(self.business_id, item.stream, item.key)
         given_id = rec.get(s.sage_id_field)
         known_id = str(given_id) if given_id else None
         if known_id is None and entry is not None and entry.state == APPLIED and entry.sage_id:
@@ -402,7 +402,7 @@ class Engine:
             ctx.operation = "update"
             if not res.update:
                 raise RecordError(item.stream, item.key, None, f"`{res.name}` cannot be updated")
-            return self._update(item, res, ctx, None, fields, content_hash, None, result)
+            return self._update(item, res, ctx, None, fields, content_hash, entry, result)
 
         if deleted or forced == "delete":
             ctx.operation = "delete"

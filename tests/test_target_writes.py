@@ -551,3 +551,25 @@ def test_connection_test_flag(config, tmp_path):
     assert report["ok"] is True
     assert [b["id"] for b in report["businesses"]] == [config["business_id"]]
     assert config["client_secret"] not in done.stdout + done.stderr
+
+
+def test_singleton_settings_are_updated_in_place(config, api):
+    schema = {
+        "type": "object",
+        "properties": {
+            "default_note_on_invoice": {"type": "string"},
+            "sales_invoice_number_prefix": {"type": "string"},
+        },
+    }
+    record = {"default_note_on_invoice": "Thank you!", "sales_invoice_number_prefix": "TGT-"}
+    text = singer(
+        [schema_msg("invoice_settings", schema, []), record_msg("invoice_settings", record)]
+    )
+    run_target(config, text)
+    line = results(config)[-1]
+    assert (line["operation"], line["outcome"], line["http_status"]) == ("update", "updated", 200)
+    settings = api.get("/invoice_settings")
+    assert settings["default_note_on_invoice"] == "Thank you!"
+    assert settings["sales_invoice_number_prefix"] == "TGT-"
+    run_target(config, text)
+    assert results(config)[-1]["outcome"] == "skipped"  # unchanged content is not sent again
