@@ -140,7 +140,7 @@ if [[ "$MODE" == sandbox ]]; then
 The sandbox runs at $SANDBOX_URL, and meltano.yml points tap-sage and target-sage at it.
 Try, in another terminal in $ROOT:
   .venv-meltano/bin/meltano config tap-sage test
-  .venv-meltano/bin/meltano invoke target-sage:test
+  .venv-meltano/bin/meltano test target-sage
   .venv-meltano/bin/meltano invoke tap-sage:status
   .venv-meltano/bin/meltano run tap-sage target-duckdb
 Ctrl-C stops the sandbox.
@@ -150,14 +150,16 @@ EOF
 fi
 
 # --- 3. connection tests -------------------------------------------------------------------
-# `meltano config PLUGIN test` runs an extractor until its first RECORD. Meltano 3 tests only
-# extractors, so target-sage's settings are tested with its `test` command (sage-auth test:
-# credentials, businesses, and the resources each business can reach), through Meltano too.
+# `meltano config PLUGIN test` runs an extractor until its first RECORD; Meltano 3 cannot test a
+# loader that way. `meltano test target-sage` runs the plugin's `test` command instead
+# (sage-auth test with the target's settings: credentials, businesses, and the resources each
+# business can reach).
 say "meltano config tap-sage test"
 step config-test-tap "$MELTANO" config tap-sage test
-say "meltano invoke target-sage:test (Meltano 3 cannot test a loader's configuration itself)"
-step invoke-target-test "$MELTANO" invoke target-sage:test
-grep -E "^(Connection|Business|  [A-Z])" "$LOGS/invoke-target-test.log" | head -n 6 | sed 's/^/    /' || true
+grep -F "Plugin configuration is valid" "$LOGS/config-test-tap.log" | sed 's/^/    /' || true
+say "meltano test target-sage (Meltano 3 has no configuration test for loaders)"
+step test-target "$MELTANO" test target-sage
+grep -E "^Connection |Testing completed" "$LOGS/test-target.log" | sed 's/^/    /' || true
 
 # --- 4. pipelines ----------------------------------------------------------------------------
 render_inbox() {
