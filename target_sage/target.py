@@ -15,6 +15,7 @@ from singer_sdk.sinks import Sink
 from typing_extensions import override
 
 from tap_sage.sage.client import SageClient
+from tap_sage.sage.errors import SageError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES
 from target_sage.engine import Engine, TargetFailure, new_run_id
 from target_sage.ledger import Ledger
@@ -83,9 +84,17 @@ class TargetSage(Target):
         file_input: IO[str] | None = None,
         test_connection: bool = False,
     ) -> None:
-        if test_connection and not about:
-            sys.exit(cls.test_connection(dict(config.config) if config is not None else {}))
-        super().invoke(about=about, about_format=about_format, config=config, file_input=file_input)
+        try:
+            if test_connection and not about:
+                sys.exit(cls.test_connection(dict(config.config) if config is not None else {}))
+            super().invoke(
+                about=about, about_format=about_format, config=config, file_input=file_input
+            )
+        except SageError as exc:
+            # A bad setting, a failed record under on_error=fail, a lost connection: one clear
+            # line, exit 1, no STATE beyond what was applied. Re-running is safe.
+            LOGGER.error("target-sage stopped: %s", exc)
+            sys.exit(1)
 
     @classmethod
     def test_connection(cls, config: dict[str, Any]) -> int:

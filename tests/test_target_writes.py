@@ -573,3 +573,18 @@ def test_singleton_settings_are_updated_in_place(config, api):
     assert settings["sales_invoice_number_prefix"] == "TGT-"
     run_target(config, text)
     assert results(config)[-1]["outcome"] == "skipped"  # unchanged content is not sent again
+
+
+def test_cli_failure_is_one_clear_line_and_exit_1(config, tmp_path):
+    from tests.test_target_helpers import run_cli
+
+    done = run_cli(
+        config, contacts_input([{"code": "CLI-1", "name": "No type"}], state={"s": 1}), tmp_path
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""  # no STATE
+    assert "Traceback" not in done.stderr
+    stopped = [x for x in done.stderr.splitlines() if "target-sage stopped" in x]
+    assert len(stopped) == 1
+    assert "`customers`" in stopped[0] and "CLI-1" in stopped[0]
+    assert "`contact_type_ids`" in stopped[0]
