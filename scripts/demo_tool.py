@@ -6,9 +6,9 @@
     render SRC DST --url URL        copy the demo's JSON-lines inputs, filling in ids that only
                                     the running sandbox knows; a grant JSON on stdin
     store-snapshot DUCKDB OUT       key, updated_at and deletion flag of every row of the store
-    store-report DUCKDB --since T [--before SNAPSHOT]
-                                    the rows loaded since T; with a snapshot taken before the
-                                    run, which of them are new, updated, deleted or unchanged
+    store-report DUCKDB [--before SNAPSHOT]
+                                    rows per table; with a snapshot taken before a run, the
+                                    rows that run loaded: new, updated, deleted or unchanged
                                     (both run with the python of the target-duckdb plugin,
                                     which has duckdb)
     leak-check SANDBOX_DB PATH... [--skip PATH]
@@ -183,21 +183,31 @@ def _store_tables(con: Any) -> list[tuple[str, set[str]]]:
     return sorted(columns.items())
 
 
-def _store_rows(con: Any, since: str | None = None) -> dict[str, dict[str, tuple[str, bool]]]:
-    """table -> key -> (updated_at, deleted), for every row (or those loaded since ``since``)."""
+def _store_rows(con: Any, after: str | None = None) -> dict[str, dict[str, tuple[str, bool]]]:
+    """table -> key -> (updated_at, deleted), for every row (or those loaded after ``after``)."""
     out: dict[str, dict[str, tuple[str, bool]]] = {}
     for table, cols in _store_tables(con):
         key = ", ".join(f'CAST("{c}" AS VARCHAR)' for c in ("business_id", "id") if c in cols)
         updated = 'CAST("updated_at" AS VARCHAR)' if "updated_at" in cols else "''"
-        where = "WHERE _sdc_batched_at >= CAST(? AS TIMESTAMP)" if since else ""
+        where = "WHERE _sdc_batched_at > CAST(? AS TIMESTAMP)" if after else ""
         # Table and column names come from the database's own catalog.
         query = (
             f"SELECT concat_ws('/', {key or 'NULL'}), {updated}, _sdc_deleted_at IS NOT NULL "  # noqa: S608
             f'FROM sage."{table}" {where}'
         )
-        rows = con.execute(query, [since] if since else []).fetchall()
+        rows = con.execute(query, [after] if after else []).fetchall()
         out[table] = {str(k): (str(u or ""), bool(d)) for k, u, d in rows}
     return out
+
+
+def _last_load(con: Any) -> str:
+    """The latest ``_sdc_batched_at`` in the store (target-duckdb's clock, local time)."""
+    latest = ""
+    for table, _cols in _store_tables(con):
+        value = con.execute(f'SELECT max(_sdc_batched_at) FROM sage."{table}"').fetchone()  # noqa: S608
+        if value and value[0] is not None:
+            latest = max(latest, value[0].isoformat())
+    return latest
 
 
 def store_snapshot(db: Path, out: Path) -> None:
@@ -206,22 +216,25 @@ def store_snapshot(db: Path, out: Path) -> None:
 
     with duckdb.connect(str(db), read_only=True) as con:
         rows = _store_rows(con)
-    out.write_text(json.dumps({t: {k: list(v) for k, v in r.items()} for t, r in rows.items()}))
+        last = _last_load(con)
+    snapshot = {t: {k: list(v) for k, v in r.items()} for t, r in rows.items()}
+    out.write_text(json.dumps({"last_load": last, "tables": snapshot}))
 
 
-def store_report(db: Path, since: str, before: Path | None, top: int) -> None:
-    """Rows loaded since ``since``; with a snapshot from before the run, what each one was."""
+def store_report(db: Path, before: Path | None, top: int) -> None:
+    """Every row of the store; with a snapshot taken before a run, what that run loaded."""
     import duckdb
 
+    snapshot: dict[str, Any] = json.loads(before.read_text()) if before else {}
     with duckdb.connect(str(db), read_only=True) as con:
-        loaded = _store_rows(con, since)
+        loaded = _store_rows(con, snapshot.get("last_load") or None)
     if before is None:
         sizes = sorted(((len(r), t) for t, r in loaded.items() if r), reverse=True)
         total = sum(n for n, _ in sizes)
         print(f"    {total} rows in {len(sizes)} tables; the largest:")
         _print_table(["table", "rows"], [(t, str(n)) for n, t in sizes[:top]])
         return
-    old: dict[str, dict[str, list[Any]]] = json.loads(before.read_text())
+    old: dict[str, dict[str, list[Any]]] = snapshot["tables"]
     table_rows: list[tuple[str, ...]] = []
     unchanged = 0
     unchanged_tables = 0
@@ -341,7 +354,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p = sub.add_parser("store-report")
     p.add_argument("db", type=Path)
-    p.add_argument("--since", required=True)
     p.add_argument("--before", type=Path)
     p.add_argument("--top", type=int, default=8)
     p = sub.add_parser("leak-check")
@@ -361,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "store-snapshot":
         store_snapshot(args.db, args.out)
     elif args.command == "store-report":
-        store_report(args.db, args.since, args.before, args.top)
+        store_report(args.db, args.before, args.top)
     elif args.command == "leak-check":
         return leak_check(args.sandbox_db, args.paths, args.skip)
     else:
