@@ -488,7 +488,7 @@ class Engine:
         bid = self.business_id
         inner = body[res.wrapper or ""]
         if entry is not None and entry.state == PENDING:
-            found = self.find_created(res, inner, ctx)
+            found = self.find_created(res, inner, ctx, since=entry.intent_at)
             if found:
                 LOGGER.info(
                     "Stream `%s`, source key %s: found %s %s created by an interrupted run",
@@ -499,9 +499,10 @@ class Engine:
                 )
                 return found
         self.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash)
+        intent_at = time.time()
         try:
             answer = self.ambiguous_post(
-                res.path, ctx, body, lambda: self.find_created(res, inner, ctx)
+                res.path, ctx, body, lambda: self.find_created(res, inner, ctx, since=intent_at)
             )
         except SageAPIError as exc:
             if exc.status < 500 and exc.status != 429:
@@ -538,8 +539,12 @@ class Engine:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def find_created(self, res: Resource, inner: Mapping[str, Any], ctx: Call) -> str | None:
-        """The Sage record (not owned by another source record) whose fields match ``inner``."""
+    def find_created(
+        self, res: Resource, inner: Mapping[str, Any], ctx: Call, since: float | None = None
+    ) -> str | None:
+        """The Sage record whose fields match ``inner``, created since the intent (``since``,
+        with a minute's leeway for clocks) and not owned by another source record."""
+        not_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since - 60)) if since else None
         scalars = {
             k: v
             for k, v in inner.items()
@@ -554,6 +559,9 @@ class Engine:
             params = None
             items = body.get("$items", []) if isinstance(body, dict) else []
             for item in items:
+                created = item.get("created_at")
+                if not_before and isinstance(created, str) and created < not_before:
+                    continue
                 if all(item.get(k) == v for k, v in scalars.items()) and not (
                     self.ledger.sage_id_taken(self.business_id, res.name, str(item.get("id")))
                 ):

@@ -269,3 +269,37 @@ def test_procedures_under_faults_act_once(sandbox_factory, connection_config, tm
     assert len([j for j in api.all("/journals") if j.get("reference") == journal["reference"]]) == 1
     assert len([a for a in api.all("/attachments") if a.get("file_name") == "fault-proof.txt"]) == 1
     assert {line["outcome"] for line in results(config)} <= {"executed", "skipped"}
+
+
+def test_reconciliation_never_adopts_an_older_lookalike(sandbox, connection_config, tmp_path):
+    """A pending intent (a run killed just before its POST) for a price type called "Trade",
+    which the business has had for long: the re-run creates ours instead of adopting theirs."""
+    from pathlib import Path
+
+    from target_sage.ledger import Ledger
+
+    api = SageAPI(sandbox)
+    config = target_config(
+        connection_config,
+        tmp_path,
+        api,
+        stream_resources={"price_types": "product_sales_price_types"},
+    )
+    before = [p for p in api.all("/product_sales_price_types") if p["name"] == "Trade"]
+    assert len(before) == 1
+    ledger = Ledger(Path(config["ledger_path"]))
+    ledger.record_intent(api.business_id, "price_types", '["T"]', "product_sales_price_types", "h")
+    ledger.close()
+    run_target(
+        config,
+        singer(
+            [
+                schema_msg("price_types", PRICE_SCHEMA, ["code"]),
+                record_msg("price_types", {"code": "T", "name": "Trade", "active": True}),
+            ]
+        ),
+    )
+    (line,) = results(config)
+    assert line["outcome"] == "created"
+    assert line["sage_id"] != before[0]["id"]
+    assert len([p for p in api.all("/product_sales_price_types") if p["name"] == "Trade"]) == 2
