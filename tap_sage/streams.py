@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from tap_sage.sage import catalogue
 from tap_sage.sage.errors import SageAccessDenied, SageNotFound
-from tap_sage.sync import ListReader, Page, ReadResult, epoch, iso
+from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -42,6 +42,8 @@ DELETED_AT = "_sdc_deleted_at"
 REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {"tax_determinations": ("usage",)}
 #: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
 DELETED_AFTER = "deleted_since"
+#: Partition state key: checkpoint of a read in progress (``tap_sage.sync.Progress``).
+PROGRESS = "progress"
 
 _decode = msgspec.json.Decoder().decode
 
@@ -154,6 +156,7 @@ class SageStream(Stream):
         if not self.replication_key:
             return
         state = self.get_context_state(context)
+        state.pop(PROGRESS, None)
         if result.bookmark is not None:
             state["replication_key"] = self.replication_key
             state["replication_key_value"] = result.bookmark
@@ -167,6 +170,42 @@ class SageStream(Stream):
         if self.get_batch_config(self.config) is None:  # in BATCH mode the SDK writes STATE
             self.state_manager.is_flushed = False  # after the BATCH message, not before
             self._write_state_message()
+
+    def _checkpoint(self, context: types.Context) -> t.Callable[[Progress], None]:
+        def save(progress: Progress) -> None:
+            if self.get_batch_config(self.config) is not None:
+                return  # BATCH mode: records are not on stdout yet
+            self.get_context_state(context)[PROGRESS] = progress.to_dict()
+            self.state_manager.is_flushed = False
+            self._write_state_message()
+
+        return save
+
+    def _on_start(self, context: types.Context, since: str | None) -> t.Callable[[str], None]:
+        def started(deleted_after: str) -> None:
+            """A first read (no bookmark) began: keep the lower bound of the next deletion pass
+            in state before any record goes out, so a run after a kill still emits the
+            deletions of records this one emitted."""
+            state = self.get_context_state(context)
+            if since is not None or DELETED_AFTER in state:
+                return
+            if self.get_batch_config(self.config) is not None:
+                return
+            state[DELETED_AFTER] = deleted_after
+            self.state_manager.is_flushed = False
+            self._write_state_message()
+
+        return started
+
+    def _resume(self, context: types.Context, since: str | None) -> Progress | None:
+        progress = Progress.from_dict(self.get_context_state(context).get(PROGRESS))
+        if progress is None or progress.since != since:
+            return None
+        self.logger.info(
+            "Resuming %s for business %s after %s (an interrupted run's checkpoint)",
+            self.name, context["business_id"], progress.through,
+        )  # fmt: skip
+        return progress
 
     def _since(self, context: types.Context) -> str | None:
         if not self.resource.incremental:
@@ -227,12 +266,13 @@ class SageStream(Stream):
                 self.name, business_id, ", ".join(missing), self.name,
             )  # fmt: skip
             return
+        since = self._since(context)
         reader = ListReader(
             self._fetch(business_id),
             self.resource.path,
             params=tap.stream_filters.get(self.name, {}),
             page_size=tap.connection.page_size,
-            since=self._since(context),
+            since=since,
             incremental=self.resource.incremental,
             sortable=self.resource.sortable,
             deletions=self.resource.deletions,
@@ -240,6 +280,9 @@ class SageStream(Stream):
             executor=tap.executor,
             max_concurrency=tap.max_concurrency,
             deleted_after=self.get_context_state(context).get(DELETED_AFTER),
+            checkpoint=self._checkpoint(context),
+            resume=self._resume(context, since),
+            on_start=self._on_start(context, since),
             logger=self.logger,
         )
         properties = self.schema["properties"]

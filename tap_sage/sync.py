@@ -72,6 +72,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 #: of its ``updated_at``/``deleted_at`` stamps.
 CLOCK_MARGIN = 2
 
+#: A read sorted by ``updated_at`` checkpoints (``Progress``) every this many pages.
+CHECKPOINT_PAGES = 25
+
 #: Sage's largest ``items_per_page``.
 MAX_PAGE_SIZE = 200
 
@@ -149,6 +152,7 @@ class _PageMeta:
     last: tuple[str, str] | None
     head: tuple[str, ...] = ()  # ids of its first few records (anchors)
     tail: tuple[str, ...] = ()  # ids of its last few records, last one last
+    sent_at: int = -1  # server time no later than its query
 
 
 @dataclass
@@ -157,6 +161,31 @@ class Removal:
 
     page: int  # page (of the scan it belongs to) on which it was read
     at: int  # server time it left (new updated_at or deleted_at); -1 when unknown
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A checkpoint inside a read sorted by ``updated_at``: every record up to ``through``
+    (in list order) was emitted by a read that began at ``scan_start`` from ``since``."""
+
+    since: str | None
+    scan_start: str
+    through: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since, "scan_start": self.scan_start, "through": self.through}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Progress | None:
+        if not isinstance(raw, dict):
+            return None
+        try:
+            epoch(str(raw["scan_start"]))
+            epoch(str(raw["through"]))
+        except (KeyError, ValueError):
+            return None
+        since = raw.get("since")
+        return cls(str(since) if since else None, str(raw["scan_start"]), str(raw["through"]))
 
 
 @dataclass
@@ -292,6 +321,10 @@ class ListReader:
         max_concurrency: int,
         deleted_after: str | None = None,
         max_page_size: int = MAX_PAGE_SIZE,
+        checkpoint: Callable[[Progress], None] | None = None,
+        resume: Progress | None = None,
+        checkpoint_pages: int = CHECKPOINT_PAGES,
+        on_start: Callable[[str], None] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.fetch = fetch
@@ -309,7 +342,19 @@ class ListReader:
         self.max_concurrency = max(1, max_concurrency)
         self.log = logger or LOGGER
         self.deleted_after = deleted_after
-        self.result = ReadResult(bookmark=since, verified=False)
+        # resuming: read from the checkpoint; the range before it is checked, not re-read
+        # (only where both removals show: sorted by updated_at, with a deletion feed)
+        resumable = incremental and sortable and deletions
+        self.resume = resume if (resume and resumable) else None
+        self.origin = self.resume.since if self.resume else self.since  # the safe bookmark
+        if self.resume:
+            self.since = self.resume.through
+        self.checkpoint = checkpoint if resumable else None
+        self.checkpoint_pages = max(1, checkpoint_pages)
+        self._resume_suspect = False
+        self._page_sent: dict[int, int] = {}
+        self.on_start = on_start
+        self.result = ReadResult(bookmark=self.origin, verified=False)
         self._emitted = _Emitted()
         self._tombstoned: set[str] = set()
         self._max_updated: int | None = None
@@ -442,8 +487,10 @@ class ListReader:
                 earlier = emitted.page_of(record_id)
                 if earlier is not None and earlier < page.number:
                     # updated after it was read: it moved to the end and shifted what followed
+                    # it left its place after that page's query: perhaps long before this
+                    # version's updated_at (an update before), so that query bounds the time
                     reseen = True
-                    removals.append(Removal(earlier, epoch(updated_at)))
+                    removals.append(Removal(earlier, self._page_sent.get(earlier, -1)))
                     if emitted.has_version(record_id, updated_at):
                         continue
             if watch is not None:
@@ -465,6 +512,7 @@ class ListReader:
             (str(last.get("id")), last.get("updated_at") or "") if last else None,
             tuple(str(i.get("id")) for i in items[:ANCHORS]),
             tuple(str(i.get("id")) for i in items[-ANCHORS:]),
+            page.sent_at,
         )
 
     def _accept_repair(self, item: dict[str, Any]) -> bool:
@@ -534,37 +582,57 @@ class ListReader:
         for page in self._scan(self._params(self.since), concurrent=True):
             if self._scan_start is None:
                 self._scan_start = page.sent_at - 1
+                if self.on_start is not None and self.deletions:
+                    # before any record: the deletion pass of whatever run follows this one
+                    # (even if this one is killed) must reach back to here
+                    self.on_start(iso(self._scan_start - CLOCK_MARGIN - 1))
             metas.append(self._meta(page))
+            self._page_sent.setdefault(page.number, page.sent_at)
             if not page.items and page.next is None and len(metas) > 1 and page.number > 1:
                 # the list shrank under the scan: the end may have moved onto read pages
                 removals.append(Removal(metas[-2].number, -1))
                 continue
             if watch is not None:
                 watch.page(page)
+            if self.resume is not None:
+                self._check_resumed(page)
             out, previous = self._accept_main(page, previous, removals, dups, watch)
             self.result.emitted += len(out)
             for item in out:
                 yield item, False
+            # every record of this page is written now: a checkpoint may follow it
+            self._maybe_checkpoint(metas, removals, dups)
         scan_start = self._scan_start if self._scan_start is not None else started - 1
         previous = {}
 
         watch_from = scan_start - CLOCK_MARGIN
+        killed_from = (
+            epoch(self.resume.scan_start) - CLOCK_MARGIN if self.resume is not None else watch_from
+        )
         deleted_count = 0
         after = watch_from - 1
-        if self.since:
+        if self.resume is not None:
+            after = epoch(self.origin) - 1 if self.origin else killed_from - 1
+        elif self.since:
             after = epoch(self.since) - 1
-        elif self.deleted_after:
+        if self.deleted_after:
             after = min(after, epoch(self.deleted_after))
         if self.deletions:
-            tombs, recent = self._deletion_pass(after, watch_from)
+            tombs, recent = self._deletion_pass(after, min(watch_from, killed_from))
             self.result.tombstones += len(tombs)
             for item in tombs:
                 yield item, True
-            deleted_count = len(recent)
             for record_id, when in recent:
+                if self.resume is not None and (when < 0 or when >= killed_from):
+                    self._resume_suspect = True  # it may have sat before the checkpoint
+                if when >= 0 and when < watch_from:
+                    continue
+                deleted_count += 1
                 page_no = self._emitted.page_of(record_id)
                 if page_no is not None:
-                    removals.append(Removal(page_no, when))
+                    # sorted by updated_at, an update may have moved it before it was deleted
+                    at = self._page_sent.get(page_no, -1) if self.sortable else when
+                    removals.append(Removal(page_no, at))
 
         if len(metas) > 1:
             if watch is not None and watch.lost:
@@ -587,15 +655,25 @@ class ListReader:
                     start = max(1, first_page - math.ceil(deleted_count / self.page_size) - 1)
                     verified = yield from self._rescan(start)
 
+        if verified and self.resume is not None and self._resume_suspect:
+            # something left the list while the interrupted read ran: read its range again
+            self.result.notes.append("re-read the range of the interrupted run")
+            self.result.rounds += 1
+            low = epoch(self.origin) if self.origin else 0
+            verified = yield from self._repair_windows_range(low, epoch(self.resume.through))
+        if self.sortable and (suspects or self._resume_suspect):
+            # last: a skipped record updated before its window was re-read has moved here
+            yield from self._read_tail()
+
         self.result.verified = verified
         if not verified:
             self.log.warning(
                 "Could not prove the read of %s complete after %d repair rounds; the bookmark "
                 "stays at %s so the next run reads this range again",
-                self.path, MAX_ROUNDS, self.since,
+                self.path, MAX_ROUNDS, self.origin,
             )  # fmt: skip
-            self.result.bookmark = self.since
-            if self.since is None and self.deletions:
+            self.result.bookmark = self.origin
+            if self.origin is None and self.deletions:
                 self.result.deleted_after = iso(after)
         elif not self.incremental:
             self.result.bookmark = None
@@ -603,6 +681,50 @@ class ListReader:
             self.result.bookmark = self.since
         else:
             self.result.bookmark = iso(min(self._max_updated, scan_start))
+
+    def _check_resumed(self, page: Page) -> None:
+        """While resuming: a record changed after the interrupted read began, created before
+        its checkpoint, may have left a place that read had passed."""
+        assert self.resume is not None
+        killed_from = epoch(self.resume.scan_start) - CLOCK_MARGIN
+        through = epoch(self.resume.through)
+        for item in page.items:
+            updated = item.get("updated_at")
+            if not (isinstance(updated, str) and updated and epoch(updated) >= killed_from):
+                continue
+            created = item.get("created_at")
+            if not (isinstance(created, str) and created) or epoch(created) <= through:
+                self._resume_suspect = True
+                return
+
+    def _maybe_checkpoint(
+        self, metas: list[_PageMeta], removals: list[Removal], dups: list[int]
+    ) -> None:
+        """Offer a checkpoint after every ``checkpoint_pages`` pages, while nothing suggests a
+        skipped record and the read has not reached the records changed since it began."""
+        if self.checkpoint is None or not metas or len(metas) % self.checkpoint_pages:
+            return
+        last = metas[-1].last
+        if removals or dups or self._resume_suspect or last is None or not last[1]:
+            return
+        start = self._scan_start or 0
+        if epoch(last[1]) >= start - CLOCK_MARGIN:
+            return
+        if self.resume is not None:  # keep the interrupted read's start and origin
+            progress = Progress(self.origin, self.resume.scan_start, last[1])
+        else:
+            progress = Progress(self.since, iso(start), last[1])
+        self.checkpoint(progress)
+
+    def _repair_windows_range(
+        self, low: int, high: int
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        for _ in range(MAX_ROUNDS):
+            clean = yield from self._repair_window(low, high)
+            if clean:
+                return True
+            self.result.rounds += 1
+        return False
 
     @staticmethod
     def _suspect_boundaries(metas: list[_PageMeta], removals: list[Removal]) -> list[int]:
@@ -649,11 +771,9 @@ class ListReader:
                 if not clean:
                     again.append((low, high))
             if not again:
-                yield from self._read_tail()
                 return True
             self.result.rounds += 1
             windows = again
-        yield from self._read_tail()
         return False
 
     def _read_tail(self) -> Iterator[tuple[dict[str, Any], bool]]:
@@ -704,20 +824,22 @@ class ListReader:
         or deleted) after ``started`` in a way that may have shifted those pages."""
         removals: list[Removal] = []
         watch = started - CLOCK_MARGIN
-        if self.sortable:
+        sent = {p.number: p.sent_at for p in pages}
+        if self.sortable:  # the time it left is bounded only by the query that read it
             for page in self._scan(self._params(iso(watch), self._wide), concurrent=False):
                 for item in page.items:
                     record_id = item.get("id")
-                    updated_at = item.get("updated_at")
-                    if isinstance(record_id, str) and record_id in where and updated_at:
-                        removals.append(Removal(where[record_id], epoch(updated_at)))
+                    if isinstance(record_id, str) and record_id in where:
+                        number = where[record_id]
+                        removals.append(Removal(number, sent.get(number, -1)))
         if self.deletions:
             for item in self._deleted(watch - 1):
                 record_id = item.get("id")
                 if isinstance(record_id, str) and record_id in where:
+                    number = where[record_id]
                     deleted_at = item.get("deleted_at")
                     at = epoch(deleted_at) if isinstance(deleted_at, str) and deleted_at else -1
-                    removals.append(Removal(where[record_id], at))
+                    removals.append(Removal(number, sent.get(number, -1) if self.sortable else at))
         return bool(self._suspect_boundaries(pages, removals))
 
     def _repair_gaps(
