@@ -26,31 +26,47 @@ record left in one of two ways, both of which the reader sees:
   not move and shifted nothing;
 * it was deleted: the deletion pass (``deleted_since``) lists it.
 
-Each page keeps the server time (``Date`` header) of its answer, each removal has a server time
-(its new ``updated_at`` or its ``deleted_at``), and each emitted record's page is remembered
-(16 bytes per record), so only the boundaries a removal can have shifted are suspect. With
-concurrent fetches a removal can also hit a page that was answered before an earlier page was
-fetched; that shows up as the same record on two neighbouring pages, which also makes the
-following boundaries suspect. Resources without ``deleted_since`` fall back to ``$total``: a
-multi-page scan whose ``$total`` changed is suspect as a whole.
+Each page keeps the server times (``Date`` header, less the request's duration) around its
+query, and each emitted record's page is remembered (20 bytes per record), so only boundaries a
+removal can have shifted are suspect: those after the removed record's page whose next page was
+queried after the removal could have happened (a deletion's ``deleted_at`` in creation order;
+in ``updated_at`` order only the query that read the record bounds it, since an earlier update
+may have moved it before it was deleted). With concurrent fetches a removal can also hit a page
+that was answered before an earlier page was fetched; that shows up as the same record on two
+neighbouring pages, which makes the following boundaries suspect. Two neighbouring pages that
+share a record cannot hide one. Resources without ``deleted_since`` fall back to ``$total``:
+fresh records seen (``created_at``/``updated_at`` after the scan began) minus the change of
+``$total`` counts the records that left; a positive count makes the scan suspect.
 
 **Repair.** Where the list is sorted by ``updated_at``, the records skipped at boundary k lie,
 in (``updated_at``, creation) order, strictly between the last record of page k and the first of
 page k+1; they are re-read by keyset: ``updated_or_created_since=<updated_at of the last record
-of page k>`` until the window's upper timestamp is passed (several pages when more than a page
-of records share one timestamp). Elsewhere the suspect part of the list is scanned again from the
-first suspect page (moved back by the number of deletions seen). Records already emitted (same
-id and ``updated_at``) are not emitted twice. A repair that itself spans pages is checked the same
-way, for at most ``MAX_ROUNDS`` rounds; a read that cannot be proven complete does not move the
-bookmark, so the next run reads the same range again (a record may come twice; none is lost).
+of page k>`` with ``items_per_page=200`` until the window's upper timestamp is passed (several
+pages only when more than 200 records share one timestamp), and finally the records changed
+since the scan began are read once more (a skipped record updated before its window was re-read
+has moved there). In creation order, each suspect boundary is found again in ONE page (an
+``items_per_page`` chosen so that the page holds remembered records from both sides of it; one
+page is one atomic query) and what lies between them is emitted; failing that, the list is
+scanned again from the first suspect page. Records already emitted (same id and ``updated_at``)
+are not emitted twice. A repair that itself spans pages is checked the same way, for at most
+``MAX_ROUNDS`` rounds; a read that cannot be proven complete does not move the bookmark, so the
+next run reads the same range again (a record may come twice; none is lost).
 
 **Bookmark.** ``min(latest updated_at emitted, server time when the scan began - 1 s)``: every
 change made during the sync carries an ``updated_at`` at or after the scan began and is read
 again by the next run (``updated_or_created_since`` is inclusive), and everything older was
 emitted. The next deletion pass asks for ``deleted_since = bookmark - 1 s`` (exclusive), which
-covers every deletion this run's pass could not have seen. The bookmark depends only on the data,
-never on the concurrency: sequential and concurrent reads of the same data emit the same records
-in the same order and the same bookmark.
+covers every deletion this run's pass could not have seen; a first read (no bookmark) puts its
+own lower bound in state before its first record, so a run after a killed first run still
+emits the deletions of what the killed run emitted. The bookmark depends only on the data, never
+on the concurrency: sequential and concurrent reads of the same data emit the same records in
+the same order and the same bookmark.
+
+**Checkpoints.** A read sorted by ``updated_at`` (with a deletion feed) offers a ``Progress``
+every ``CHECKPOINT_PAGES`` pages while nothing suggests a skip: every record up to the last one
+emitted, in list order, is out. A run killed after it resumes from there, and then checks that
+nothing left the list since the killed read began (no deletion since, no record created before
+the checkpoint and changed since); if something did, it re-reads the killed read's range too.
 """
 
 from __future__ import annotations
