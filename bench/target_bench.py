@@ -15,7 +15,9 @@ server) and runs ``target-sage`` as a child process for each measurement:
 3. Peak memory (max RSS of the target process) writing M and 10 x M records (creates on
    ``analysis_type_categories``, parallel): target within 10%.
 
-Prints a table with the ratios. Not a test: timings depend on the machine.
+Prints a table with the ratios. Not a test: timings depend on the machine. Each measurement
+includes the target's start-up (~1.5 s of Python and SDK imports), which weighs on the ratios of
+the small ``--quick`` run; the full run is the one that answers the issue.
 """
 
 from __future__ import annotations
