@@ -390,27 +390,30 @@ def blocks() -> list[Block]:
     return out
 
 
-def replace_block(text: str, block: Block, body: str) -> str:
-    """``text`` with the lines between ``block``'s markers replaced by ``body``."""
-    pattern = re.compile(
+def _block_pattern(block: Block) -> re.Pattern[str]:
+    """Groups: the BEGIN line, the generated text, the END line."""
+    return re.compile(
         rf"(^[ \t]*{re.escape(block.begin)}[ \t]*\n)(.*?)(^[ \t]*{re.escape(block.end)}[ \t]*$)",
         re.DOTALL | re.MULTILINE,
     )
-    if not pattern.search(text):
+
+
+def _find_block(text: str, block: Block) -> re.Match[str]:
+    found = _block_pattern(block).search(text)
+    if not found:
         raise SystemExit(f"{block.path.name}: markers for {block.name!r} not found")
-    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), text, count=1)
+    return found
+
+
+def replace_block(text: str, block: Block, body: str) -> str:
+    """``text`` with the lines between ``block``'s markers replaced by ``body``."""
+    found = _find_block(text, block)
+    return text[: found.start(2)] + body + "\n" + text[found.end(2) :]
 
 
 def current_block(text: str, block: Block) -> str:
     """The text now between ``block``'s markers."""
-    pattern = re.compile(
-        rf"^[ \t]*{re.escape(block.begin)}[ \t]*\n(.*?)^[ \t]*{re.escape(block.end)}[ \t]*$",
-        re.DOTALL | re.MULTILINE,
-    )
-    found = pattern.search(text)
-    if not found:
-        raise SystemExit(f"{block.path.name}: markers for {block.name!r} not found")
-    return found.group(1).rstrip("\n")
+    return _find_block(text, block).group(2).rstrip("\n")
 
 
 def drifted() -> list[str]:

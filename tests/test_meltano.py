@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import yaml
 
 from tap_sage.sage import settings as connection
 from tap_sage.sage.auth_cli import build_parser
+from tests.test_readme import gen
 
 ROOT = Path(__file__).resolve().parent.parent
 SAGE_PLUGINS = {"extractors": "tap-sage", "loaders": "target-sage"}
@@ -31,19 +31,6 @@ def project() -> dict[str, Any]:
 def _plugin(project: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
     found: dict[str, Any] = next(p for p in project["plugins"][kind] if p["name"] == name)
     return found
-
-
-def _about(executable: str) -> dict[str, Any]:
-    bin_dir = Path(sys.executable).parent
-    out = subprocess.run(
-        [str(bin_dir / executable), "--about", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    data: dict[str, Any] = json.loads(out)
-    return data
 
 
 def _environment(project: dict[str, Any], name: str) -> dict[str, Any]:
@@ -75,7 +62,7 @@ def test_sage_plugins_are_custom_and_complete(
     assert plugin["namespace"] == name.replace("-", "_")
     assert plugin["pip_url"] == "-e ."
     assert plugin["executable"] == name
-    about = _about(name)
+    about = gen.about(name)
     assert plugin["capabilities"] == about["capabilities"]
     declared = {s["name"]: s for s in plugin["settings"]}
     properties = about["settings"]["properties"]
