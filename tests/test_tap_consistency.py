@@ -21,7 +21,8 @@ from tap_sage.sandbox.runner import SandboxProcess
 from tests.tap_helpers import live_records, run_tap
 from tests.test_tap_sync import Api, business_ids, with_settings
 
-STREAMS = ("contacts", "sales_invoices")  # creation order + deletions; sort=updated_at + voids
+# creation order + deletions; sort=updated_at + voids; sort=updated_at + deletions
+STREAMS = ("contacts", "sales_invoices", "contact_payments")
 
 
 class Writer(threading.Thread):
@@ -47,6 +48,20 @@ class Writer(threading.Thread):
     def step(self) -> None:
         roll = self.rng.random()
         contacts, invoices = self.ids["contacts"], self.ids["sales_invoices"]
+        payments = self.ids["contact_payments"]
+        if roll < 0.3 and payments:  # a payment changes, then perhaps goes
+            victim = self.rng.choice(payments)
+            body = {"contact_payment": {"reference": f"ref {self.rng.random():.6f}"}}
+            response = self.api.put(f"/contact_payments/{victim}", body)
+            assert response.status_code == 200, response.text
+            self.done["update payment"] += 1
+            if self.rng.random() < 0.5:
+                payments.remove(victim)
+                response = self.api.delete(f"/contact_payments/{victim}")
+                assert response.status_code == 204, response.text
+                self.done["delete payment"] += 1
+            return
+        roll = self.rng.random()
         if roll < 0.2:
             body = {"contact": {"name": f"Writer {self.rng.random():.6f}",
                                 "contact_type_ids": ["CUSTOMER"]}}  # fmt: skip
@@ -101,6 +116,7 @@ def test_a_sync_under_concurrent_writes_loses_nothing(sandbox_factory, connectio
         writer.join(timeout=30)
     assert not writer.errors, writer.errors
     assert sum(writer.done.values()) >= 20, writer.done  # the sync really ran under writes
+    assert writer.done["delete payment"] and writer.done["delete contact"], writer.done
     after = {s: live_records(box.db, s, business) for s in STREAMS}
     second = run_tap(tmp_path, config, STREAMS, state=first.state, tag="next")
 
