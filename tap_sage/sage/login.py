@@ -158,9 +158,12 @@ def exchange(
 class _CallbackServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], path: str, on_callback: Callable[[dict[str, str]], tuple[bool, str]]) -> None:  # fmt: skip
+    def __init__(self, address: tuple[str, int], path: str, on_callback: Callable[[dict[str, str]], tuple[bool, str]], after_reply: Callable[[], None]) -> None:  # fmt: skip
         self.callback_path = path
         self.on_callback = on_callback
+        # Called once the browser's answer is written, so the login ends (and the process may
+        # exit) only after the browser has its whole page.
+        self.after_reply = after_reply
         super().__init__(address, _CallbackHandler)
 
 
@@ -174,7 +177,10 @@ class _CallbackHandler(http.server.BaseHTTPRequestHandler):
             return
         params = {k: v[0] for k, v in parse_qs(parts.query).items()}
         ok, message = self.server.on_callback(params)
-        self._reply(200 if ok else 400, message)
+        try:
+            self._reply(200 if ok else 400, message)
+        finally:
+            self.server.after_reply()
 
     def _reply(self, status: int, message: str) -> None:
         body = (
@@ -187,6 +193,7 @@ class _CallbackHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
 
     @override
     def log_message(self, format: str, *args: Any) -> None:
@@ -235,11 +242,12 @@ def run_login(
     with store.locked():  # fail before the browser step if the store is another app's
         check_owner(store, store.read(), settings)
     endpoints = OAuthEndpoints(settings, new_session)
-    done = threading.Event()
+    finished = threading.Event()  # the callback has decided the login's outcome
+    done = threading.Event()  # ... and the browser has been answered
     outcome: dict[str, Any] = {}
 
     def on_callback(params: dict[str, str]) -> tuple[bool, str]:
-        if done.is_set():
+        if finished.is_set():
             return False, "This login is already finished; you can close this window."
         if not hmac.compare_digest(params.get("state", ""), state):
             return False, "This callback does not belong to the running login (state mismatch)."
@@ -258,19 +266,23 @@ def run_login(
             outcome["data"] = store_grant(settings, store, answer, "login")
         except SageAuthError as exc:
             outcome["error"] = exc
-            done.set()
+            finished.set()
             return False, f"Login failed: {exc.message}. {exc.fix}"
         except Exception as exc:  # noqa: BLE001 - reported to the waiting thread
             outcome["error"] = SageAuthError(
                 "login_failed", f"The code exchange failed ({type(exc).__name__})", "try again"
             )
-            done.set()
+            finished.set()
             return False, "Login failed; see the terminal."
-        done.set()
+        finished.set()
         return True, "sage-auth: the connection is authorised. You can close this window."
 
+    def after_reply() -> None:
+        if finished.is_set():
+            done.set()
+
     try:
-        server = _CallbackServer((host, port), path, on_callback)
+        server = _CallbackServer((host, port), path, on_callback, after_reply)
     except OSError as exc:
         raise SageAuthError(
             "login_failed",
