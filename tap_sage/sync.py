@@ -52,7 +52,7 @@ are not emitted twice. A repair that itself spans pages is checked the same way,
 ``MAX_ROUNDS`` rounds; a read that cannot be proven complete does not move the bookmark, so the
 next run reads the same range again (a record may come twice; none is lost).
 
-**Bookmark.** ``min(latest updated_at emitted, server time when the scan began - 1 s)``: every
+**Bookmark.** ``min(latest updated_at or deleted_at read, server time when the scan began - 1 s)``: every
 change made during the sync carries an ``updated_at`` at or after the scan began and is read
 again by the next run (``updated_or_created_since`` is inclusive), and everything older was
 emitted. The next deletion pass asks for ``deleted_since = bookmark - 1 s`` (exclusive), which
@@ -374,6 +374,7 @@ class ListReader:
         self._emitted = _Emitted()
         self._tombstoned: set[str] = set()
         self._max_updated: int | None = None
+        self._max_deleted: int | None = None  # latest deleted_at of the deletion pass
         self._scan_start: int | None = None
         self._lock = threading.Lock()
 
@@ -578,6 +579,8 @@ class ListReader:
             when = epoch(deleted_at) if isinstance(deleted_at, str) and deleted_at else -1
             if when < 0 or when >= watch_from:
                 recent.append((record_id, when))
+            if when >= 0 and (self._max_deleted is None or when > self._max_deleted):
+                self._max_deleted = when
             if record_id in self._tombstoned:
                 continue
             self._tombstoned.add(record_id)
@@ -693,10 +696,14 @@ class ListReader:
                 self.result.deleted_after = iso(after)
         elif not self.incremental:
             self.result.bookmark = None
-        elif self._max_updated is None:
-            self.result.bookmark = self.since
         else:
-            self.result.bookmark = iso(min(self._max_updated, scan_start))
+            # A deletion is a change too: a list whose newest event is a deletion would
+            # otherwise ask for that tombstone (and every one after its last update) again on
+            # every run. Still capped at the scan's start, so the argument above holds.
+            latest = max(
+                (v for v in (self._max_updated, self._max_deleted) if v is not None), default=None
+            )
+            self.result.bookmark = self.since if latest is None else iso(min(latest, scan_start))
 
     def _check_resumed(self, page: Page) -> None:
         """While resuming: a record changed after the interrupted read began, created before

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,28 @@ def test_changes_and_deletions_reach_the_next_run(sandbox: SandboxProcess, conne
     quiet = with_settings(config, include_deleted=False)
     third = run_tap(tmp_path, quiet, ["contacts"], state=first.state, tag="third")
     assert not [r for r in third.records("contacts") if r.get("_sdc_deleted_at")]
+
+
+def test_a_deletion_moves_the_bookmark(sandbox: SandboxProcess, connection_config, tmp_path: Path) -> None:  # fmt: skip
+    """Deletions newer than every update move the bookmark, so later runs do not ask for
+    the same tombstones again (only the last second's, the inclusive margin)."""
+    first = run_tap(tmp_path, connection_config, ["contacts"], tag="first")
+    business = business_ids(sandbox.db)[0]
+    api = Api(sandbox, business)
+    ids = sorted(live_records(sandbox.db, "contacts", business))
+    assert api.delete(f"/contacts/{ids[0]}").status_code == 204
+    time.sleep(1.1)  # the two deletions fall in different seconds
+    assert api.delete(f"/contacts/{ids[1]}").status_code == 204
+    time.sleep(2.1)  # the bookmark is capped at the scan's start (minus a second)
+
+    second = run_tap(tmp_path, connection_config, ["contacts"], state=first.state, tag="second")
+    tombs = [r["id"] for r in second.records("contacts") if r.get("_sdc_deleted_at")]
+    assert sorted(tombs) == sorted([ids[0], ids[1]])
+
+    third = run_tap(tmp_path, connection_config, ["contacts"], state=second.state, tag="third")
+    again = [r["id"] for r in third.records("contacts") if r.get("_sdc_deleted_at")]
+    assert ids[0] not in again  # older than the bookmark's last second: not asked for again
+    assert set(again) <= {ids[1]}
 
 
 def test_business_ids_choose_the_partitions(sandbox: SandboxProcess, connection_config, tmp_path: Path) -> None:  # fmt: skip
