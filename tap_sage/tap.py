@@ -13,6 +13,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
+import tap_sage.about  # noqa: F401 - registers the markdown about formatter
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check

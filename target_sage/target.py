@@ -14,6 +14,7 @@ from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks import Sink
 from typing_extensions import override
 
+import tap_sage.about  # noqa: F401 - registers the markdown about formatter
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES
