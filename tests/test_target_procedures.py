@@ -142,7 +142,11 @@ def test_convert_quote_or_estimate_to_invoice_once(config, api, kind):
     assert line["output"] == {"sales_invoice_id": line["sage_id"]}
     assert api.get(f"/{kind}/{source}")["status"]["id"] == "INVOICED"
     run_target(config, text)
-    assert results(config)[-1]["outcome"] == "skipped"
+    again = results(config)[-1]
+    assert again["outcome"] == "skipped"
+    assert again["sage_id"] == line["sage_id"]
+    assert again["output"] == {"sales_invoice_id": line["sage_id"]}
+    assert again["$message"] == "already invoiced (ledger)"
 
 
 def test_upload_from_path_and_base64_then_download(config, api, tmp_path, monkeypatch):
