@@ -30,6 +30,7 @@ from target_sage.results import Result
 
 if TYPE_CHECKING:
     from target_sage.engine import Engine, WorkItem
+    from target_sage.ledger import Entry
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,21 @@ def _result(
     )
 
 
+def _applied_already(
+    engine: Engine,
+    item: WorkItem,
+    ctx: Call,
+    entry: Entry | None,
+    done: str,
+    output: Callable[[str], dict[str, Any]] | None = None,
+) -> Result | None:
+    """The ``skipped`` result of a procedure the ledger says was applied, else None."""
+    if entry is None or entry.state != APPLIED:
+        return None
+    out = output(str(entry.sage_id)) if output is not None else None
+    return _result(engine, item, ctx, "skipped", entry.sage_id, f"already {done} (ledger)", out)
+
+
 # -- void -------------------------------------------------------------------------------------
 
 
@@ -147,8 +163,8 @@ def _release(
     sage_id = str(fields["id"])
     bid = engine.business_id
     entry = engine.ledger.get(bid, item.stream, item.key)
-    if entry is not None and entry.state == APPLIED:
-        return _result(engine, item, ctx, "skipped", entry.sage_id, "already released (ledger)")
+    if (skipped := _applied_already(engine, item, ctx, entry, "released")) is not None:
+        return skipped
     if engine.settings.dry_run:
         return _result(engine, item, ctx, "skipped", sage_id, "dry run: would release")
     content_hash = digest(canonical(fields))
@@ -200,16 +216,12 @@ def _reissue(
     original = str(fields["id"])
     bid = engine.business_id
     entry = engine.ledger.get(bid, item.stream, item.key)
-    if entry is not None and entry.state == APPLIED:
-        return _result(
-            engine,
-            item,
-            ctx,
-            "skipped",
-            entry.sage_id,
-            "already reissued (ledger)",
-            {"new_journal_id": entry.sage_id, "original_journal_id": original},
-        )
+    skipped = _applied_already(
+        engine, item, ctx, entry, "reissued",
+        lambda new: {"new_journal_id": new, "original_journal_id": original},
+    )  # fmt: skip
+    if skipped is not None:
+        return skipped
     content_hash = digest(canonical(fields))
     if entry is not None and entry.state == PENDING and entry.note:
         found = _find_reissued(engine, ctx, original, json.loads(entry.note), entry.intent_at)
@@ -298,16 +310,11 @@ def _convert(
     quote_id = str(fields.pop("id"))
     bid = engine.business_id
     entry = engine.ledger.get(bid, item.stream, item.key)
-    if entry is not None and entry.state == APPLIED:
-        return _result(
-            engine,
-            item,
-            ctx,
-            "skipped",
-            entry.sage_id,
-            "already invoiced (ledger)",
-            {"sales_invoice_id": entry.sage_id},
-        )
+    skipped = _applied_already(
+        engine, item, ctx, entry, "invoiced", lambda new: {"sales_invoice_id": new}
+    )
+    if skipped is not None:
+        return skipped
     quote = engine.call("GET", f"{source.path}/{quote_id}", ctx).json()
     status = (quote.get("status") or {}).get("id")
     content_hash = digest(canonical(fields))
@@ -395,16 +402,11 @@ def _upload(
     res = catalogue.resource("attachments")
     bid = engine.business_id
     entry = engine.ledger.get(bid, item.stream, item.key)
-    if entry is not None and entry.state == APPLIED:
-        return _result(
-            engine,
-            item,
-            ctx,
-            "skipped",
-            entry.sage_id,
-            "already uploaded (ledger)",
-            {"attachment_id": entry.sage_id},
-        )
+    skipped = _applied_already(
+        engine, item, ctx, entry, "uploaded", lambda new: {"attachment_id": new}
+    )
+    if skipped is not None:
+        return skipped
     path = fields.get("file_path")
     encoded = fields.get("file_base64")
     if bool(path) == bool(encoded):
