@@ -33,6 +33,11 @@ pytest: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/python scripts/generate_catalogue.py --spec $(SPEC)
 
+# Every kill point of target-sage against several versions and deletes (minutes; not in `test`).
+.PHONY: test-target-matrix
+test-target-matrix: $(STAMP)
+	TARGET_MATRIX=full $(BIN)/pytest -q tests/test_target_matrix.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

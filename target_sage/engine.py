@@ -23,6 +23,9 @@ POST. Sinks are drained one at a time, so these POSTs are strictly sequential ac
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import decimal
+import json
 import logging
 import threading
 import time
@@ -30,6 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -62,6 +66,19 @@ from target_sage.settings import TargetSettings
 
 LOGGER = logging.getLogger("target_sage")
 
+#: How long Sage remembers an idempotency_id: "For the next 7 days, a repetition of this very
+#: same request will return the exact same result" (developer.sage.com/accounting/guides/
+#: concepts/idempotency/). An interrupted create older than that (less a margin) is looked up
+#: instead of sent again.
+IDEMPOTENCY_WINDOW = 7 * 86400.0
+IDEMPOTENCY_MARGIN = 3600.0
+#: Leeway of a lookup before the intent's time (both in Sage's time; the Date header has a
+#: resolution of one second).
+LOOKUP_LEEWAY = 60.0
+#: Intent hash of a create whose content in Sage is unknown (the same idempotency_id went out
+#: with two contents): the next run updates whatever Sage holds to the newest.
+_UNKNOWN = "?"
+
 #: Seconds to wait for another process's run on the same ledger.
 LEDGER_LOCK_TIMEOUT = 900
 #: Ledger path -> the lock this process holds on it (one run at a time per ledger across
@@ -91,6 +108,7 @@ class WorkItem:
     chain: str = ""  # records with the same chain are applied in input order
     key_problem: str | None = None  # e.g. a key property is empty
     ticket: int | None = None  # turn of a POST Sage wants one at a time
+    version: str | None = None  # the message's time_extracted (UTC ISO), when the tap gave one
 
 
 @dataclass
@@ -133,6 +151,8 @@ class Engine:
     _local: threading.local = field(default_factory=threading.local)
     turnstile: Turnstile | None = None
     failed: int = 0
+    #: Sage's clock minus ours, from the ``Date`` header of Sage's answers (None: none yet).
+    _sage_offset: float | None = None
 
     # -- shared pieces -----------------------------------------------------------------------
 
@@ -187,7 +207,9 @@ class Engine:
         if in_turn:
             assert self.turnstile is not None and ticket is not None
             self.turnstile.wait_turn(ticket)
-        hooks.reached("before_request")
+        write = method != "GET"  # the crash points count writes only
+        if write:
+            hooks.reached("before_request")
         try:
             response = self.client.request(
                 method,
@@ -202,6 +224,7 @@ class Engine:
         except SageAPIError as exc:
             ctx.status, ctx.request_id = exc.status, exc.request_id
             raise
+        self._note_sage_time(response)
         if in_turn:
             assert self.turnstile is not None and ticket is not None
             self.turnstile.done(ticket)  # the next sequential POST may go
@@ -209,8 +232,31 @@ class Engine:
         ctx.request_id = response.headers.get("x_request_id") or response.headers.get(
             "X-Request-Id"
         )
-        hooks.reached("after_request")
+        if write:
+            hooks.reached("after_request")
         return response
+
+    def _note_sage_time(self, response: requests.Response) -> None:
+        """Learn Sage's clock from the ``Date`` header (RFC 9110; Sage sends it on every
+        answer): reconciliation compares Sage's timestamps with Sage's time, never ours."""
+        raw = response.headers.get("Date")
+        if not raw:
+            return
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return
+        self._sage_offset = when.timestamp() - time.time()
+
+    def sage_now(self) -> float:
+        """Sage's current time (epoch seconds), from its ``Date`` header; asks Sage once when
+        no answer has told it yet. Accurate to about a second (the header's resolution)."""
+        if self._sage_offset is None:
+            self.call("GET", "/businesses", Call())
+        if self._sage_offset is None:  # a server without Date: the local clock is all we have
+            LOGGER.warning("Sage sent no Date header; using the local clock")
+            self._sage_offset = 0.0
+        return time.time() + self._sage_offset
 
     def warn_once(self, stream: str, text: str) -> None:
         """Log a warning once per stream."""
@@ -365,6 +411,26 @@ class Engine:
                     )
                 container[attr] = entry.sage_id
 
+    def _stale(
+        self, item: WorkItem, entry: Entry | None, content_hash: str, deleted: bool
+    ) -> str | None:
+        """Why this input is older than what Sage holds for the record (None: it is not).
+
+        With ``time_extracted`` on both sides, the older message loses. Without, a content that
+        the ledger applied before the one Sage holds now is an older version (a replay)."""
+        if entry is None:
+            return None
+        if item.version and entry.version and item.version < entry.version:
+            return (
+                f"older than the version Sage holds (time_extracted {item.version} < "
+                f"{entry.version}, ledger): not applied"
+            )
+        if deleted or entry.state != APPLIED or not entry.older_than_held(content_hash):
+            return None
+        if item.version and entry.version and item.version > entry.version:
+            return None  # a newer message going back to an earlier content: apply it
+        return "an older version than the one Sage holds (ledger): not applied"
+
     def _apply_resource(self, item: WorkItem, res: Resource, ctx: Call) -> Result:
         s = self.settings
         rec = item.record
@@ -372,11 +438,13 @@ class Engine:
         forced = s.operations.get(item.stream)
         fields = copy.deepcopy(content_fields(rec, s.sage_id_field))
         content_hash = digest(canonical(fields))
-        entry = self.ledger.get(self.business_id, item.stream, item.key)
+        bid = self.business_id
+        entry = self.ledger.get(bid, item.stream, item.key)
         given_id = rec.get(s.sage_id_field)
         known_id = str(given_id) if given_id else None
+        from_ledger = False
         if known_id is None and entry is not None and entry.state == APPLIED and entry.sage_id:
-            known_id = entry.sage_id
+            known_id, from_ledger = entry.sage_id, True
 
         def result(
             op: str,
@@ -404,10 +472,25 @@ class Engine:
                 raise RecordError(item.stream, item.key, None, f"`{res.name}` cannot be updated")
             return self._update(item, res, ctx, None, fields, content_hash, entry, result)
 
-        if deleted or forced == "delete":
+        operation = "delete" if deleted or forced == "delete" else "upsert"
+        stale = self._stale(item, entry, content_hash, operation == "delete")
+        if stale is not None and entry is not None:
+            return result(operation, "skipped", entry.sage_id, stale)
+
+        if operation == "delete":
             ctx.operation = "delete"
+            if known_id is None and entry is not None and entry.state == PENDING:
+                # An interrupted create: find what it made in Sage, if anything, to delete it.
+                known_id = None if s.dry_run else self.find_pending(item, res, ctx, entry, True)
+                if known_id is None and not s.dry_run:
+                    self.ledger.record_deleted(
+                        bid, item.stream, item.key, res.name, entry.sage_id, item.version
+                    )
+                    return result("delete", "skipped", None, "an interrupted create made nothing")
             if known_id is None:
                 if entry is not None and entry.state == DELETED:
+                    if not s.dry_run:
+                        self.ledger.record_version(bid, item.stream, item.key, item.version)
                     return result("delete", "skipped", entry.sage_id, "already deleted")
                 return result("delete", "skipped", None, "no Sage record known for this key")
             return self._delete(item, res, ctx, known_id, result)
@@ -424,14 +507,12 @@ class Engine:
                     "operation is update but no Sage id is known for this source "
                     f"key (not in the ledger, no `{s.sage_id_field}` field)",
                 )
-            return self._update(item, res, ctx, known_id, fields, content_hash, entry, result)
-        # create
+            return self._update(
+                item, res, ctx, known_id, fields, content_hash, entry, result, from_ledger
+            )
+        # create (a record deleted by this target and sent again is created again)
         if entry is not None and entry.state == APPLIED and entry.sage_id:
             return result("create", "skipped", entry.sage_id, "already created (ledger)")
-        if entry is not None and entry.state == DELETED and entry.applied_before(content_hash):
-            return result(
-                "create", "skipped", entry.sage_id, "already created and since deleted (ledger)"
-            )
         return self._create(item, res, ctx, fields, content_hash, entry, result)
 
     def _create(
@@ -443,6 +524,7 @@ class Engine:
         content_hash: str,
         entry: Entry | None,
         result: Callable[..., Result],
+        message: str | None = None,
     ) -> Result:
         if not res.create:
             raise RecordError(
@@ -465,50 +547,123 @@ class Engine:
         if self.settings.dry_run:
             return result("create", "skipped", None, "dry run: would create")
         bid = self.business_id
-        if res.idempotency:
-            response = self.call(
-                "POST", res.path, ctx, json_body=body, retry=True, expected=(200, 201)
-            )
-            sage_id = str(response.json()["id"])
-        else:
-            sage_id = self._create_without_idempotency(item, res, ctx, body, content_hash, entry)
-        self.ledger.record_applied(bid, item.stream, item.key, res.name, sage_id, content_hash)
-        hooks.reached("after_ledger")
-        return result("create", "created", sage_id)
-
-    def _create_without_idempotency(
-        self,
-        item: WorkItem,
-        res: Resource,
-        ctx: Call,
-        body: dict[str, Any],
-        content_hash: str,
-        entry: Entry | None,
-    ) -> str:
-        bid = self.business_id
         inner = body[res.wrapper or ""]
-        if entry is not None and entry.state == PENDING:
-            found = self.find_created(res, inner, ctx, since=entry.intent_at)
-            if found:
+        pending = entry if entry is not None and entry.state == PENDING else None
+        sage_id: str | None = None
+        holds: str | None = content_hash  # the content Sage holds once this is done
+        if pending is not None:
+            sage_id = self.find_pending(item, res, ctx, pending)
+            if sage_id is not None:
+                holds = pending.intent_hash
                 LOGGER.info(
                     "Stream `%s`, source key %s: found %s %s created by an interrupted run",
                     item.stream,
                     item.key,
                     res.name,
-                    found,
+                    sage_id,
                 )
-                return found
-        self.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash)
-        intent_at = time.time()
-        try:
-            answer = self.ambiguous_post(
-                res.path, ctx, body, lambda: self.find_created(res, inner, ctx, since=intent_at)
+        if sage_id is None:
+            since = pending.intent_at if pending is not None else None
+            if pending is not None and res.idempotency and self._within_window(pending):
+                # The same idempotency_id again: Sage answers with what the interrupted POST
+                # made, if it got through, whatever this body says.
+                if pending.intent_hash != content_hash:
+                    holds = None
+                    self.ledger.record_intent(
+                        bid,
+                        item.stream,
+                        item.key,
+                        res.name,
+                        _UNKNOWN,
+                        at=pending.intent_at,
+                        body=pending.intent_body,
+                    )
+            else:
+                since = self.sage_now()
+                self.ledger.record_intent(
+                    bid,
+                    item.stream,
+                    item.key,
+                    res.name,
+                    content_hash,
+                    at=since,
+                    body=_lookup_fields(inner),
+                )
+            sage_id = self._post_create(item, res, ctx, body, since)
+        if holds != content_hash:
+            # Sage answered with an earlier content (an idempotent replay, an adopted record):
+            # bring it to the newest.
+            return self._update(
+                item,
+                res,
+                ctx,
+                sage_id,
+                fields,
+                content_hash,
+                None,
+                result,
+                True,
+                outcome=("create", "created"),
+                message="created by an interrupted run, then updated to the newest content",
             )
+        self.ledger.record_applied(
+            bid, item.stream, item.key, res.name, sage_id, content_hash, item.version
+        )
+        hooks.reached("after_ledger")
+        return result("create", "created", sage_id, message)
+
+    def _post_create(
+        self, item: WorkItem, res: Resource, ctx: Call, body: dict[str, Any], since: float | None
+    ) -> str:
+        """POST the create: retried blindly only where Sage's idempotency guide promises
+        idempotency; else after each ambiguous failure a lookup first."""
+        bid = self.business_id
+        inner = body[res.wrapper or ""]
+        try:
+            if res.idempotency:
+                response = self.call(
+                    "POST", res.path, ctx, json_body=body, retry=True, expected=(200, 201)
+                )
+                return str(response.json()["id"])
+            answer = self.ambiguous_post(
+                res.path, ctx, body, lambda: self.find_created(res, inner, ctx, since=since)
+            )
+            return str(answer["id"])
         except SageAPIError as exc:
+            if exc.data_code == "IdempotencyResourceMismatch":
+                self.ledger.clear_intent(bid, item.stream, item.key)
+                raise RecordError(
+                    item.stream,
+                    item.key,
+                    "idempotency_id",
+                    f"Sage refused the create in `{res.name}`: its idempotency_id was used "
+                    "before for another resource (IdempotencyResourceMismatch). The stream "
+                    "was routed elsewhere by an earlier run (`stream_resources`?); route it "
+                    "back, or use a ledger of its own (`ledger_path`)",
+                ) from exc
             if exc.status < 500 and exc.status != 429:
                 self.ledger.clear_intent(bid, item.stream, item.key)
             raise
-        return str(answer["id"])
+
+    def _within_window(self, pending: Entry) -> bool:
+        """Whether Sage still remembers the idempotency_id of this pending create."""
+        if pending.intent_at is None:
+            return False
+        return self.sage_now() - pending.intent_at < IDEMPOTENCY_WINDOW - IDEMPOTENCY_MARGIN
+
+    def find_pending(
+        self, item: WorkItem, res: Resource, ctx: Call, pending: Entry, lookup: bool = False
+    ) -> str | None:
+        """The Sage record an interrupted create made, if it can be known without sending it
+        again: a lookup of the content it sent, created since its intent (Sage's time).
+        Within Sage's idempotency window the POST itself is the lookup (None), unless
+        ``lookup`` asks for one anyway (a delete)."""
+        if res.idempotency and not lookup and self._within_window(pending):
+            return None
+        if not pending.intent_body:
+            return None
+        sent = json.loads(pending.intent_body)
+        return self.find_created(res, sent, ctx, since=pending.intent_at)
 
     def ambiguous_post(
         self,
@@ -542,9 +697,10 @@ class Engine:
     def find_created(
         self, res: Resource, inner: Mapping[str, Any], ctx: Call, since: float | None = None
     ) -> str | None:
-        """The Sage record whose fields match ``inner``, created since the intent (``since``,
-        with a minute's leeway for clocks) and not owned by another source record."""
-        not_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since - 60)) if since else None
+        """The Sage record whose fields match ``inner``, created since ``since`` (Sage's time,
+        with a minute's leeway) by Sage's own ``created_at``, and not owned by another source
+        record. No local clock is involved."""
+        not_before = since - LOOKUP_LEEWAY if since else None
         scalars = {
             k: v
             for k, v in inner.items()
@@ -559,10 +715,10 @@ class Engine:
             params = None
             items = body.get("$items", []) if isinstance(body, dict) else []
             for item in items:
-                created = item.get("created_at")
-                if not_before and isinstance(created, str) and created < not_before:
+                created = _timestamp(item.get("created_at"))
+                if not_before and created is not None and created < not_before:
                     continue
-                if all(item.get(k) == v for k, v in scalars.items()) and not (
+                if all(_same(_read_value(item, k), v) for k, v in scalars.items()) and not (
                     self.ledger.sage_id_taken(self.business_id, res.name, str(item.get("id")))
                 ):
                     return str(item["id"])
@@ -579,8 +735,17 @@ class Engine:
         content_hash: str,
         entry: Entry | None,
         result: Callable[..., Result],
+        from_ledger: bool = False,
+        *,
+        outcome: tuple[str, str] = ("update", "updated"),
+        message: str | None = None,
     ) -> Result:
         if not res.update:
+            if outcome[1] == "created":  # adopted, and cannot be brought further
+                self.ledger.record_applied(
+                    self.business_id, item.stream, item.key, res.name, sage_id, content_hash
+                )
+                return result(*outcome, sage_id, "adopted; Sage cannot update this resource")
             raise RecordError(
                 item.stream,
                 item.key,
@@ -596,19 +761,53 @@ class Engine:
             and entry.content_hash == content_hash
             and (sage_id is None or entry.sage_id == sage_id)
         ):
+            if not self.settings.dry_run:
+                self.ledger.record_version(self.business_id, item.stream, item.key, item.version)
             return result("update", "skipped", sage_id, "unchanged since last applied (ledger)")
         if self.settings.dry_run:
             return result("update", "skipped", sage_id, "dry run: would update")
+        bid = self.business_id
         path = res.path if sage_id is None else f"{res.path}/{sage_id}"
-        response = self.call("PUT", path, ctx, json_body=body, expected=(200,))
+        try:
+            response = self.call("PUT", path, ctx, json_body=body, expected=(200,))
+        except SageNotFound as exc:
+            if not from_ledger or sage_id is None:
+                raise RecordError(
+                    item.stream,
+                    item.key,
+                    self.settings.sage_id_field,
+                    f"Sage has no {res.name} {sage_id} (404): it was deleted in Sage; give "
+                    "the id of a record that exists, or none to create one",
+                ) from exc
+            # Gone in Sage (deleted there, or by an interrupted run of ours): the ledger
+            # learns it, and the record is created anew with the newest content.
+            LOGGER.warning(
+                "Stream `%s`, source key %s: Sage %s %s is gone (404); creating it anew",
+                item.stream,
+                item.key,
+                res.name,
+                sage_id,
+            )
+            self.ledger.record_deleted(bid, item.stream, item.key, res.name, sage_id)
+            fresh = self.ledger.get(bid, item.stream, item.key)
+            return self._create(
+                item,
+                res,
+                ctx,
+                fields,
+                content_hash,
+                fresh,
+                result,
+                f"Sage record {sage_id} was gone (404); created anew",
+            )
         if sage_id is None:
             returned = response.json().get("id") if response.content else None
             sage_id = str(returned) if returned else None
         self.ledger.record_applied(
-            self.business_id, item.stream, item.key, res.name, sage_id, content_hash
+            bid, item.stream, item.key, res.name, sage_id, content_hash, item.version
         )
         hooks.reached("after_ledger")
-        return result("update", "updated", sage_id)
+        return result(*outcome, sage_id, message)
 
     def _delete(
         self, item: WorkItem, res: Resource, ctx: Call, sage_id: str, result: Callable[..., Result]
@@ -630,7 +829,9 @@ class Engine:
             self.call("DELETE", f"{res.path}/{sage_id}", ctx, expected=(200, 204))
         except SageNotFound:
             message = "already deleted in Sage"
-        self.ledger.record_deleted(self.business_id, item.stream, item.key, res.name, sage_id)
+        self.ledger.record_deleted(
+            self.business_id, item.stream, item.key, res.name, sage_id, item.version
+        )
         hooks.reached("after_ledger")
         return result("delete", "deleted", sage_id, message)
 
@@ -667,7 +868,9 @@ class Engine:
                     ) from exc
                 raise
             message = "already void in Sage"
-        self.ledger.record_deleted(self.business_id, item.stream, item.key, res.name, sage_id)
+        self.ledger.record_deleted(
+            self.business_id, item.stream, item.key, res.name, sage_id, item.version
+        )
         hooks.reached("after_ledger")
         # Sage deletes a draft instead of voiding it (204, no body).
         outcome = "deleted" if ctx.status == 204 else "voided"
@@ -801,6 +1004,56 @@ class Dispatcher:
                 f"{stop[0].message or 'record failed'} — stopping (on_error is `fail`; set "
                 "`on_error: continue` to record failures and go on)"
             )
+
+
+def _lookup_fields(inner: Mapping[str, Any]) -> str:
+    """What a lookup needs of a create's body (its scalar fields), as JSON for the ledger."""
+    return json.dumps(
+        {
+            k: v
+            for k, v in inner.items()
+            if isinstance(v, (str, int, float, bool)) and k != "idempotency_id"
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _timestamp(value: Any) -> float | None:
+    """Epoch seconds of one of Sage's ISO 8601 timestamps (``created_at``), else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def _read_value(record: Mapping[str, Any], name: str) -> Any:
+    """A write field's value in a read record (``contact_id`` is ``contact.id`` there)."""
+    if name in record:
+        return record[name]
+    if name.endswith("_id"):
+        link = record.get(name[:-3])
+        if isinstance(link, Mapping):
+            return link.get("id")
+    return None
+
+
+def _same(read: Any, sent: Any) -> bool:
+    """Whether a value read from Sage is the one sent: decimals compare by value, whichever
+    of a JSON number or Sage's decimal string either side is."""
+    if read == sent:
+        return True
+    if isinstance(read, bool) or isinstance(sent, bool) or read is None or sent is None:
+        return False
+    try:
+        return decimal.Decimal(str(read)) == decimal.Decimal(str(sent))
+    except decimal.InvalidOperation:
+        return False
 
 
 def new_run_id() -> str:

@@ -1,8 +1,8 @@
 """Crash points for the exactly-once tests.
 
 ``TARGET_SAGE_KILL_AT=<point>:<n>`` makes the process SIGKILL itself the n-th time it reaches
-``point``: ``before_request`` (a write is about to be sent), ``after_request`` (Sage answered,
-nothing recorded yet) or ``after_ledger`` (the ledger has the outcome, the results file and
+``point``: ``before_request`` (a write is about to be sent), ``after_request`` (Sage answered a
+write, nothing recorded yet; reads are not counted) or ``after_ledger`` (the ledger has the outcome, the results file and
 STATE do not). Unset in normal use; it costs one dictionary lookup per request.
 """
 

@@ -5,11 +5,17 @@ One SQLite file per connection (default: beside the connection's token store). A
 the content last applied. It is written in WAL mode with one commit per step, so a target
 killed at any point (SIGKILL included) finds on its next run exactly what was applied:
 
-* ``pending``: the write was about to be sent (only recorded for writes Sage cannot
-  deduplicate itself: POSTs without ``idempotency_id`` and actions); the next run reconciles.
-* ``applied``: Sage answered; ``sage_id`` is the record (or the action's result).
-* ``deleted``: the record was deleted or voided; ``generation`` was bumped so that a later
-  re-creation of the same source record gets a fresh ``idempotency_id``.
+* ``pending``: a create or an action was about to be sent; ``intent_hash`` and
+  ``intent_body`` say what was sent, ``intent_at`` when, in Sage's time (its ``Date`` header,
+  never the local clock). The next run reconciles: the same ``idempotency_id`` again (within
+  Sage's 7 days), else a lookup in Sage of the record as it was sent.
+* ``applied``: Sage answered; ``sage_id`` is the record (or the action's result) and
+  ``content_hash`` the content Sage holds for it; ``hashes`` the contents applied before it.
+* ``deleted``: the record was deleted or voided (or found gone in Sage); ``generation`` was
+  bumped so that a later re-creation of the same source record gets a fresh ``idempotency_id``.
+
+``version`` is the ``time_extracted`` of the input message whose content Sage holds (or whose
+delete was applied), when the tap gave one: an input older than it is never applied.
 """
 
 from __future__ import annotations
@@ -38,10 +44,21 @@ CREATE TABLE IF NOT EXISTS records (
     intent_at    REAL,
     note         TEXT,
     updated_at   REAL NOT NULL,
+    intent_hash  TEXT,
+    intent_body  TEXT,
+    version      TEXT,
     PRIMARY KEY (business_id, stream, source_key)
 );
 CREATE INDEX IF NOT EXISTS records_by_sage_id ON records (business_id, resource, sage_id);
 """
+
+
+#: Columns added after the first release (added to older ledgers on open).
+_ADDED_COLUMNS = ("intent_hash", "intent_body", "version")
+_COLUMNS = (
+    "business_id, stream, source_key, resource, sage_id, state, generation, content_hash,"
+    " hashes, intent_at, note, intent_hash, intent_body, version"
+)
 
 
 @dataclass(frozen=True)
@@ -59,10 +76,17 @@ class Entry:
     hashes: str
     intent_at: float | None
     note: str | None
+    intent_hash: str | None = None
+    intent_body: str | None = None
+    version: str | None = None
 
     def applied_before(self, content_hash: str) -> bool:
         """Whether this exact content was applied to this source record at some point."""
         return content_hash in self.hashes.split()
+
+    def older_than_held(self, content_hash: str) -> bool:
+        """Whether ``content_hash`` is a content applied before the one Sage holds now."""
+        return content_hash != self.content_hash and self.applied_before(content_hash)
 
 
 class Ledger:
@@ -84,6 +108,10 @@ class Ledger:
             # only a power loss may drop the last commits.
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+            for name in _ADDED_COLUMNS:
+                if name not in columns:  # a ledger written by an earlier version
+                    self._db.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
             path.chmod(0o600)
 
     def close(self) -> None:
@@ -100,8 +128,7 @@ class Ledger:
                 return None
             try:
                 row = self._db.execute(
-                    "SELECT business_id, stream, source_key, resource, sage_id, state, generation,"
-                    " content_hash, hashes, intent_at, note FROM records"
+                    f"SELECT {_COLUMNS} FROM records"  # noqa: S608 - a constant column list
                     " WHERE business_id = ? AND stream = ? AND source_key = ?",
                     (business_id, stream, source_key),
                 ).fetchone()
@@ -136,19 +163,36 @@ class Ledger:
         resource: str,
         content_hash: str,
         note: str | None = None,
+        *,
+        at: float | None = None,
+        body: str | None = None,
     ) -> None:
-        """Commit ``pending`` before a write Sage cannot deduplicate.
+        """Commit ``pending`` before a create or an action.
 
-        ``note`` keeps what reconciliation needs later (e.g. a journal's reference).
+        ``content_hash`` and ``body`` are what is about to be sent (the content Sage holds, if
+        any, stays as it is); ``at`` is Sage's time (see ``Engine.sage_now``); ``note`` keeps
+        what reconciliation needs later (e.g. a journal's reference).
         """
         now = time.time()
         self._write(
-            "INSERT INTO records (business_id, stream, source_key, resource, state, content_hash,"
-            " intent_at, note, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO records (business_id, stream, source_key, resource, state, intent_hash,"
+            " intent_body, intent_at, note, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (business_id, stream, source_key) DO UPDATE SET state = excluded.state,"
             " resource = excluded.resource, intent_at = excluded.intent_at,"
+            " intent_hash = excluded.intent_hash, intent_body = excluded.intent_body,"
             " note = excluded.note, updated_at = excluded.updated_at",
-            (business_id, stream, source_key, resource, PENDING, content_hash, now, note, now),
+            (
+                business_id,
+                stream,
+                source_key,
+                resource,
+                PENDING,
+                content_hash,
+                body,
+                now if at is None else at,
+                note,
+                now,
+            ),
         )
 
     def clear_intent(self, business_id: str, stream: str, source_key: str) -> None:
@@ -159,9 +203,10 @@ class Ledger:
             (business_id, stream, source_key, PENDING),
         )
         self._write(
-            "UPDATE records SET state = ? WHERE business_id = ? AND stream = ? AND source_key = ?"
+            "UPDATE records SET state = CASE WHEN content_hash IS NULL THEN ? ELSE ? END"
+            " WHERE business_id = ? AND stream = ? AND source_key = ?"
             " AND state = ? AND sage_id IS NOT NULL",
-            (APPLIED, business_id, stream, source_key, PENDING),
+            (DELETED, APPLIED, business_id, stream, source_key, PENDING),
         )
 
     def record_applied(
@@ -172,17 +217,21 @@ class Ledger:
         resource: str,
         sage_id: str | None,
         content_hash: str,
+        version: str | None = None,
     ) -> None:
-        """Commit the outcome of a create, update or action."""
+        """Commit the outcome of a create, update or action: Sage holds ``content_hash``."""
         self._write(
             "INSERT INTO records (business_id, stream, source_key, resource, sage_id, state,"
-            " content_hash, hashes, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " content_hash, hashes, version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (business_id, stream, source_key) DO UPDATE SET"
             " sage_id = excluded.sage_id, state = excluded.state, resource = excluded.resource,"
             " content_hash = excluded.content_hash, updated_at = excluded.updated_at,"
+            " intent_hash = NULL, intent_body = NULL,"
+            " version = COALESCE(excluded.version, records.version),"
             " hashes = CASE WHEN instr(records.hashes, excluded.content_hash) > 0"
-            " THEN records.hashes ELSE substr(records.hashes || ' ' || excluded.content_hash,"
-            " -1100) END",
+            " THEN substr(replace(records.hashes, excluded.content_hash, '') || ' ' ||"
+            " excluded.content_hash, -1100)"
+            " ELSE substr(records.hashes || ' ' || excluded.content_hash, -1100) END",
             (
                 business_id,
                 stream,
@@ -192,21 +241,43 @@ class Ledger:
                 APPLIED,
                 content_hash,
                 content_hash or "",
+                version,
                 time.time(),
             ),
         )
 
-    def record_deleted(
-        self, business_id: str, stream: str, source_key: str, resource: str, sage_id: str
+    def record_version(
+        self, business_id: str, stream: str, source_key: str, version: str | None
     ) -> None:
-        """Commit a delete or void; the next create of this source record is a new one."""
+        """A newer message with the content Sage already holds: remember its version."""
+        if version is None:
+            return
+        self._write(
+            "UPDATE records SET version = ? WHERE business_id = ? AND stream = ?"
+            " AND source_key = ? AND (version IS NULL OR version < ?)",
+            (version, business_id, stream, source_key, version),
+        )
+
+    def record_deleted(
+        self,
+        business_id: str,
+        stream: str,
+        source_key: str,
+        resource: str,
+        sage_id: str | None,
+        version: str | None = None,
+    ) -> None:
+        """Commit a delete or void (or a record found gone in Sage); the next create of this
+        source record is a new one. Sage holds no content for it any more."""
         self._write(
             "INSERT INTO records (business_id, stream, source_key, resource, sage_id, state,"
-            " generation, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
+            " generation, version, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
             " ON CONFLICT (business_id, stream, source_key) DO UPDATE SET"
-            " sage_id = excluded.sage_id, state = excluded.state,"
+            " sage_id = excluded.sage_id, state = excluded.state, content_hash = NULL,"
+            " intent_hash = NULL, intent_body = NULL,"
+            " version = COALESCE(excluded.version, records.version),"
             " generation = records.generation + 1, updated_at = excluded.updated_at",
-            (business_id, stream, source_key, resource, sage_id, DELETED, time.time()),
+            (business_id, stream, source_key, resource, sage_id, DELETED, version, time.time()),
         )
 
     def count(self, business_id: str | None = None, state: str | None = None) -> int:

@@ -168,7 +168,9 @@ def _release(
     if engine.settings.dry_run:
         return _result(engine, item, ctx, "skipped", sage_id, "dry run: would release")
     content_hash = digest(canonical(fields))
-    engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash)
+    engine.ledger.record_intent(
+        bid, item.stream, item.key, res.name, content_hash, at=engine.sage_now()
+    )
     message = None
 
     def status() -> str | None:
@@ -240,12 +242,17 @@ def _reissue(
     if engine.settings.dry_run:
         return _result(engine, item, ctx, "skipped", original, "dry run: would reissue")
     note = json.dumps({"reference": current.get("reference"), "date": current.get("date")})
-    engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash, note)
+    # The intent's time is Sage's (its Date header), as are the journals' timestamps the
+    # lookup compares it with: a skewed local clock cannot hide the reissued journal.
+    intent_at = engine.sage_now()
+    engine.ledger.record_intent(
+        bid, item.stream, item.key, res.name, content_hash, note, at=intent_at
+    )
     answer = engine.ambiguous_post(
         f"{res.path}/{original}/reissue",
         ctx,
         None,
-        lambda: _find_reissued(engine, ctx, original, json.loads(note), time.time() - 120),
+        lambda: _find_reissued(engine, ctx, original, json.loads(note), intent_at),
     )
     new_id = str(answer["id"])
     engine.ledger.record_applied(bid, item.stream, item.key, res.name, new_id, content_hash)
@@ -269,7 +276,10 @@ def _find_reissued(
         return None  # the original still stands: the reissue never happened
     except SageNotFound:
         pass
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((since or time.time()) - 5))
+    # ``since`` is Sage's time of the intent; two minutes of leeway cover the Date header's
+    # resolution and the time the request took.
+    start = since if since is not None else engine.sage_now()
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start - 120))
     next_path: str | None = "/journals"
     params: dict[str, Any] | None = {
         "attributes": "all",

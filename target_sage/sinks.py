@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from typing_extensions import override
 from target_sage.engine import Dispatcher, TargetFailure, WorkItem
 from target_sage.ledger import APPLIED
 from target_sage.payload import source_key
+from target_sage.results import Result
 
 if TYPE_CHECKING:
     from target_sage.target import TargetSage
@@ -70,6 +72,7 @@ class SageSink(Sink):
             schema_message=target.schema_message(str(raw.get("stream"))),
             chain=f"id:{sage_id}" if sage_id else f"key:{key}",
             key_problem=f"key property `{empty[0]}` is empty" if empty else None,
+            version=message_version(raw, target.schema_message(str(raw.get("stream")))),
         )
         self.records_to_drain.append(item)
 
@@ -92,9 +95,35 @@ class SageSink(Sink):
         entry = self.engine.ledger.get(self.engine.business_id, self.stream_name, item.key)
         return not (entry is not None and entry.state == APPLIED and entry.sage_id)
 
+    def _newest_only(self, items: list[WorkItem]) -> list[WorkItem]:
+        """Of several versions of one source record in a batch, only the last goes to Sage
+        (it is the newest: input order); the others are reported skipped. Procedures are
+        actions, each applied, and records without key properties have no versions."""
+        if self.route.procedure or not self.key_properties:
+            return items
+        last = {item.key: i for i, item in enumerate(items) if not item.key_problem}
+        kept = []
+        for i, item in enumerate(items):
+            if item.key_problem or last[item.key] == i:
+                kept.append(item)
+                continue
+            self.engine.report(
+                item,
+                Result(
+                    item.stream,
+                    "upsert",
+                    item.key_display,
+                    "skipped",
+                    message="superseded by a later version of this record in the input",
+                    dry_run=self.engine.settings.dry_run,
+                ),
+            )
+        return kept
+
     @override
     def process_batch(self, context: dict[str, Any]) -> None:
         items, self.records_to_drain = self.records_to_drain, []
+        items = self._newest_only(items)
         if not items:
             return
         try:
@@ -102,3 +131,38 @@ class SageSink(Sink):
         except ValueError as exc:  # never mistaken for an invalid input record upstream
             msg = f"Stream `{self.stream_name}`: internal error while applying a batch: {exc}"
             raise TargetFailure(msg) from exc
+
+
+def message_version(
+    message: dict[str, Any], schema_message: dict[str, Any] | None = None
+) -> str | None:
+    """How new this message's content is, as a sortable UTC text, when the input says it:
+    the message's ``time_extracted`` (SDK taps write it), else the record's replication key
+    (the SCHEMA's ``bookmark_properties``) or ``updated_at``, else a tombstone's
+    ``_sdc_deleted_at``. None when the input says nothing: then the ledger's history decides."""
+    stamp = _utc_text(message.get("time_extracted"))
+    if stamp is not None:
+        return stamp
+    record = message.get("record")
+    if not isinstance(record, dict):
+        return None
+    names = [*((schema_message or {}).get("bookmark_properties") or []), "updated_at"]
+    for name in names:
+        if isinstance(name, str) and (stamp := _utc_text(record.get(name))) is not None:
+            return stamp
+    return _utc_text(record.get("_sdc_deleted_at"))
+
+
+def _utc_text(raw: Any) -> str | None:
+    if isinstance(raw, dt.datetime):
+        when = raw
+    elif isinstance(raw, str) and raw:
+        try:
+            when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -49,6 +49,10 @@ def mixed_input(tag: str) -> str:
         record_msg("customers", {"code": f"{tag}-5", "_sdc_deleted_at": "2025-01-01T00:00:00Z"})
     )
     msgs.append(state_msg({"part": 3}))
+    # time_extracted on every RECORD, as SDK taps write it: it orders the versions of a record
+    # across batches, so a replay of the delete's input does not re-create contact 5 first.
+    for minute, msg in enumerate(m for m in msgs if m["type"] == "RECORD"):
+        msg["time_extracted"] = f"2025-03-01T10:{minute:02d}:00Z"
     return singer(msgs)
 
 
@@ -96,13 +100,11 @@ def test_sigkill_anywhere_then_rerun_leaves_each_record_once(
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout.splitlines()[-1]) == {"part": 3}
     assert_exactly_once(api, tag)
-    # A third run of the same input creates nothing (the one record sent in two versions
-    # is updated through both again, in order).
+    # A third run of the same input sends nothing: every record is at its newest already.
     before = len(results(config))
     assert run_cli(config, text, tmp_path).returncode == 0
     third = results(config)[before:]
-    assert "created" not in {line["outcome"] for line in third}
-    assert sum(line["outcome"] == "skipped" for line in third) >= 8
+    assert {line["outcome"] for line in third} == {"skipped"}
     assert_exactly_once(api, tag)
 
 

@@ -163,7 +163,15 @@ def cli(
     if kill_at:
         env["TARGET_SAGE_KILL_AT"] = kill_at
     return subprocess.run(
-        [sys.executable, "-c", CLOCK_HOOK, "--config", str(config_path), "--input", str(input_path)],
+        [
+            sys.executable,
+            "-c",
+            CLOCK_HOOK,
+            "--config",
+            str(config_path),
+            "--input",
+            str(input_path),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -325,33 +333,32 @@ HISTORY: list[list[Step]] = [
 KILL_POINTS = ["before_request", "after_request", "after_ledger"]
 
 
-def _matrix_cases() -> list[tuple[str, int, str, int]]:
-    """(kind, run index, point, n). Full: every point of every run (n up to the requests the
-    run makes); sample: a few chosen to cover a create, an update and a delete."""
+def _matrix_cases() -> list[tuple[str, int, str, int, bool]]:
+    """(kind, run index, point, n, stamped). Full: every point of every run (n up to more
+    writes than a run makes), plain and with time_extracted; sample: a create, an update and a
+    delete killed, on both kinds."""
     if FULL:
         return [
-            (kind, run, point, n)
+            (kind, run, point, n, stamped)
             for kind in ("idem", "noidem")
             for run in range(len(HISTORY))
             for point in KILL_POINTS
             for n in range(1, 7)
+            for stamped in (False, True)
         ]
     return [
-        ("idem", 0, "after_request", 1),
-        ("idem", 1, "after_request", 2),
-        ("idem", 1, "after_ledger", 3),
-        ("noidem", 0, "after_request", 2),
-        ("noidem", 1, "before_request", 3),
-        ("noidem", 2, "after_request", 1),
+        ("idem", 0, "after_request", 1, False),
+        ("idem", 1, "after_ledger", 3, True),
+        ("noidem", 0, "after_request", 2, True),
+        ("noidem", 2, "after_request", 1, False),
     ]
 
 
 @pytest.mark.parametrize(
-    ("kind_name", "run", "point", "n"),
+    ("kind_name", "run", "point", "n", "stamped"),
     _matrix_cases(),
     ids=lambda v: str(v),
 )
-@pytest.mark.parametrize("stamped", [False, True], ids=["plain", "time_extracted"])
 def test_matrix_kill_rerun_and_replay(
     sandbox, connection_config, tmp_path, kind_name, run, point, n, stamped
 ):

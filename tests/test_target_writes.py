@@ -91,18 +91,20 @@ def test_results_line_has_every_field(config):
 
 
 def test_tombstone_deletes_and_a_replay_changes_nothing(config, api):
-    text = contacts_input(
-        [contact("W3-1", "W3 gone"), {"code": "W3-1", "_sdc_deleted_at": "2025-01-01T00:00:00Z"}]
-    )
-    run_target(config, text)
+    created = contact("W3-1", "W3 gone")
+    run_target(config, contacts_input([created]))
+    tombstone = {"code": "W3-1", "_sdc_deleted_at": "2025-01-01T00:00:00Z"}
+    run_target(config, contacts_input([tombstone]))
     lines = results(config)
     assert [(line["operation"], line["outcome"]) for line in lines] == [
         ("create", "created"),
         ("delete", "deleted"),
     ]
     assert api.contacts_named("W3 gone") == []
-    run_target(config, text)  # the same input again
+    # Both versions in one input, as a replay: only the newest counts, and it is applied.
+    run_target(config, contacts_input([created, tombstone]))
     assert [line["outcome"] for line in results(config)[2:]] == ["skipped", "skipped"]
+    assert "superseded" in str(results(config)[2]["$message"])
     assert api.contacts_named("W3 gone") == []
 
 
