@@ -387,3 +387,43 @@ def test_matrix_kill_rerun_and_replay(
             assert cli(config, text, tmp_path).returncode == 0
         assert writes_of(results(config)[before:]) == []
     assert_sage_holds(api, kind, tag, expected(HISTORY))
+
+
+@pytest.mark.parametrize("kind", [IDEM, NOIDEM], ids=lambda k: k.name)
+@pytest.mark.parametrize("seed", [3, 8] if FULL else [3])
+def test_matrix_under_commit_faults(sandbox_factory, connection_config, tmp_path, kind, seed):
+    """The history through a sandbox that applies a third of the writes and then answers 500
+    or drops the connection (and fails reads likewise), then a kill in the middle run: every
+    record once, at its newest, or gone; a replay sends nothing."""
+    faulty = sandbox_factory(
+        fault_rate=0.3,
+        extra_args=["--fault-seed", str(seed), "--fault-kinds", "commit500,commitdrop"],
+    )
+    api = SageAPI(sandbox_factory(db=faulty.db))
+    grant = faulty.grant()
+    conn = {
+        **connection_config,
+        "access_token": grant["access_token"],
+        "refresh_token": grant["refresh_token"],
+        "advanced_config": {
+            "api_url": faulty.api_url,
+            "token_url": faulty.token_url,
+            "max_backoff": 1,
+            "max_retries": 10,
+        },
+    }
+    config = config_for(conn, tmp_path, api, kind)
+    tag = f"F{kind.name[:2]}{seed}"
+    inputs = [run_input(kind, tag, steps, state=i) for i, steps in enumerate(HISTORY)]
+    for i, text in enumerate(inputs):
+        if i == 1:
+            killed = cli(config, text, tmp_path, kill_at="after_request:2")
+            assert killed.returncode in (0, -signal.SIGKILL), killed.stderr[-2000:]
+        done = cli(config, text, tmp_path)
+        assert done.returncode == 0, f"run {i}: {done.stderr[-3000:]}"
+        assert_sage_holds(api, kind, tag, expected(HISTORY[: i + 1]))
+    before = len(results(config))
+    assert cli(config, inputs[-1], tmp_path).returncode == 0
+    assert writes_of(results(config)[before:]) == []
+    assert_sage_holds(api, kind, tag, expected(HISTORY))
+    assert '" 500' in faulty.log_path.read_text()  # faults were injected
