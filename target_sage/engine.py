@@ -884,6 +884,11 @@ class Engine:
 
     # -- results -------------------------------------------------------------------------------
 
+    def count_failure(self) -> None:
+        """One more failed record (or bad line) in this run."""
+        with self._lock:
+            self.failed += 1
+
     def report(self, item: WorkItem, result: Result) -> None:
         """Write the result line, and the dead letter of a failure."""
         self.report_message(result, item.schema_message, item.raw_message)
@@ -897,8 +902,7 @@ class Engine:
         """Write the result line, and under ``on_error: continue`` the failed message."""
         self.results.write(result)
         if result.outcome == "failed":
-            with self._lock:
-                self.failed += 1
+            self.count_failure()
             if self.settings.on_error == "continue":
                 self.dead_letter.write(schema_message, raw_message)
                 LOGGER.error("%s", result.message)

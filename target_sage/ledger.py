@@ -20,11 +20,15 @@ delete was applied), when the tap gave one: an input older than it is never appl
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tap_sage.sage.errors import SageError
 
 PENDING = "pending"
 APPLIED = "applied"
@@ -89,6 +93,17 @@ class Entry:
         return content_hash != self.content_hash and self.applied_before(content_hash)
 
 
+class LedgerError(SageError):
+    """The ledger file cannot be used: names the path and the fix."""
+
+
+def _private_files(path: Path) -> None:
+    """The ledger and its WAL/SHM files are 0600 (they hold business data)."""
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(name, 0o600)
+
+
 class Ledger:
     """The SQLite ledger of one connection, safe to share between threads."""
 
@@ -99,20 +114,51 @@ class Ledger:
         if read_only and not path.exists():
             self._db: sqlite3.Connection | None = None
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 30000")
+        try:
+            self._db = self._open(path, read_only)
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+            if "not a database" in problem or "malformed" in problem:
+                fix = (
+                    "the file is damaged or not a ledger: move it away (the target then "
+                    "starts a new ledger and no longer knows what it wrote before) or set "
+                    "`ledger_path` to the right file"
+                )
+            else:
+                fix = "set `ledger_path` to a file in a folder this user can write"
+            raise LedgerError(f"The ledger {path} cannot be used ({problem}): {fix}") from None
+        except OSError as exc:
+            raise LedgerError(
+                f"The ledger {path} cannot be used ({exc.strerror or exc}): set `ledger_path` "
+                "to a file in a folder this user can write"
+            ) from None
+
+    @staticmethod
+    def _open(path: Path, read_only: bool) -> sqlite3.Connection:
         if not read_only:
-            self._db.execute("PRAGMA journal_mode = WAL")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: its -wal and -shm files take its mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 30000")
+            if read_only:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return db
+            db.execute("PRAGMA journal_mode = WAL")
             # WAL + NORMAL: every commit survives the death of this process (SIGKILL);
             # only a power loss may drop the last commits.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
             for name in _ADDED_COLUMNS:
                 if name not in columns:  # a ledger written by an earlier version
-                    self._db.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
-            path.chmod(0o600)
+                    db.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
+            _private_files(path)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         """Close the database."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -10,7 +12,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tap_sage.sage.errors import SageError
 from target_sage.payload import to_json_value
+
+
+class OutputFileError(SageError):
+    """A results or dead-letter file cannot be written."""
+
+
+def open_private(path: Path, setting: str) -> IO[str]:
+    """Open ``path`` for appending, created 0600 (it holds business data); an existing file
+    is made 0600 too. An unusable path is an error naming the setting, the path and the fix."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise OutputFileError(
+            f"`{setting}` {path} cannot be written ({exc.strerror or exc}): set `{setting}` "
+            "to a file in a folder this user can write"
+        ) from None
+    with contextlib.suppress(OSError):  # not ours to change (/dev/null): its mode stays
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
 
 OUTCOMES = ("created", "updated", "deleted", "voided", "executed", "skipped", "failed")
 
@@ -66,8 +90,7 @@ class ResultsFile:
         self._lock = threading.Lock()
         self._fh: IO[str] | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = path.open("a", encoding="utf-8")
+            self._fh = open_private(path, "results_path")
 
     def write(self, result: Result) -> None:
         """Record one result."""
@@ -102,13 +125,26 @@ class DeadLetterFile:
             return
         with self._lock:
             if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("a", encoding="utf-8")
+                self._fh = open_private(self.path, "dead_letter_path")
             stream = str(record_message.get("stream"))
             if schema_message is not None and stream not in self._schemas_written:
                 self._fh.write(json.dumps(to_json_value(schema_message)) + "\n")
                 self._schemas_written.add(stream)
             self._fh.write(json.dumps(to_json_value(record_message), default=str) + "\n")
+            self._fh.flush()
+            self.count += 1
+
+    def write_bad_line(self, number: int, problem: str, text: str) -> None:
+        """Append a line that was no Singer message, with its line number and the problem.
+
+        Replaying the dead letter reports it again: fix or drop it by hand."""
+        if self.path is None:
+            return
+        with self._lock:
+            if self._fh is None:
+                self._fh = open_private(self.path, "dead_letter_path")
+            entry = {"type": "INVALID_LINE", "input_line": number, "problem": problem, "text": text}
+            self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
             self._fh.flush()
             self.count += 1
 

@@ -9,8 +9,13 @@ import sys
 from typing import IO, Any, ClassVar
 
 import click
+import jsonschema
 from singer_sdk import Target
-from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
+from singer_sdk.exceptions import (
+    InvalidRecord,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
 from singer_sdk.sinks import Sink
 from typing_extensions import override
 
@@ -22,6 +27,7 @@ from target_sage.engine import Engine, TargetFailure, new_run_id
 from target_sage.ledger import Ledger
 from target_sage.payload import source_key
 from target_sage.procedures import about_text
+from target_sage.reader import LineReader
 from target_sage.results import DeadLetterFile, Result, ResultsFile
 from target_sage.settings import TARGET_PROPERTIES, TargetSettings
 from target_sage.sinks import SageSink
@@ -38,6 +44,7 @@ class TargetSage(Target):
         "properties": {**CONNECTION_PROPERTIES, **TARGET_PROPERTIES},
     }
     default_sink_class = SageSink
+    message_reader_class = LineReader
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -58,6 +65,14 @@ class TargetSage(Target):
         self.current_message: dict[str, Any] | None = None
         self._schema_messages: dict[str, dict[str, Any]] = {}
         self._emitted_state: dict[str, Any] | None = None
+        if isinstance(self.message_reader, LineReader):
+            self.message_reader.on_bad_line = self._bad_line
+
+    @property
+    def line_number(self) -> int:
+        """The input line being processed (0 before the first)."""
+        reader = self.message_reader
+        return reader.line_number if isinstance(reader, LineReader) else 0
 
     # -- CLI: connection test --------------------------------------------------------------------
 
@@ -91,6 +106,9 @@ class TargetSage(Target):
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
             )
+        except (RecordsWithoutSchemaException, InvalidRecord, MissingKeyPropertiesError) as exc:
+            LOGGER.error("target-sage stopped: %s", exc)
+            sys.exit(1)
         except SageError as exc:
             # A bad setting, a failed record under on_error=fail, a lost connection: one clear
             # line, exit 1, no STATE beyond what was applied. Re-running is safe.
@@ -136,23 +154,63 @@ class TargetSage(Target):
         self.current_message = message_dict
         try:
             super()._process_record_message(message_dict)
-        except (InvalidRecord, MissingKeyPropertiesError, ValueError) as exc:
+        except (InvalidRecord, MissingKeyPropertiesError) as exc:
+            self._invalid_record(message_dict, exc)
+        except RecordsWithoutSchemaException as exc:
+            # The input is broken from here on (the SDK's standard tests expect this error).
+            raise RecordsWithoutSchemaException(
+                f"Input line {self.line_number}: a RECORD of stream "
+                f"`{message_dict.get('stream')}` before any SCHEMA of it"
+            ) from exc
+        except ValueError as exc:
             self._invalid_record(message_dict, exc)
         finally:
             self.current_message = None
+
+    def _stop(self, text: str) -> None:
+        """Stop at a bad line under ``on_error: fail``: the records before it are applied (and
+        their STATE passed on) first, then one line says where and why."""
+        self.drain_all()
+        raise TargetFailure(
+            f"{text} — stopping (on_error is `fail`; set `on_error: continue` to record "
+            "bad lines in the dead letter and go on)"
+        )
+
+    def _bad_line(self, number: int, problem: str, text: str) -> None:
+        """A line that is no Singer message at all (not UTF-8, not JSON, too deep)."""
+        message = f"Input line {number}: {problem}"
+        result = Result("", "read", None, "failed", message=message)
+        self.engine.results.write(result)
+        self.engine.count_failure()
+        if self.target_settings.on_error != "continue":
+            self._stop(message)
+        self.engine.dead_letter.write_bad_line(number, problem, text)
+        LOGGER.error("%s", message)
 
     def _invalid_record(self, message: dict[str, Any], exc: Exception) -> None:
         stream = str(message.get("stream"))
         record = message.get("record") or {}
         sink = self._sinks_active.get(stream)
         keys = list(sink.key_properties) if sink is not None else []
-        key, _ = source_key(record, keys) if all(k in record for k in keys) else ("?", False)
-        text = f"Stream `{stream}`, source key {key}: invalid record: {exc}"
-        result = Result(stream, "upsert", key, "failed", message=text[:1000])
-        self.engine.report_message(result, self._schema_messages.get(stream), message)
+        key: Any = "?"
+        if isinstance(record, dict) and all(k in record for k in keys):
+            key, _ = source_key(record, keys)
+        number = self.line_number
+        field = _failing_field(exc, keys, record)
+        where = f", field `{field}`" if field else ""
+        problem = getattr(exc, "error_message", None) or str(exc)
+        text = f"Input line {number}, stream `{stream}`, source key {key}{where}: {problem}"
+        result = Result(stream, "upsert", key, "failed", message=text[:1000], source=field)
         if self.target_settings.on_error != "continue":
-            LOGGER.error("%s", text[:1000])
+            self.engine.results.write(result)
+            self.engine.count_failure()
+            self.drain_all()  # the records before it are applied
+            # The SDK's own error, with the one line that says where (its standard tests
+            # expect the type); ``invoke`` prints it as `target-sage stopped: ...`.
+            exc.args = (f"{text[:1000]} — stopping (on_error is `fail`)",)
             raise exc
+        dead = {**message, "input_line": number}
+        self.engine.report_message(result, self._schema_messages.get(stream), dead)
 
     @override
     def _process_state_message(self, message_dict: dict[str, Any]) -> None:
@@ -212,6 +270,23 @@ class TargetSage(Target):
             ),
             file=sys.stderr,
         )
+
+
+def _failing_field(exc: Exception, keys: list[str], record: Any) -> str | None:
+    """The JSON Schema path of the field that broke the record's schema (``$.lines[0].qty``),
+    or the missing key property."""
+    cause = exc.__cause__
+    if isinstance(cause, jsonschema.ValidationError):
+        path = str(cause.json_path)
+        if cause.validator == "required" and isinstance(cause.instance, dict):
+            missing = [k for k in cause.validator_value or [] if k not in cause.instance]
+            if missing:
+                return f"{path}.{missing[0]}"
+        return path
+    if isinstance(exc, MissingKeyPropertiesError) and isinstance(record, dict):
+        missing = [k for k in keys if k not in record]
+        return f"$.{missing[0]}" if missing else None
+    return None
 
 
 TargetSage.__doc__ = (
