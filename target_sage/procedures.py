@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import json
 import mimetypes
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -424,10 +426,7 @@ def _upload(
             item.stream, item.key, "file_path", "give exactly one of `file_path` and `file_base64`"
         )
     if path:
-        file = Path(str(path)).expanduser()
-        if not file.is_file():
-            raise RecordError(item.stream, item.key, "file_path", f"no such file: {file}")
-        data = file.read_bytes()
+        data, file = _read_upload(engine, item, str(path))
         name = str(fields.get("file_name") or file.name)
     else:
         try:
@@ -470,15 +469,47 @@ def _upload(
         body_fields["attachment_context_type_id"] = ctx_type
         body_fields["attachment_context_id"] = ctx_id
     body_fields = {k: v for k, v in body_fields.items() if v is not None}
-    generation = entry.generation if entry is not None else 0
-    extra = {"idempotency_id": idempotency_id(bid, item.stream, item.key, generation)}
+    extra: dict[str, Any] = {}
+    if res.idempotency:
+        generation = entry.generation if entry is not None else 0
+        extra["idempotency_id"] = idempotency_id(bid, item.stream, item.key, generation)
     body, _ = build_body(
         res.name, "post", body_fields, stream=item.stream, key=item.key, extra=extra
     )
     if engine.settings.dry_run:
         return _result(engine, item, ctx, "skipped", None, "dry run: would upload")
-    response = engine.call("POST", res.path, ctx, json_body=body, retry=True, expected=(200, 201))
-    attachment_id = str(response.json()["id"])
+    content_hash = digest(canonical(fields))
+    # What identifies the upload in Sage if its answer is lost: name, size and the link.
+    lookup: dict[str, Any] = {
+        k: body_fields[k]
+        for k in ("file_name", "file_size", "attachment_context_id", "transaction_id")
+        if k in body_fields
+    }
+    if entry is not None and entry.state == PENDING:
+        found = engine.find_created(res, lookup, ctx, since=entry.intent_at)
+        if found:
+            engine.ledger.record_applied(bid, item.stream, item.key, res.name, found, content_hash)
+            return _result(
+                engine,
+                item,
+                ctx,
+                "executed",
+                found,
+                "uploaded by an interrupted run",
+                {"attachment_id": found, "file_name": name, "file_size": len(data)},
+            )
+    if res.idempotency:  # Sage's guide promises it: retried blindly
+        response = engine.call(
+            "POST", res.path, ctx, json_body=body, retry=True, expected=(200, 201)
+        )
+        attachment_id = str(response.json()["id"])
+    else:  # attachments are not in Sage's idempotency guide: intent, then lookups
+        since = engine.sage_now()
+        engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash, at=since)
+        answer = engine.ambiguous_post(
+            res.path, ctx, body, lambda: engine.find_created(res, lookup, ctx, since=since)
+        )
+        attachment_id = str(answer["id"])
     engine.ledger.record_applied(
         bid, item.stream, item.key, res.name, attachment_id, digest(canonical(fields))
     )
@@ -494,7 +525,56 @@ def _upload(
     )
 
 
+def _read_upload(engine: Engine, item: WorkItem, raw: str) -> tuple[bytes, Path]:
+    """The bytes of a local file for upload_attachments, only from inside `upload_folder`.
+
+    The path is resolved (symlinks included) and must stay inside the folder; the file is then
+    opened without following a symlink, and the opened file's own path is checked again, so a
+    link swapped in between cannot lead outside either."""
+    base = engine.settings.upload_folder
+    if base is None:
+        raise RecordError(
+            item.stream,
+            item.key,
+            "file_path",
+            "reading local files is off: set the `upload_folder` setting to the folder they "
+            "may come from, or give `file_base64`",
+        )
+    given = Path(raw).expanduser()
+    resolved = (given if given.is_absolute() else base / given).resolve()
+    if not resolved.is_relative_to(base):
+        raise RecordError(
+            item.stream,
+            item.key,
+            "file_path",
+            f"{raw!r} is outside `upload_folder` {base} (after resolving links)",
+        )
+    try:
+        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise RecordError(
+            item.stream, item.key, "file_path", f"cannot read {raw!r}: {exc.strerror or exc}"
+        ) from None
+    with os.fdopen(fd, "rb") as fh:
+        held = Path(f"/proc/self/fd/{fd}")
+        if held.exists() and not Path(os.readlink(held)).is_relative_to(base):
+            raise RecordError(
+                item.stream, item.key, "file_path", f"{raw!r} is outside `upload_folder` {base}"
+            )
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RecordError(item.stream, item.key, "file_path", f"{raw!r} is not a file")
+        return fh.read(), resolved
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+
+
+def safe_file_name(name: str, fallback: str) -> str:
+    """A plain file name from a name Sage (or the input) gives: the last path component, no
+    NUL or separators, no leading dots (no `..`, no hidden files), only safe characters."""
+    last = name.replace("\x00", "").replace("\\", "/").split("/")[-1]
+    cleaned = _UNSAFE.sub("_", last).lstrip(". ").strip()
+    return cleaned[:200] or _UNSAFE.sub("_", fallback) or "attachment"
 
 
 def _download(
@@ -505,26 +585,37 @@ def _download(
     if engine.settings.dry_run:
         return _result(engine, item, ctx, "skipped", attachment_id, "dry run: would download")
     meta = engine.call("GET", f"/attachments/{attachment_id}", ctx).json()
-    name = str(fields.get("file_name") or meta.get("file_name") or attachment_id)
-    name = _UNSAFE.sub("_", Path(name).name) or attachment_id
+    raw_name = str(fields.get("file_name") or meta.get("file_name") or "")
+    name = safe_file_name(raw_name, f"attachment-{attachment_id}")
     response = engine.call(
         "GET",
         f"/attachments/{attachment_id}/file",
         ctx,
         headers={"Accept": "application/octet-stream"},
     )
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
     partial = folder / f".{name}.{os.getpid()}.part"
-    partial.write_bytes(response.content)
-    os.replace(partial, target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(response.content)
+        os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise RecordError(
+            item.stream,
+            item.key,
+            "file_name",
+            f"cannot write {str(target)!r}: {exc.strerror or exc}",
+        ) from None
+    message = None if name == raw_name else f"saved as {name!r} (Sage's name {raw_name!r})"
     return _result(
         engine,
         item,
         ctx,
         "executed",
         attachment_id,
-        None,
+        message,
         {"path": str(target), "file_size": len(response.content)},
     )
 

@@ -99,6 +99,13 @@ TARGET_PROPERTIES: dict[str, Any] = {
         "description": "Skip an update whose content the ledger says was already applied "
         "(replays cost no request).",
     },
+    "upload_folder": {
+        "type": ["string", "null"],
+        "description": "Folder the upload_attachments procedure may read local files from "
+        "(`file_path`, relative to it or absolute inside it; symlinks are resolved and must stay "
+        "inside). Default: none, so `file_path` is refused and only `file_base64` works: the "
+        "input decides which file is read, and it must not reach the rest of the disk.",
+    },
     "download_folder": {
         "type": ["string", "null"],
         "description": "Default folder of the download_attachments procedure. Default: ./"
@@ -133,6 +140,7 @@ class TargetSettings:
     default_void_reason: str | None = None
     skip_unchanged: bool = True
     download_folder: Path = Path("attachments")
+    upload_folder: Path | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -204,4 +212,19 @@ class TargetSettings:
             default_void_reason=config.get("default_void_reason") or None,
             skip_unchanged=bool(config.get("skip_unchanged", True)),
             download_folder=Path(str(config.get("download_folder") or "attachments")),
+            upload_folder=_upload_folder(config.get("upload_folder")),
         )
+
+
+def _upload_folder(raw: Any) -> Path | None:
+    """The upload folder, resolved (symlinks included) once: files are held inside it."""
+    if raw in (None, ""):
+        return None
+    folder = Path(str(raw)).expanduser()
+    try:
+        resolved = folder.resolve(strict=True)
+    except OSError:
+        raise SageConfigError("upload_folder", f"{str(folder)!r} is not a folder") from None
+    if not resolved.is_dir():
+        raise SageConfigError("upload_folder", f"{str(folder)!r} is not a folder")
+    return resolved

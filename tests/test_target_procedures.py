@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tap_sage.sage import catalogue
 from target_sage.engine import TargetFailure
 from target_sage.procedures import PROCEDURES, about_text
 from tests.test_target_helpers import (
@@ -181,6 +182,7 @@ def test_upload_from_path_and_base64_then_download(config, api, tmp_path, monkey
         },
     ]
     text = proc_input("upload_attachments", records, keys=("ref",))
+    config = {**config, "upload_folder": str(tmp_path)}
     run_target(config, text)
     lines = {line["source_key"]["ref"]: line for line in results(config)}
     assert {k: v["outcome"] for k, v in lines.items()} == {"up-1": "executed", "up-2": "executed"}
@@ -194,7 +196,11 @@ def test_upload_from_path_and_base64_then_download(config, api, tmp_path, monkey
         "contract.pdf": ("CONTACT", contact_id),
         "receipt.txt": ("SALES_INVOICE", invoice_id),
     }
-    assert all(len(b["idempotency_id"]) == 32 for b in sent)
+    # Attachments are not in Sage's idempotency guide: no idempotency_id, intent and lookups.
+    assert (
+        not any("idempotency_id" in b for b in sent)
+        or catalogue.resource("attachments").idempotency
+    )
     run_target(config, text)  # again: nothing uploaded twice
     assert [line["outcome"] for line in results(config)[2:]] == ["skipped", "skipped"]
 
@@ -247,3 +253,88 @@ def test_dead_letter_of_a_procedure_is_replayable(config, api, tmp_path):
     run_target(cfg, proc_input("void_sales_invoices", [{"id": "missing"}]))
     dead = Path(cfg["dead_letter_path"]).read_text().splitlines()
     assert [json.loads(x)["type"] for x in dead] == ["SCHEMA", "RECORD"]
+
+
+def test_upload_reads_local_files_only_inside_upload_folder(config, api, tmp_path):
+    contact_id = api.first_id("/contacts")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "ok.txt").write_bytes(b"inside")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"outside")
+    (allowed / "link.txt").symlink_to(secret)
+    (allowed / "sub").symlink_to(tmp_path)
+    records = [
+        {"ref": "a", "file_path": "ok.txt", "contact_id": contact_id},
+        {"ref": "b", "file_path": str(secret), "contact_id": contact_id},
+        {"ref": "c", "file_path": "link.txt", "contact_id": contact_id},
+        {"ref": "d", "file_path": "sub/secret.txt", "contact_id": contact_id},
+        {"ref": "e", "file_path": "../secret.txt", "contact_id": contact_id},
+    ]
+    text = proc_input("upload_attachments", records, keys=("ref",))
+    # No upload_folder: file_path is refused, whatever the path.
+    run_target({**config, "on_error": "continue"}, text)
+    refused = results(config)
+    assert {x["outcome"] for x in refused} == {"failed"}
+    assert all("upload_folder" in x["$message"] for x in refused)
+    run_target({**config, "on_error": "continue", "upload_folder": str(allowed)}, text)
+    lines = {x["source_key"]["ref"]: x for x in results(config)[len(refused) :]}
+    assert lines["a"]["outcome"] == "executed"
+    for ref in "bcde":
+        assert lines[ref]["outcome"] == "failed", ref
+        assert "outside `upload_folder`" in lines[ref]["$message"], ref
+    sizes = {
+        a.get("file_size")
+        for a in api.all("/attachments")
+        if a.get("file_name") in ("ok.txt", "secret.txt", "link.txt")
+    }
+    assert sizes == {len(b"inside")}
+
+
+def test_download_makes_hostile_names_plain_and_fails_only_that_record(config, api, tmp_path):
+    import base64
+
+    from target_sage.procedures import safe_file_name
+
+    assert safe_file_name("..", "x") == "x"
+    assert safe_file_name("", "x") == "x"
+    assert safe_file_name("../../etc/passwd", "x") == "passwd"
+    assert safe_file_name("a\\b\x00c.txt", "x") == "bc.txt"
+    assert safe_file_name(".hidden", "x") == "hidden"
+    contact_id = api.first_id("/contacts")
+    up = proc_input(
+        "upload_attachments",
+        [
+            {
+                "ref": "h1",
+                "file_base64": base64.b64encode(b"payload").decode(),
+                "file_name": "report.txt",
+                "contact_id": contact_id,
+            }
+        ],
+        keys=("ref",),
+    )
+    run_target(config, up)
+    attachment = results(config)[-1]["sage_id"]
+    folder = tmp_path / "dl"
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    down = proc_input(
+        "download_attachments",
+        [
+            {"id": attachment, "folder": str(folder), "file_name": "../../escape.txt"},
+            {"id": attachment, "folder": str(folder), "file_name": ".."},
+            {"id": attachment, "folder": str(blocker), "file_name": "x.txt"},
+            {"id": attachment, "folder": str(folder), "file_name": "fine.txt"},
+        ],
+        keys=("id", "file_name"),
+    )
+    before = len(results(config))
+    run_target({**config, "on_error": "continue"}, down)
+    lines = results(config)[before:]
+    assert [x["outcome"] for x in lines] == ["executed", "executed", "failed", "executed"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["escape.txt", f"attachment-{attachment}", "fine.txt"]
+    )
+    assert not (tmp_path / "escape.txt").exists()
+    assert (folder / "fine.txt").read_bytes() == b"payload"
