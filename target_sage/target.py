@@ -102,7 +102,11 @@ class TargetSage(Target):
     ) -> None:
         try:
             if test_connection and not about:
-                sys.exit(cls.test_connection(dict(config.config) if config is not None else {}))
+                merged = dict(config.config) if config is not None else {}
+                if config is not None and getattr(config, "parse_env", False):
+                    # `--config ENV`: the TARGET_SAGE_* variables, read as a run reads them.
+                    merged.update(cls._env_var_config)
+                sys.exit(cls.test_connection(merged))
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
             )

@@ -419,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         parent.add_argument(
             "--log-level",
+            type=str.lower,  # any case: DEBUG, Info, ...
             choices=["debug", "info", "warning", "error"],
             help="log level on stderr (default warning); no level ever logs a token",
             default=argparse.SUPPRESS if suppress else "warning",

@@ -138,10 +138,24 @@ def exchange(
 ) -> dict[str, Any]:
     """Exchange a code given by hand (or the callback URL) for tokens and store them."""
     code, state = parse_callback(code_or_url)
+    given = code_or_url.strip()
+    is_callback = "?" in given or given.startswith(("http://", "https://"))
     store = _store_for(settings)
     with store.locked():
         pending = store.read().get("pending_login") or {}
-    if state is not None and pending and not hmac.compare_digest(state, pending.get("state", "")):
+    if is_callback and (state is None or not pending):
+        # A whole callback address must carry the state that `sage-auth url` issued (and
+        # kept in the store): without it, it may come from anyone (RFC 6749 10.12, CSRF).
+        raise SageAuthError(
+            "state_mismatch",
+            "This callback address has no `state`"
+            if state is None
+            else "This callback address has a `state`, but no authorization was started with "
+            "`sage-auth url` for this connection (or it was already used)",
+            "run `sage-auth url` again, approve, and exchange the new callback address within "
+            "a minute (or give just the code)",
+        )
+    if state is not None and not hmac.compare_digest(state, pending.get("state", "")):
         raise SageAuthError(
             "state_mismatch",
             "The `state` of this callback does not match the authorization started with "

@@ -242,7 +242,10 @@ CONNECTION_PROPERTIES: dict[str, Any] = {
         "proxy's. TLS certificates are always verified; this cannot be turned off.",
     },
     "advanced_config": {
-        "type": ["object", "null"],
+        # An object, or its JSON text (as an environment variable carries it). ``anyOf`` keeps
+        # the SDK from decoding the text itself (with a traceback when it is not JSON): every
+        # executable (tap, target, sage-auth) reads it through ConnectionSettings.from_config.
+        "anyOf": [{"type": "object"}, {"type": "string"}, {"type": "null"}],
         "description": "Further settings as key-value pairs (an unknown key or a bad value is "
         "an error naming it): "
         + "; ".join(f"`{k}` ({d} Default {v!r}.)" for k, (_, v, d) in ADVANCED_KEYS.items()),
@@ -291,7 +294,14 @@ class ConnectionSettings:
 
         Raises ``SageConfigError`` naming the first bad or missing setting.
         """
-        name = str(config.get("connection_name") or "default")
+        raw_name = config.get("connection_name")
+        name = "default" if raw_name is None else str(raw_name)
+        if not name.strip():
+            raise SageConfigError(
+                "connection_name",
+                "is empty; give a name (1-100 characters without `/` or `:`), or leave the "
+                "setting out for `default`",
+            )
         if not _NAME.match(name):
             raise SageConfigError(
                 "connection_name", f"{name!r} must be 1-100 characters without `/` or `:`"

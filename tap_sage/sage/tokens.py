@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -58,6 +59,50 @@ STORE_VERSION = 1
 def fingerprint(token: str) -> str:
     """A short, one-way fingerprint of a token (never the token itself)."""
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+#: A token store is a few kB; anything far larger is not one.
+MAX_STORE_BYTES = 1 << 20
+
+_TEXT = (str, type(None))
+_NUMBER = (int, float, type(None))
+_OBJECT = (dict, type(None))
+_LIST = (list, type(None))
+#: The types of the store's known keys (unknown keys are left alone).
+STORE_TYPES: dict[str, tuple[type, ...]] = {
+    "access_token": _TEXT,
+    "refresh_token": _TEXT,
+    "client_id": _TEXT,
+    "scope": _TEXT,
+    "seed_fingerprint": _TEXT,
+    "access_token_expires_at": _NUMBER,
+    "access_token_lifetime": _NUMBER,
+    "refresh_token_expires_at": _NUMBER,
+    "refresh_count": _NUMBER,
+    "refreshed_at": _NUMBER,
+    "revoked_at": _NUMBER,
+    "login_at": _NUMBER,
+    "updated_at": _NUMBER,
+    "generation": _NUMBER,
+    "in_flight": _OBJECT,
+    "last_error": _OBJECT,
+    "pending_login": _OBJECT,
+    "seed_fingerprints": _LIST,
+    "access_seed_fingerprints": _LIST,
+}
+
+
+def _wrong_types(data: dict[str, Any]) -> str | None:
+    """The first known key whose value has the wrong type (booleans are no numbers)."""
+    for key, types in STORE_TYPES.items():
+        value = data.get(key)
+        if not isinstance(value, types) or (isinstance(value, bool) and types is _NUMBER):
+            return key
+    pending = data.get("pending_login") or {}
+    for key in ("state", "code_verifier", "redirect_uri"):
+        if not isinstance(pending.get(key), _TEXT):
+            return f"pending_login.{key}"
+    return None
 
 
 class TokenStore:
@@ -152,7 +197,7 @@ class TokenStore:
     def read(self) -> dict[str, Any]:
         """The stored data (``{}`` when there is no store yet)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self._read_bytes()
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -162,14 +207,29 @@ class TokenStore:
                 "make the file readable by the user running the sync (it should be mode 0600 "
                 "and owned by that user), or set oauth_settings_location to another path",
             ) from None
+        if raw is None:
+            raise SageAuthError(
+                "store_unreadable",
+                f"The token store {self.path} is not a regular file (a FIFO, a device or a "
+                "folder is there)",
+                "remove what is at that path, or set oauth_settings_location to a file path",
+            )
         try:
-            data = json.loads(text)
-        except ValueError:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             raise SageAuthError(
                 "store_unreadable",
                 f"The token store {self.path} is not a JSON object (it was edited or damaged)",
+                "move the file away and run `sage-auth login` to authorise the connection again",
+            )
+        wrong = _wrong_types(data)
+        if wrong:
+            raise SageAuthError(
+                "store_unreadable",
+                f"The token store {self.path} has a value of the wrong type in `{wrong}` (it was "
+                "edited or damaged)",
                 "move the file away and run `sage-auth login` to authorise the connection again",
             )
         version = data.get("version", STORE_VERSION)
@@ -181,6 +241,22 @@ class TokenStore:
                 "use the same tap-sage version for every run of this connection",
             )
         return data
+
+    def _read_bytes(self) -> bytes | None:
+        """The file's bytes; None when the path holds no regular file. Opened without blocking
+        and checked before reading, so a FIFO put at the path cannot hang a command."""
+        fd = os.open(str(self.path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > MAX_STORE_BYTES:
+                    return b"\xff"  # far beyond any token store: not one
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def write(self, data: dict[str, Any]) -> None:
         """Replace the store atomically with ``data`` (mode 0600). Call under ``locked()``."""
