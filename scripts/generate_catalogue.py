@@ -40,20 +40,27 @@ SEQUENTIAL_POSTS = {
     "purchase_quick_entries",
 }
 
-# POSTs that take ``idempotency_id`` inside the wrapper. The spec does not say which; Sage's
-# guides name "about 35" resources: these are the transactional and master-data ones. The
-# sandbox honours exactly this list (UNVERIFIED against the live API).
-IDEMPOTENT_POSTS = {
-    "addresses", "analysis_type_categories", "attachments", "bank_accounts", "bank_deposits",
-    "bank_opening_balances", "bank_reconciliations", "bank_transfers", "business_exchange_rates",
-    "contact_allocations", "contact_opening_balances", "contact_payments", "contact_persons",
-    "contacts", "journal_codes", "journals", "ledger_account_opening_balances", "ledger_accounts",
-    "opening_balance_journals", "other_payments", "products", "purchase_corrective_invoices",
-    "purchase_credit_notes", "purchase_invoices", "purchase_quick_entries",
-    "sales_corrective_invoices", "sales_credit_notes", "sales_estimates", "sales_invoices",
-    "sales_quick_entries", "sales_quotes", "services", "stock_items", "stock_movements",
-    "tax_rates",
-}  # fmt: skip
+# The resources whose POST and PUT take ``idempotency_id`` inside the wrapper. The spec does not
+# say which; this is the list of Sage's idempotency guide, as it names them (singular), from
+# https://developer.sage.com/accounting/guides/concepts/idempotency/ ("These resources support
+# idempotency: address, bank_account, ..."). Sage remembers an id for 7 days; reusing it on
+# another resource is an ``IdempotencyResourceMismatch`` error. Names map to the resource of the
+# same name in the plural (``tax_profile`` -> ``tax_profiles``, which has a PUT only).
+IDEMPOTENCY_GUIDE = (
+    "address", "bank_account", "bank_deposit", "bank_opening_balance", "bank_reconciliation",
+    "bank_transfer", "business_exchange_rate", "contact", "contact_allocation",
+    "contact_opening_balance", "contact_payment", "contact_person",
+    "hosted_artefact_payment_setting", "journal", "journal_code", "ledger_account",
+    "ledger_account_opening_balance", "migration_tax_return", "opening_balance_journal",
+    "other_payment", "product", "product_sales_price_type", "purchase_credit_note",
+    "purchase_invoice", "purchase_quick_entry", "sales_credit_note", "sales_estimate",
+    "sales_invoice", "sales_quick_entry", "sales_quote", "service", "service_rate_type",
+    "stock_item", "stock_movement", "tax_profile",
+)  # fmt: skip
+_PLURAL = {"address": "addresses", "business_exchange_rate": "business_exchange_rates"}
+IDEMPOTENT_RESOURCES = {
+    _PLURAL.get(n) or (n[:-1] + "ies" if n.endswith("y") else n + "s") for n in IDEMPOTENCY_GUIDE
+}
 
 MAX_DEPTH = 2  # nested definitions deeper than this become a generic link object
 
@@ -212,7 +219,7 @@ def build(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[st
             "actions": actions,
             "params": params,
             "parallel_posts": name not in SEQUENTIAL_POSTS,
-            "idempotency": "post" in ops and name in IDEMPOTENT_POSTS,
+            "idempotency": ("post" in ops or put_op is not None) and name in IDEMPOTENT_RESOURCES,
             "availability": parse_availability(get.get("description", "")),
             "post_definition": post_def,
             "put_definition": put_def,

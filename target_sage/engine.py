@@ -57,6 +57,7 @@ from target_sage.payload import (
     canonical,
     content_fields,
     digest,
+    dumps,
     idempotency_id,
     key_text,
     paths,
@@ -662,7 +663,7 @@ class Engine:
             return None
         if not pending.intent_body:
             return None
-        sent = json.loads(pending.intent_body)
+        sent = json.loads(pending.intent_body, parse_float=decimal.Decimal)
         return self.find_created(res, sent, ctx, since=pending.intent_at)
 
     def ambiguous_post(
@@ -704,7 +705,7 @@ class Engine:
         scalars = {
             k: v
             for k, v in inner.items()
-            if isinstance(v, (str, int, float, bool)) and k != "idempotency_id"
+            if isinstance(v, (str, int, float, bool, decimal.Decimal)) and k != "idempotency_id"
         }
         if not scalars:
             return None
@@ -1012,14 +1013,13 @@ class Dispatcher:
 
 def _lookup_fields(inner: Mapping[str, Any]) -> str:
     """What a lookup needs of a create's body (its scalar fields), as JSON for the ledger."""
-    return json.dumps(
+    return dumps(
         {
             k: v
             for k, v in inner.items()
-            if isinstance(v, (str, int, float, bool)) and k != "idempotency_id"
+            if isinstance(v, (str, int, float, bool, decimal.Decimal)) and k != "idempotency_id"
         },
         sort_keys=True,
-        default=str,
     )
 
 

@@ -10,10 +10,12 @@ import decimal
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
+import simplejson
 
 from tap_sage.sage import catalogue
 
@@ -34,7 +36,10 @@ class RecordError(Exception):
 
 
 def to_json_value(value: Any) -> Any:
-    """A record value as JSON: datetimes (parsed by the SDK) back to ISO strings, etc."""
+    """A record value as JSON: datetimes (parsed by the SDK) back to ISO strings, etc.
+
+    Decimals stay ``Decimal`` (the SDK reads JSON numbers with ``parse_float=Decimal``): money
+    never passes through a binary float; ``dumps`` writes them digit for digit."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None and value.utcoffset() == dt.timedelta(0):
             return value.replace(tzinfo=None).isoformat() + "Z"
@@ -44,7 +49,7 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return int(value) if value.is_finite() and value == value.to_integral_value() else value
     if isinstance(value, Mapping):
         return {str(k): to_json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -52,9 +57,25 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
+def dumps(value: Any, **kwargs: Any) -> str:
+    """JSON text with decimals written exactly as they are (``10.50`` stays ``10.50``)."""
+    return str(simplejson.dumps(to_json_value(value), use_decimal=True, default=str, **kwargs))
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        return value.normalize()
+    if isinstance(value, Mapping):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
 def canonical(value: Any) -> str:
-    """Compact, key-sorted JSON: the text form of keys and the input of hashes."""
-    return json.dumps(to_json_value(value), sort_keys=True, separators=(",", ":"), default=str)
+    """Compact, key-sorted JSON: the text form of keys and the input of hashes. Decimals are
+    compared by value (``10.50`` and ``10.5`` are one content), never through a float."""
+    return dumps(_normal(to_json_value(value)), sort_keys=True, separators=(",", ":"))
 
 
 def digest(*parts: str) -> str:
@@ -106,7 +127,32 @@ def _date_only(value: Any, field: str, stream: str, key: str) -> Any:
     return value
 
 
+_NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _number(value: Any, schema: Mapping[str, Any]) -> Any:
+    """A value for a field Sage types ``number`` or ``integer``, exactly as the source gave it:
+    a ``Decimal`` (or a decimal string, as Sage itself writes them) stays those digits; a
+    binary float is taken by its shortest text (what the source wrote), never rounded."""
+    raw = schema.get("type")
+    types = {raw} if isinstance(raw, str) else set(raw or ())
+    if isinstance(value, bool) or not types & {"number", "integer"}:
+        return value
+    if isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
+        value = decimal.Decimal(value.strip())
+    elif isinstance(value, float) and value == value and abs(value) != float("inf"):
+        value = decimal.Decimal(repr(value))
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        if "number" not in types and value == value.to_integral_value():
+            return int(value)
+        return value
+    return value
+
+
 def _serialise(value: Any, schema: Mapping[str, Any], path: str, stream: str, key: str) -> Any:
+    value = _number(value, schema)
+    if isinstance(value, decimal.Decimal):
+        return value
     if schema.get("format") == "date":
         value = _date_only(value, path, stream, key)
     if isinstance(value, Mapping) and isinstance(schema.get("properties"), Mapping):

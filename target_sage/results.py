@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tap_sage.sage.errors import SageError
-from target_sage.payload import to_json_value
+from target_sage.payload import dumps
 
 
 class OutputFileError(SageError):
@@ -94,7 +94,7 @@ class ResultsFile:
 
     def write(self, result: Result) -> None:
         """Record one result."""
-        text = json.dumps(to_json_value(result.line(self.run_id)), ensure_ascii=False, default=str)
+        text = dumps(result.line(self.run_id), ensure_ascii=False)
         with self._lock:
             self.counts[(result.stream, result.outcome)] += 1
             if self._fh is not None:
@@ -128,9 +128,9 @@ class DeadLetterFile:
                 self._fh = open_private(self.path, "dead_letter_path")
             stream = str(record_message.get("stream"))
             if schema_message is not None and stream not in self._schemas_written:
-                self._fh.write(json.dumps(to_json_value(schema_message)) + "\n")
+                self._fh.write(dumps(schema_message) + "\n")
                 self._schemas_written.add(stream)
-            self._fh.write(json.dumps(to_json_value(record_message), default=str) + "\n")
+            self._fh.write(dumps(record_message) + "\n")
             self._fh.flush()
             self.count += 1
 

@@ -76,8 +76,10 @@ Writes
     Status rule: artefacts are created UNPAID unless ``status_id`` is ``DRAFT``; quotes and
     estimates are created PENDING unless ``status_id`` says otherwise. PUT changes only the
     fields sent (objects merged, lists replaced whole, so ``invoice_lines`` replaces the
-    lines). ``idempotency_id`` (where the catalogue allows it): a repeat answers 201 with the
-    FIRST record again (its current state) and header ``Idempotent-Replayed: true``.
+    lines). ``idempotency_id`` (the resources of Sage's idempotency guide, POST and PUT): a repeat
+    within 7 days (``--idempotency-ttl``) answers exactly what the first request answered,
+    without applying it again; the same id on another resource is 422
+    ``IdempotencyResourceMismatch``.
     DELETE answers 204 and keeps a tombstone (``deleted_at``). On ``void`` resources (sales
     invoices, sales credit notes, sales corrective invoices) DELETE of a DRAFT deletes it
     (204); otherwise it needs ``?void_reason=...`` (else 422, ``$source`` ``void_reason``)

@@ -101,7 +101,15 @@ class Settings:
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     token_ttl: int = oauth.DEFAULT_TOKEN_TTL
     max_concurrent: int = 150
+    idempotency_ttl: float = 0.0  # 0: Sage's 7 days (IDEMPOTENCY_TTL)
     started_at: float = field(default_factory=time.time)
+
+
+#: How long an ``idempotency_id`` is remembered: "For the next 7 days, a repetition of this very
+#: same request will return the exact same result as the first request" (Sage's idempotency
+#: guide, developer.sage.com/accounting/guides/concepts/idempotency/). ``--idempotency-ttl``
+#: shortens it for tests.
+IDEMPOTENCY_TTL = 7 * 86400.0
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -942,33 +950,69 @@ class SandboxApp:
             raise SageError(415, "UnsupportedMediaType", "Content-Type must be application/json")
         raw = self._peek(request, wrapper)
         original = raw.get("original_quote_estimate_id") if res.name == "sales_invoices" else None
+        idem = raw.get("idempotency_id") if res.idempotency else None
         with store.transaction(conn):
+            if idem:  # a repeat gets the first answer, before anything else is looked at
+                again = self._idempotent_answer(conn, biz, res, str(idem), 201)
+                if again is not None:
+                    return again
             quote = self._fill_from_quote(conn, biz, raw, str(original)) if original else None
             if schema is not None:
                 self._validate(schema, {wrapper: raw}, wrapper)
-            idem = raw.get("idempotency_id") if res.idempotency else None
-            if idem:
-                found = conn.execute(
-                    "SELECT r.data FROM idempotency i JOIN records r ON r.business = i.business "
-                    "AND r.resource = i.resource AND r.id = i.record_id WHERE i.business = ? "
-                    "AND i.resource = ? AND i.idempotency_id = ?",
-                    (biz, res.name, str(idem)),
-                ).fetchone()
-                if found is not None:
-                    return Response(
-                        found[0],
-                        status=201,
-                        mimetype="application/json",
-                        headers={"Idempotent-Replayed": "true"},
-                    )
             record = self._create(conn, biz, res, raw, quote)
             if idem:
-                conn.execute(
-                    "INSERT INTO idempotency (business, resource, idempotency_id, record_id) "
-                    "VALUES (?, ?, ?, ?)",
-                    (biz, res.name, str(idem), record["id"]),
-                )
+                self._remember(conn, biz, res, str(idem), str(record["id"]), record)
         return _json(201, record)
+
+    # -- idempotency (Sage's guide: POST and PUT, 7 days, one resource per id) ----------------
+    def _idempotent_answer(
+        self, conn: sqlite3.Connection, biz: str, res: Resource, idem: str, status: int
+    ) -> Response | None:
+        """The first answer again for a repeat of ``idem`` within the memory, else None.
+
+        The answer is the same as the first (status and body, no extra header: the guide
+        names none). An id used before on another resource is ``IdempotencyResourceMismatch``
+        (the guide gives the error body, not the status; 422 as for Sage's other refusals)."""
+        ttl = self.settings.idempotency_ttl or IDEMPOTENCY_TTL
+        cutoff = time.time() - ttl
+        conn.execute(
+            "DELETE FROM idempotency WHERE business = ? AND idempotency_id = ? "
+            "AND created_at IS NOT NULL AND created_at < ?",
+            (biz, idem, cutoff),
+        )
+        row = conn.execute(
+            "SELECT resource, record_id, response FROM idempotency WHERE business = ? "
+            "AND idempotency_id = ?",
+            (biz, idem),
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] != res.name:
+            raise SageError(422, "IdempotencyResourceMismatch", "Entity type mismatch", "")
+        if row[2] is None:  # remembered by an earlier version: the record as it is now
+            found = conn.execute(
+                "SELECT data FROM records WHERE business = ? AND resource = ? AND id = ?",
+                (biz, res.name, row[1]),
+            ).fetchone()
+            if found is None:
+                return None
+            return _raw_json(status, str(found[0]))
+        return _raw_json(status, str(row[2]))
+
+    @staticmethod
+    def _remember(
+        conn: sqlite3.Connection,
+        biz: str,
+        res: Resource,
+        idem: str,
+        record_id: str,
+        answer: Any,
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO idempotency (business, resource, idempotency_id, record_id, "
+            "created_at, response) VALUES (?, ?, ?, ?, ?, ?)",
+            (biz, res.name, idem, record_id, time.time(), store.dumps(answer)),
+        )
 
     def _peek(self, request: Request, wrapper: str) -> dict[str, Any]:
         try:
@@ -1120,7 +1164,12 @@ class SandboxApp:
     ) -> Response:
         wrapper = res.wrapper or ""
         raw = self._wrapped_body(request, wrapper, catalogue.write_schema(res.name, "put"))
+        idem = raw.get("idempotency_id") if res.idempotency else None
         with store.transaction(conn):
+            if idem:
+                again = self._idempotent_answer(conn, biz, res, str(idem), 200)
+                if again is not None:
+                    return again
             row_id = key
             if key is None:
                 row = conn.execute(
@@ -1154,6 +1203,8 @@ class SandboxApp:
                 current["displayed_as"] = display_of(res.name, current)
                 current = filter_to_schema(res.name, current)
             self._save(conn, biz, res.name, current, record_id=row_id)
+            if idem:
+                self._remember(conn, biz, res, str(idem), str(row_id), current)
         return _json(200, current)
 
     def delete(

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="concurrent /v3.1 requests above which the server answers 429 with "
         "Retry-After: 1, as Sage does per app (default 150; 0 = no limit)",
     )
+    serve.add_argument(
+        "--idempotency-ttl",
+        type=float,
+        default=0.0,
+        help="seconds an idempotency_id is remembered (default: 7 days, as Sage's guide says)",
+    )
     serve.add_argument("--quiet", action="store_true", help="do not log request lines")
 
     seed_cmd = sub.add_parser("seed", help="reset the database and fill it with data")
@@ -169,6 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fault_kinds=args.fault_kinds,
         token_ttl=args.token_ttl,
         max_concurrent=args.max_concurrent,
+        idempotency_ttl=args.idempotency_ttl,
         started_at=time.time(),
     )
     app = SandboxApp(settings)

@@ -12,7 +12,9 @@ Tables:
 ``clients`` / ``tokens``
     OAuth clients and every code, access and refresh token (stored as SHA-256 hashes only).
 ``idempotency``
-    ``idempotency_id`` of each POST that carried one, with the id of the record it created.
+    ``idempotency_id`` of each POST or PUT that carried one: the record it wrote, when
+    (``created_at``, epoch seconds) and the answer Sage gave (``response``), returned again for
+    a repeat within the memory (7 days, as Sage's idempotency guide says).
 ``files``
     The bytes of attachments.
 ``meta``
@@ -81,6 +83,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
     resource TEXT NOT NULL,
     idempotency_id TEXT NOT NULL,
     record_id TEXT NOT NULL,
+    created_at REAL,
+    response TEXT,
     PRIMARY KEY (business, resource, idempotency_id)
 );
 CREATE TABLE IF NOT EXISTS files (
@@ -131,6 +135,10 @@ def connect(path: Path | str) -> sqlite3.Connection:
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create every table and index that is missing."""
     conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(idempotency)")}
+    for name, kind in (("created_at", "REAL"), ("response", "TEXT")):
+        if name not in columns:  # a database made by an earlier version
+            conn.execute(f"ALTER TABLE idempotency ADD COLUMN {name} {kind}")
     conn.executescript(INDEXES)
 
 
