@@ -427,3 +427,30 @@ def test_matrix_under_commit_faults(sandbox_factory, connection_config, tmp_path
     assert writes_of(results(config)[before:]) == []
     assert_sage_holds(api, kind, tag, expected(HISTORY))
     assert '" 500' in faulty.log_path.read_text()  # faults were injected
+
+
+@pytest.mark.parametrize("skew", [-180, 180], ids=["behind3min", "ahead3min"])
+def test_a_killed_reissue_is_found_whatever_the_local_clock(
+    sandbox, connection_config, tmp_path, skew
+):
+    """Journal reissue has no idempotency: killed after Sage answered, the rerun (its clock
+    minutes off, the other way) finds the reissued journal instead of being stuck on 404."""
+    api = SageAPI(sandbox)
+    config = config_for(connection_config, tmp_path, api, NOIDEM)
+    config["stream_resources"] = {}
+    journal = api.get("/journals", items_per_page=1, attributes="all")["$items"][0]
+    schema = {"type": "object", "properties": {"id": {"type": "string"}}}
+    text = singer(
+        [
+            schema_msg("reissue_journals", schema, ["id"]),
+            record_msg("reissue_journals", {"id": journal["id"]}),
+        ]
+    )
+    killed = cli(config, text, tmp_path, kill_at="after_request:1", skew=skew)
+    assert killed.returncode == -signal.SIGKILL
+    again = cli(config, text, tmp_path, skew=-skew)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (line,) = [x for x in results(config) if x["stream"] == "reissue_journals"]
+    assert line["outcome"] == "executed" and "interrupted run" in str(line["$message"])
+    same = [j for j in api.all("/journals") if j.get("reference") == journal["reference"]]
+    assert [j["id"] for j in same] == [line["sage_id"]]
