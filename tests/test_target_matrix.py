@@ -454,3 +454,28 @@ def test_a_killed_reissue_is_found_whatever_the_local_clock(
     assert line["outcome"] == "executed" and "interrupted run" in str(line["$message"])
     same = [j for j in api.all("/journals") if j.get("reference") == journal["reference"]]
     assert [j["id"] for j in same] == [line["sage_id"]]
+
+
+@pytest.mark.parametrize("kind", [IDEM, NOIDEM], ids=lambda k: k.name)
+def test_a_record_gone_in_sage_ends_in_a_defined_outcome(
+    sandbox, connection_config, tmp_path, kind
+):
+    """Deleted in Sage behind the target's back: an update creates it anew (the ledger learns
+    it was gone), a delete is done; each once, no loop."""
+    api = SageAPI(sandbox)
+    config = config_for(connection_config, tmp_path, api, kind)
+    tag = f"Gone{kind.name}"
+    assert cli(config, run_input(kind, tag, [("G1", 1), ("G2", 1)]), tmp_path).returncode == 0
+    path = "/" + kind.resource
+    for item in api.all(path):
+        if str(item.get("name", "")).startswith(tag):
+            api.session.delete(f"{sandbox.api_url}{path}/{item['id']}").raise_for_status()
+    done = cli(config, run_input(kind, tag, [("G1", 2), ("G2", None)]), tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_sage_holds(api, kind, tag, {"G1": 2, "G2": None})
+    lines = {x["source_key"]["code"]: x for x in results(config)[-2:]}
+    assert lines["G1"]["outcome"] == "created" and "gone" in lines["G1"]["$message"]
+    assert lines["G2"]["outcome"] == "deleted"
+    before = len(results(config))
+    assert cli(config, run_input(kind, tag, [("G1", 2), ("G2", None)]), tmp_path).returncode == 0
+    assert writes_of(results(config)[before:]) == []
