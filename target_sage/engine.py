@@ -421,14 +421,16 @@ class Engine:
         the ledger applied before the one Sage holds now is an older version (a replay)."""
         if entry is None:
             return None
-        if item.version and entry.version and item.version < entry.version:
+        from target_sage.sinks import newer
+
+        if newer(entry.version, item.version):
             return (
-                f"older than the version Sage holds (time_extracted {item.version} < "
-                f"{entry.version}, ledger): not applied"
+                f"older than the version Sage holds ({item.version} < {entry.version}, "
+                "ledger): not applied"
             )
         if deleted or entry.state != APPLIED or not entry.older_than_held(content_hash):
             return None
-        if item.version and entry.version and item.version > entry.version:
+        if newer(item.version, entry.version):
             return None  # a newer message going back to an earlier content: apply it
         return "an older version than the one Sage holds (ledger): not applied"
 

@@ -298,10 +298,11 @@ class Ledger:
         """A newer message with the content Sage already holds: remember its version."""
         if version is None:
             return
+        kind = version.split(" ", 1)[0] + " %"
         self._write(
             "UPDATE records SET version = ? WHERE business_id = ? AND stream = ?"
-            " AND source_key = ? AND (version IS NULL OR version < ?)",
-            (version, business_id, stream, source_key, version),
+            " AND source_key = ? AND (version IS NULL OR version NOT LIKE ? OR version < ?)",
+            (version, business_id, stream, source_key, kind, version),
         )
 
     def record_deleted(

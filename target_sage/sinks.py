@@ -152,15 +152,29 @@ def message_version(
     ``_sdc_deleted_at``. None when the input says nothing: then the ledger's history decides."""
     stamp = _utc_text(message.get("time_extracted"))
     if stamp is not None:
-        return stamp
+        return EXTRACTED + stamp
     record = message.get("record")
     if not isinstance(record, dict):
         return None
     names = [*((schema_message or {}).get("bookmark_properties") or []), "updated_at"]
     for name in names:
         if isinstance(name, str) and (stamp := _utc_text(record.get(name))) is not None:
-            return stamp
-    return _utc_text(record.get("_sdc_deleted_at"))
+            return CHANGED + stamp
+    stamp = _utc_text(record.get("_sdc_deleted_at"))
+    return None if stamp is None else CHANGED + stamp
+
+
+#: Kinds of version: when the tap read it (time_extracted), or when the source changed it (its
+#: replication key, updated_at, a tombstone's deletion time). Only versions of one kind compare.
+EXTRACTED = "extracted "
+CHANGED = "changed "
+
+
+def newer(a: str | None, b: str | None) -> bool | None:
+    """Whether version ``a`` is newer than ``b`` (None: they cannot be compared)."""
+    if not a or not b or a.split(" ", 1)[0] != b.split(" ", 1)[0]:
+        return None
+    return a > b
 
 
 def _utc_text(raw: Any) -> str | None:
