@@ -78,14 +78,26 @@ def api(sandbox) -> SageAPI:
     return SageAPI(sandbox)
 
 
+def run_in_process(config: dict[str, Any], data: bytes) -> None:
+    """The target in this process, reading bytes as it reads a file or stdin (text over a
+    binary buffer), so that a line that is not UTF-8 reaches it as bytes."""
+    import contextlib
+    import io
+
+    from target_sage.target import TargetSage
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        TargetSage(config=config).listen(
+            file_input=io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        )
+
+
 @pytest.mark.parametrize(("name", "bad", "says"), BAD_LINES, ids=[b[0] for b in BAD_LINES])
 def test_bad_line_under_continue_goes_to_the_dead_letter_with_its_number(
     connection_config, tmp_path, api, name, bad, says
 ):
     config = target_config(connection_config, tmp_path, api, on_error="continue")
-    done = run_bytes(config, input_with(bad), tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
+    run_in_process(config, input_with(bad))
     assert len(api.contacts_named("BadInput before")) == 1
     assert len(api.contacts_named("BadInput after")) == 1
     (dead,) = [json.loads(x) for x in Path(config["dead_letter_path"]).read_text().splitlines()]
@@ -96,17 +108,26 @@ def test_bad_line_under_continue_goes_to_the_dead_letter_with_its_number(
 
 
 @pytest.mark.parametrize(("name", "bad", "says"), BAD_LINES, ids=[b[0] for b in BAD_LINES])
-def test_bad_line_under_fail_stops_with_one_line_after_applying_what_came_before(
+def test_bad_line_under_fail_stops_after_applying_what_came_before(
     connection_config, tmp_path, api, name, bad, says
 ):
+    from target_sage.engine import TargetFailure
+
     config = target_config(connection_config, tmp_path, api)
-    done = run_bytes(config, input_with(bad), tmp_path)
+    with pytest.raises(TargetFailure) as stopped:
+        run_in_process(config, input_with(bad))
+    assert str(stopped.value).startswith("Input line 3: " + says.decode())
+    assert len(api.contacts_named("BadInput before")) == 1
+    assert api.contacts_named("BadInput after") == []
+
+
+def test_bad_line_under_fail_is_one_line_on_the_command_line(connection_config, tmp_path, api):
+    config = target_config(connection_config, tmp_path, api)
+    done = run_bytes(config, input_with(BAD_LINES[1][1]), tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     stopped = [x for x in done.stderr.splitlines() if "target-sage stopped" in x]
-    assert len(stopped) == 1 and "Input line 3: " + says.decode() in stopped[0]
-    assert len(api.contacts_named("BadInput before")) == 1
-    assert api.contacts_named("BadInput after") == []
+    assert len(stopped) == 1 and "Input line 3: not UTF-8" in stopped[0]
 
 
 @pytest.mark.parametrize("on_error", ["fail", "continue"])
