@@ -1,0 +1,209 @@
+"""tap-sage into real warehouses: the sandbox over HTTP -> tap-sage -> a real loader -> a real
+database, a full and then an incremental sync, validation on in the loader.
+
+- PostgreSQL: ``meltanolabs-target-postgres`` (its own venv, scripts/loader_venvs.py) into the
+  session's private server (the ``pg_server`` fixture, scripts/pgserver.py).
+- DuckDB: ``target-duckdb`` 0.8.0 with duckdb 1.2.2, the pins of meltano.yml.
+
+Checked: rows per table equal the sandbox's ``$total`` per stream (live rows, after the
+incremental run too), every decimal equal digit for digit to the text the sandbox sent (never
+through a float), and the column types of amounts, dates and date-times.
+
+Streams: a handful that covers every kind of column the checks care about, so the module stays
+within seconds (the whole catalogue is ~80 streams and adds nothing these do not show):
+``contacts`` (the biggest list after invoices, several pages, deletions, balance/credit_limit),
+``products`` and ``bank_accounts`` (the decimals the real recordings show as strings:
+``cost_price``, ``balance``), ``sales_invoices`` (dates, due dates, many amounts, sorted
+incremental, 2 000 records) and ``ledger_accounts`` (incremental without deletions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from scripts import loader_venvs
+from tap_sage.sandbox.runner import SandboxProcess
+from tests.tap_helpers import TIMEOUT, Run, run_tap
+from tests.warehouse_helpers import (
+    Wire,
+    as_text,
+    decimal_columns,
+    format_columns,
+    run_loader,
+    schemas,
+)
+
+STREAMS = ("contacts", "products", "bank_accounts", "sales_invoices", "ledger_accounts")
+SCHEMA = "sage"
+
+
+# -- reading the warehouses ------------------------------------------------------------------
+class Postgres:
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def column_types(self, table: str) -> dict[str, str]:
+        sql = sa.text(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = :s AND table_name = :t"
+        )
+        with self.engine.connect() as conn:
+            return {str(n): str(t) for n, t in conn.execute(sql, {"s": SCHEMA, "t": table})}
+
+    def live_count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            sql = f'SELECT count(*) FROM {SCHEMA}."{table}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608 (our names)
+            return int(conn.execute(sa.text(sql)).scalar_one())
+
+    def texts(self, table: str, columns: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+        """(business_id, id) -> {column: value as PostgreSQL prints it (``::text``)}."""
+        cols = "".join(f', "{c}"::text' for c in columns)
+        sql = f'SELECT business_id, id{cols} FROM {SCHEMA}."{table}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608 (our names)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(sql)).all()
+        return {(r[0], r[1]): dict(zip(columns, r[2:], strict=True)) for r in rows}
+
+    def values(self, table: str, columns: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+        """(business_id, id) -> {column: value as the driver returns it}."""
+        cols = "".join(f', "{c}"' for c in columns)
+        sql = f'SELECT business_id, id{cols} FROM {SCHEMA}."{table}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608 (our names)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(sql)).all()
+        return {(r[0], r[1]): dict(zip(columns, r[2:], strict=True)) for r in rows}
+
+
+def utc_naive(value: str) -> dt.datetime:
+    """A wire date-time as loaders store it: converted to UTC, without a zone."""
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture
+def postgres(pg_database: str) -> Iterator[Postgres]:
+    db = Postgres(pg_database)
+    yield db
+    db.close()
+
+
+def postgres_config(url: str) -> dict[str, Any]:
+    return {
+        "sqlalchemy_url": url,
+        "default_target_schema": SCHEMA,
+        "load_method": "upsert",
+        "validate_records": True,
+        "add_record_metadata": True,
+    }
+
+
+class Api:
+    """Changes made by another Sage client between the two runs."""
+
+    def __init__(self, sandbox: SandboxProcess, business: str) -> None:
+        self.url = sandbox.api_url
+        self.headers = {
+            "Authorization": f"Bearer {sandbox.grant()['access_token']}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "X-Business": business,
+        }
+
+    def send(self, method: str, path: str, body: str | None = None) -> requests.Response:
+        return requests.request(
+            method, self.url + path, data=body, headers=self.headers, timeout=TIMEOUT
+        )
+
+
+def change_the_sandbox(sandbox: SandboxProcess, wire: Wire) -> dict[str, str]:
+    """An update of an amount, a new contact and a deleted contact; returns their ids."""
+    business = wire.business_ids[0]
+    api = Api(sandbox, business)
+    products = sorted(k[1] for k in wire.items("products") if k[0] == business)
+    contacts = sorted(k[1] for k in wire.items("contacts") if k[0] == business)
+    # the amount is written as a JSON number (the spec's type); the sandbox answers in its own
+    # form, and the warehouse must hold what it answers, digit for digit
+    changed = api.send("PUT", f"/products/{products[0]}", '{"product": {"cost_price": 98765.4321}}')
+    assert changed.status_code == 200, changed.text
+    created = api.send(
+        "POST", "/contacts", json.dumps({"contact": {"name": "Warehouse Ltd", "contact_type_ids": ["CUSTOMER"]}})
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    deleted = api.send("DELETE", f"/contacts/{contacts[0]}")
+    assert deleted.status_code == 204, deleted.text
+    return {"product": products[0], "created": created.json()["id"], "deleted": contacts[0]}
+
+
+# -- checks ----------------------------------------------------------------------------------
+def check_postgres(db: Postgres, wire: Wire, tap: Run) -> None:
+    totals = wire.totals(STREAMS)
+    counts = {stream: db.live_count(stream) for stream in STREAMS}
+    assert counts == totals
+    checked_amounts = 0
+    for stream, schema in schemas(tap).items():
+        types = db.column_types(stream)
+        items = wire.items(stream)
+        amounts = decimal_columns(schema)
+        dates = format_columns(schema, "date")
+        stamps = format_columns(schema, "date-time")
+        assert {types[c] for c in amounts} <= {"numeric"}, {c: types[c] for c in amounts}
+        assert {types[c] for c in dates} <= {"date"}, stream
+        assert {types[c] for c in stamps} <= {"timestamp without time zone"}, stream
+        stored = db.texts(stream, amounts + dates)
+        assert set(stored) == set(items), stream
+        for key, row in stored.items():
+            for column in amounts:
+                assert row[column] == as_text(items[key].get(column)), (stream, key, column)
+                checked_amounts += row[column] is not None
+            for column in dates:
+                assert row[column] == (items[key].get(column) or None), (stream, key, column)
+        for key, row in db.values(stream, stamps).items():
+            for column in stamps:
+                sent = items[key].get(column)
+                assert row[column] == (utc_naive(sent) if sent else None), (stream, key, column)
+    assert checked_amounts > 1000  # the check above saw real amounts, not only nulls
+
+
+def test_full_then_incremental_sync_into_postgres(
+    sandbox: SandboxProcess, connection_config, postgres: Postgres, pg_database: str, tmp_path: Path
+) -> None:
+    wire = Wire(sandbox)
+    config = postgres_config(pg_database)
+    full = run_tap(tmp_path, connection_config, STREAMS, tag="full")
+    states = run_loader("target-postgres", tmp_path, config, full, "full")
+    check_postgres(postgres, wire, full)
+    amounts = postgres.column_types("products")
+    assert amounts["cost_price"] == "numeric"
+
+    ids = change_the_sandbox(sandbox, wire)
+    incremental = run_tap(tmp_path, connection_config, STREAMS, state=states[-1], tag="incr")
+    assert 0 < len(incremental.records()) < len(full.records()) / 4  # only what changed
+    run_loader("target-postgres", tmp_path, config, incremental, "incr")
+    check_postgres(postgres, wire, incremental)
+    business = wire.business_ids[0]
+    product = postgres.texts("products", ["cost_price"])[(business, ids["product"])]
+    assert product["cost_price"] == as_text(
+        wire.items("products")[(business, ids["product"])]["cost_price"]
+    )
+    assert Decimal(product["cost_price"]) == Decimal("98765.4321")
+    contacts = postgres.texts("contacts", [])
+    assert (business, ids["created"]) in contacts
+    assert (business, ids["deleted"]) not in contacts
+
+
+def test_the_loader_venvs_are_pinned_like_meltano_yml() -> None:
+    """The DuckDB loader of the tests is the one the demo's meltano.yml installs."""
+    text = (Path(__file__).resolve().parent.parent / "meltano.yml").read_text(encoding="utf-8")
+    pins = " ".join(loader_venvs.LOADERS["target-duckdb"][0])
+    assert f"pip_url: {pins}" in text
