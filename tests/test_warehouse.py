@@ -37,6 +37,7 @@ from tests.warehouse_helpers import (
     Wire,
     as_text,
     decimal_columns,
+    duckdb_query,
     format_columns,
     run_loader,
     schemas,
@@ -207,3 +208,97 @@ def test_the_loader_venvs_are_pinned_like_meltano_yml() -> None:
     text = (Path(__file__).resolve().parent.parent / "meltano.yml").read_text(encoding="utf-8")
     pins = " ".join(loader_venvs.LOADERS["target-duckdb"][0])
     assert f"pip_url: {pins}" in text
+
+
+# -- DuckDB --------------------------------------------------------------------------------------
+# What target-duckdb 0.8.0 types a column (db_sync.column_type): date-time -> TIMESTAMP, any
+# "number" -> DOUBLE (a float: never for money), every other string, `date` included -> VARCHAR.
+FLOATS = {"DOUBLE", "FLOAT", "REAL"}
+
+
+def check_duckdb(db: Path, wire: Wire, tap: Run) -> None:
+    queries: dict[str, str] = {}
+    columns: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    for stream, schema in schemas(tap).items():
+        amounts = decimal_columns(schema)
+        dates = format_columns(schema, "date")
+        # _sdc_deleted_at: target-duckdb adds its own metadata column (VARCHAR) over the tap's
+        stamps = [c for c in format_columns(schema, "date-time") if c != "_sdc_deleted_at"]
+        columns[stream] = (amounts, dates, stamps)
+        texts = "".join(f', CAST("{c}" AS VARCHAR)' for c in amounts + dates + stamps)
+        exact = "".join(f', CAST(CAST("{c}" AS DECIMAL(38, 10)) AS VARCHAR)' for c in amounts)
+        live = f'FROM {SCHEMA}."{stream}" WHERE _sdc_deleted_at IS NULL'
+        queries[f"{stream} types"] = (
+            "SELECT column_name, data_type FROM information_schema.columns"  # noqa: S608
+            f" WHERE table_schema = '{SCHEMA}' AND table_name = '{stream}'"
+        )
+        queries[f"{stream} rows"] = f"SELECT business_id, id{texts} {live}"
+        queries[f"{stream} decimals"] = f"SELECT business_id, id{exact} {live}"
+    result = duckdb_query(db, queries)
+
+    totals = wire.totals(STREAMS)
+    assert {s: len(result[f"{s} rows"]) for s in STREAMS} == totals
+    checked_amounts = 0
+    for stream, (amounts, dates, stamps) in columns.items():
+        types = dict(result[f"{stream} types"])
+        for column in amounts:  # exact text (VARCHAR) or DECIMAL: never a float
+            assert types[column] == "VARCHAR" or types[column].startswith("DECIMAL"), (stream, column, types[column])  # fmt: skip
+        assert {types[c] for c in dates} <= {"VARCHAR"}, stream
+        assert {types[c] for c in stamps} <= {"TIMESTAMP"}, stream
+        items = wire.items(stream)
+        rows = {(r[0], r[1]): r[2:] for r in result[f"{stream} rows"]}
+        assert set(rows) == set(items), stream
+        for key, row in rows.items():
+            item = items[key]
+            values = dict(zip(amounts + dates + stamps, row, strict=True))
+            for column in amounts:
+                assert values[column] == as_text(item.get(column)), (stream, key, column)
+                checked_amounts += values[column] is not None
+            for column in dates:
+                assert values[column] == (item.get(column) or None), (stream, key, column)
+            for column in stamps:
+                sent, got = item.get(column), values[column]
+                assert (dt.datetime.fromisoformat(got) if got else None) == (utc_naive(sent) if sent else None), (stream, key, column)  # fmt: skip
+        # and each one becomes a DECIMAL in SQL without losing a digit
+        for r in result[f"{stream} decimals"]:
+            for column, value in zip(amounts, r[2:], strict=True):
+                sent = as_text(items[(r[0], r[1])].get(column))
+                assert (Decimal(value) if value else None) == (Decimal(sent) if sent else None)
+    assert checked_amounts > 1000
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="until the wire change (branch issue11-wire) emits decimals as x-singer.decimal strings,"
+    " target-duckdb types them DOUBLE; strict: passing makes this marker an error to remove",
+)
+def test_full_then_incremental_sync_into_duckdb(
+    sandbox: SandboxProcess, connection_config, tmp_path: Path
+) -> None:
+    wire = Wire(sandbox)
+    db = tmp_path / "warehouse.duckdb"
+    config = {
+        "filepath": str(db),
+        "default_target_schema": SCHEMA,
+        "validate_records": True,
+        "add_metadata_columns": True,
+    }
+    full = run_tap(tmp_path, connection_config, STREAMS, tag="full")
+    states = run_loader("target-duckdb", tmp_path, config, full, "full")
+    check_duckdb(db, wire, full)
+
+    ids = change_the_sandbox(sandbox, wire)
+    incremental = run_tap(tmp_path, connection_config, STREAMS, state=states[-1], tag="incr")
+    assert 0 < len(incremental.records()) < len(full.records()) / 4
+    run_loader("target-duckdb", tmp_path, config, incremental, "incr")
+    check_duckdb(db, wire, incremental)
+    business = wire.business_ids[0]
+    product = (
+        f"SELECT CAST(cost_price AS VARCHAR) FROM {SCHEMA}.products WHERE id = '{ids['product']}'"  # noqa: S608
+    )
+    contacts = f"SELECT id FROM {SCHEMA}.contacts WHERE business_id = '{business}' AND _sdc_deleted_at IS NULL"  # noqa: S608
+    got = duckdb_query(db, {"product": product, "contacts": contacts})
+    assert Decimal(got["product"][0][0]) == Decimal("98765.4321")
+    live = {r[0] for r in got["contacts"]}
+    assert ids["created"] in live
+    assert ids["deleted"] not in live

@@ -123,3 +123,25 @@ def as_text(value: Any) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value)
+
+
+# Runs in target-duckdb's own venv (its duckdb reads the file it wrote): queries in, rows out.
+_DUCKDB_READER = """
+import json, sys
+import duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+queries = json.loads(sys.stdin.read())
+print(json.dumps({name: con.execute(sql).fetchall() for name, sql in queries.items()}, default=str))
+"""
+
+
+def duckdb_query(db: Path, queries: dict[str, str]) -> dict[str, list[list[Any]]]:
+    """Run ``queries`` (name -> SQL) on the DuckDB file ``db`` with the loader's own duckdb."""
+    loader_venvs.ensure("target-duckdb")
+    proc = subprocess.run(
+        [str(loader_venvs.python("target-duckdb")), "-c", _DUCKDB_READER, str(db)],
+        input=json.dumps(queries), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, list[list[Any]]] = json.loads(proc.stdout)
+    return result
