@@ -4,7 +4,9 @@
 The server is the distribution's PostgreSQL (Debian/Ubuntu package ``postgresql``): its binaries
 are looked for in ``$PGSERVER_BINDIR``, then ``/usr/lib/postgresql/<version>/bin`` (newest
 first), then ``initdb`` on the PATH. When none is found and we are root with ``apt-get`` (CI, a
-fresh container), ``apt-get install -y postgresql`` installs it; elsewhere the error says how.
+fresh container), ``apt-get install -y postgresql`` installs it (``postgresql-common`` first, with
+``create_main_cluster = false``, so that the package creates and starts no cluster of its own);
+elsewhere the error says what to install.
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user that the
 package creates (or ``pgserver``, created here, where the binaries came from somewhere else).
 
@@ -103,12 +105,24 @@ def install() -> Path:
             "PostgreSQL server package) or set PGSERVER_BINDIR to the directory that holds them."
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = [apt, "install", "-y", "--no-install-recommends", "postgresql"]
-    print("pgserver: installing PostgreSQL: " + " ".join(command[1:]), file=sys.stderr)
-    if subprocess.run(command, env=env, check=False).returncode != 0:
-        # a fresh machine may have no package lists yet
-        subprocess.run([apt, "update"], env=env, check=True)
-        subprocess.run(command, env=env, check=True)
+
+    def apt_install(package: str) -> None:
+        command = [apt, "install", "-y", "--no-install-recommends", package]
+        print("pgserver: installing PostgreSQL: " + " ".join(command[1:]), file=sys.stderr)
+        if subprocess.run(command, env=env, check=False).returncode != 0:
+            subprocess.run([apt, "update"], env=env, check=True)  # a fresh machine: no lists yet
+            subprocess.run(command, env=env, check=True)
+
+    # As the official postgres container image does: no "main" cluster (the package would
+    # create one, and start it where services may start); our servers are private.
+    apt_install("postgresql-common")
+    conf = Path("/etc/postgresql-common/createcluster.conf")
+    if conf.exists():
+        text = re.sub(
+            r"(?m)^#?\s*create_main_cluster\s*=.*$", "create_main_cluster = false", conf.read_text()
+        )
+        conf.write_text(text)
+    apt_install("postgresql")
     bindir = find_bindir()
     if bindir is None:
         raise PgServerError("apt-get installed postgresql, yet initdb is still not found")
