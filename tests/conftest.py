@@ -118,7 +118,7 @@ def pg_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def pg_database(pg_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+def pg_database(pg_server: PostgresServer) -> str:
     """The URL of a new, empty database on ``pg_server`` for this test."""
     name = "t_" + uuid.uuid4().hex[:12]
     return pg_server.create_database(name)
