@@ -49,10 +49,16 @@ STRING = "string"  # a plain string (only settings singletons write "" for it)
 class WireValueError(ValueError):
     """A value Sage sent that its field's wire type cannot hold; ``path`` names the field."""
 
-    def __init__(self, path: str, value: Any, expected: str) -> None:
-        super().__init__(f"field {path}: {value!r} is not {expected}")
+    def __init__(self, path: str, value: Any, expected: str, context: str = "") -> None:
+        text = f"field {path}: {value!r} is not {expected}"
+        super().__init__(f"{context}: {text}" if context else text)
         self.path = path
         self.value = value
+        self.expected = expected
+
+    def within(self, context: str) -> WireValueError:
+        """The same error, its message prefixed by ``context`` (stream and record)."""
+        return WireValueError(self.path, self.value, self.expected, context)
 
 
 def _types(node: dict[str, Any]) -> set[str]:

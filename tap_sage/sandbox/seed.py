@@ -1014,8 +1014,9 @@ class _Business:
                     "account_number": f"{self.rng.randint(10**7, 10**8 - 1)}",
                     "sort_code": f"{self.rng.randint(10, 99)}-"
                     f"{self.rng.randint(10, 99)}-{self.rng.randint(10, 99)}",
-                    "bic": None,
-                    "iban": None,
+                    # as recorded (bank_accounts_list_full.json): set on bank accounts, null on cash
+                    "bic": None if type_id == "CASH_IN_HAND" else "HLFXGB21F08",
+                    "iban": None if type_id == "CASH_IN_HAND" else "GB29 NWBK 6016 1331 9268 19",
                 },
                 "ledger_account": self.ledger(code),
                 "bank_account_type": link("bank_account_types", type_id, type_id.title()),
@@ -1027,7 +1028,11 @@ class _Business:
                 "currency": link("currencies", self.currency, self.currency),
                 "default_payment_method": link("payment_methods", "BACS", "Bank Transfer"),
                 "displayed_as": f"{name} ({code})",
-                "main_address": self.address(),
+                "main_address": {
+                    **link("addresses", self.new_id(), self.country_name),
+                    **self.address(),
+                },
+                "main_contact_person": link("contact_persons", self.new_id(), "Main Contact"),
             }
             self.add("bank_accounts", record, c, u, deletable=False)
 
@@ -1136,8 +1141,8 @@ class _Business:
             record: dict[str, Any] = {
                 "item_code": f"{resource[:3].upper()}-{i + 1:04d}",
                 "description": name,
-                "purchase_description": name,
-                "notes": None,
+                "purchase_description": name if i % 3 else "",
+                "notes": "",  # Sage sends "" for an unset note (recorded, products list)
                 "sales_ledger_account": self.ledger(4000 if item_type != "SERVICE" else 4010),
                 "purchase_ledger_account": self.ledger(5000),
                 "sales_tax_rate": tax_link,
@@ -1153,6 +1158,10 @@ class _Business:
                 "displayed_as": name,
             }
             price_entry = {
+                "id": self.new_id(),
+                "displayed_as": "Selling Price",
+                "created_at": utc_ts(c),
+                "updated_at": utc_ts(u),
                 "price_name": "Selling Price",
                 "price": round(cost * self.factor(1.2, 2.0), 2),
                 "price_includes_tax": False,
