@@ -23,8 +23,9 @@ Stable fixtures (other test modules rely on these names and shapes):
     A private PostgreSQL server (``scripts/pgserver.py``'s ``PostgresServer``), started on first
     use on a free port of 127.0.0.1, stopped and removed at the end of the session. ``.url`` is
     its SQLAlchemy URL (``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``, no password);
-    ``.create_database(name)`` gives a test its own database and returns that one's URL;
-    ``.stop()`` / ``.start()`` take it away and bring it back on the same port and data.
+    ``.create_database(name)`` gives a test its own database and returns that one's URL. A test
+    that takes a server away (``.stop()``, then ``.start()``: same port, same data) makes its own
+    with ``PostgresServer.create()`` and ``.close()``s it, as tests/test_pgserver.py does.
 ``pg_database`` (function)
     The SQLAlchemy URL of a new, empty database on ``pg_server``, for this test alone.
 """
