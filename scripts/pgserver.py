@@ -199,8 +199,19 @@ class PostgresServer:
                     "--no-sync",
                 ],
             )
-            if start:
-                server.start()
+            for attempt in range(3 if start else 0):
+                try:
+                    server.start()
+                    break
+                except PgServerError:
+                    # the free port was taken between our look and the server's bind: another
+                    if (
+                        port is not None
+                        or attempt == 2
+                        or "already in use" not in server.log_tail()
+                    ):
+                        raise
+                    server.port = free_port()
         except BaseException:
             server.close()
             raise

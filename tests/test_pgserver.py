@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from scripts.pgserver import PostgresServer, _alive
@@ -94,3 +96,23 @@ def test_missing_binaries_are_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1
     assert f"PGSERVER_BINDIR={tmp_path} has no initdb" in proc.stderr
+
+
+def test_a_port_taken_meanwhile_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scripts.pgserver as pgserver
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    real = pgserver.free_port
+    monkeypatch.setattr(pgserver, "free_port", lambda: next(ports, None) or real())
+    try:
+        server = PostgresServer.create()
+        try:
+            assert server.port != taken.getsockname()[1]
+            assert server.psql("SELECT 1").returncode == 0
+        finally:
+            server.close()
+    finally:
+        taken.close()
