@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
 LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts)
 
-.PHONY: test lint typecheck pytest demo bench schemas check-schemas clean postgres loaders
+.PHONY: test lint typecheck pytest demo bench schemas check-schemas clean postgres loaders warehouse-all
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ postgres:
 # ours); rebuilt only when their pins in scripts/loader_venvs.py change.
 loaders:
 	$(PYTHON) scripts/loader_venvs.py
+
+# tests/test_warehouse.py with every stream instead of five (about two minutes more).
+warehouse-all: $(STAMP) postgres loaders
+	WAREHOUSE_STREAMS=all $(BIN)/pytest tests/test_warehouse.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

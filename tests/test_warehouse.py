@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -31,20 +32,37 @@ import requests
 import sqlalchemy as sa
 
 from scripts import loader_venvs
+from tap_sage.sage import catalogue
 from tap_sage.sandbox.runner import SandboxProcess
+from tap_sage.streams import REQUIRED_FILTERS
 from tests.tap_helpers import TIMEOUT, Run, run_tap
 from tests.warehouse_helpers import (
+    Key,
     Wire,
     as_text,
     decimal_columns,
     duckdb_query,
     format_columns,
+    key_columns,
     run_loader,
     schemas,
 )
 
-STREAMS = ("contacts", "products", "bank_accounts", "sales_invoices", "ledger_accounts")
 SCHEMA = "sage"
+
+
+def _streams() -> tuple[str, ...]:
+    """The streams of these tests: five by default; ``WAREHOUSE_STREAMS=all`` (``make
+    warehouse-all``, about two minutes more) takes every stream that reads without a filter."""
+    chosen = os.environ.get("WAREHOUSE_STREAMS", "")
+    if chosen == "all":
+        return tuple(n for n, r in sorted(catalogue.resources().items()) if n not in REQUIRED_FILTERS and r.list)  # fmt: skip
+    if chosen:
+        return tuple(chosen.split(","))
+    return ("contacts", "products", "bank_accounts", "sales_invoices", "ledger_accounts")
+
+
+STREAMS = _streams()
 
 
 # -- reading the warehouses ------------------------------------------------------------------
@@ -63,26 +81,24 @@ class Postgres:
         with self.engine.connect() as conn:
             return {str(n): str(t) for n, t in conn.execute(sql, {"s": SCHEMA, "t": table})}
 
-    def live_count(self, table: str) -> int:
+    def rows(self, table: str, columns: list[str], cast: str = "::text") -> dict[Key, dict[str, Any]]:  # fmt: skip
+        """key -> {column: value}, of the live rows (``cast`` "::text": as PostgreSQL prints
+        them; "": as the driver returns them). A table the loader never made has none."""
+        if not self.column_types(table):
+            return {}
+        keys = key_columns(table)
+        cols = ", ".join([*keys, *(f'"{c}"{cast}' for c in columns)])
+        sql = f'SELECT {cols} FROM {SCHEMA}."{table}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608 (our names)
         with self.engine.connect() as conn:
-            sql = f'SELECT count(*) FROM {SCHEMA}."{table}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608 (our names)
-            return int(conn.execute(sa.text(sql)).scalar_one())
+            found = conn.execute(sa.text(sql)).all()
+        n = len(keys)
+        return {tuple(r[:n]): dict(zip(columns, r[n:], strict=True)) for r in found}
 
-    def texts(self, table: str, columns: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
-        """(business_id, id) -> {column: value as PostgreSQL prints it (``::text``)}."""
-        cols = "".join(f', "{c}"::text' for c in columns)
-        sql = f'SELECT business_id, id{cols} FROM {SCHEMA}."{table}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608 (our names)
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.text(sql)).all()
-        return {(r[0], r[1]): dict(zip(columns, r[2:], strict=True)) for r in rows}
+    def texts(self, table: str, columns: list[str]) -> dict[Key, dict[str, Any]]:
+        return self.rows(table, columns)
 
-    def values(self, table: str, columns: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
-        """(business_id, id) -> {column: value as the driver returns it}."""
-        cols = "".join(f', "{c}"' for c in columns)
-        sql = f'SELECT business_id, id{cols} FROM {SCHEMA}."{table}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608 (our names)
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.text(sql)).all()
-        return {(r[0], r[1]): dict(zip(columns, r[2:], strict=True)) for r in rows}
+    def values(self, table: str, columns: list[str]) -> dict[Key, dict[str, Any]]:
+        return self.rows(table, columns, cast="")
 
 
 def utc_naive(value: str) -> dt.datetime:
@@ -149,12 +165,14 @@ def change_the_sandbox(sandbox: SandboxProcess, wire: Wire) -> dict[str, str]:
 # -- checks ----------------------------------------------------------------------------------
 def check_postgres(db: Postgres, wire: Wire, tap: Run) -> None:
     totals = wire.totals(STREAMS)
-    counts = {stream: db.live_count(stream) for stream in STREAMS}
+    counts = {stream: len(db.rows(stream, [])) for stream in STREAMS}
     assert counts == totals
     checked_amounts = 0
     for stream, schema in schemas(tap).items():
         types = db.column_types(stream)
         items = wire.items(stream)
+        if not types:  # no table: the loader had no record of it (the counts say it had none)
+            continue
         amounts = decimal_columns(schema)
         dates = format_columns(schema, "date")
         stamps = format_columns(schema, "date-time")
@@ -174,7 +192,8 @@ def check_postgres(db: Postgres, wire: Wire, tap: Run) -> None:
                 sent = items[key].get(column)
                 assert row[column] == (utc_naive(sent) if sent else None), (stream, key, column)
     assert checked_amounts > 1000  # the check above saw real amounts, not only nulls
-    check_nested_amounts(db, wire, tap)
+    if "sales_invoices" in STREAMS:
+        check_nested_amounts(db, wire, tap)
 
 
 def check_nested_amounts(db: Postgres, wire: Wire, tap: Run) -> None:
@@ -258,8 +277,9 @@ def check_duckdb(db: Path, wire: Wire, tap: Run) -> None:
             "SELECT column_name, data_type FROM information_schema.columns"  # noqa: S608
             f" WHERE table_schema = '{SCHEMA}' AND table_name = '{stream}'"
         )
-        queries[f"{stream} rows"] = f"SELECT business_id, id{texts} {live}"
-        queries[f"{stream} decimals"] = f"SELECT business_id, id{exact} {live}"
+        keys = ", ".join(key_columns(stream))
+        queries[f"{stream} rows"] = f"SELECT {keys}{texts} {live}"
+        queries[f"{stream} decimals"] = f"SELECT {keys}{exact} {live}"
     result = duckdb_query(db, queries)
 
     totals = wire.totals(STREAMS)
@@ -267,12 +287,15 @@ def check_duckdb(db: Path, wire: Wire, tap: Run) -> None:
     checked_amounts = 0
     for stream, (amounts, dates, stamps) in columns.items():
         types = dict(result[f"{stream} types"])
+        if not types:  # no table: the loader had no record of it (the counts say it had none)
+            continue
         for column in amounts:  # exact text (VARCHAR) or DECIMAL: never a float
             assert types[column] == "VARCHAR" or types[column].startswith("DECIMAL"), (stream, column, types[column])  # fmt: skip
         assert {types[c] for c in dates} <= {"VARCHAR"}, stream
         assert {types[c] for c in stamps} <= {"TIMESTAMP"}, stream
         items = wire.items(stream)
-        rows = {(r[0], r[1]): r[2:] for r in result[f"{stream} rows"]}
+        n = len(key_columns(stream))
+        rows = {tuple(r[:n]): r[n:] for r in result[f"{stream} rows"]}
         assert set(rows) == set(items), stream
         for key, row in rows.items():
             item = items[key]
@@ -287,8 +310,8 @@ def check_duckdb(db: Path, wire: Wire, tap: Run) -> None:
                 assert (dt.datetime.fromisoformat(got) if got else None) == (utc_naive(sent) if sent else None), (stream, key, column)  # fmt: skip
         # and each one becomes a DECIMAL in SQL without losing a digit
         for r in result[f"{stream} decimals"]:
-            for column, value in zip(amounts, r[2:], strict=True):
-                sent = as_text(items[(r[0], r[1])].get(column))
+            for column, value in zip(amounts, r[n:], strict=True):
+                sent = as_text(items[tuple(r[:n])].get(column))
                 assert (Decimal(value) if value else None) == (Decimal(sent) if sent else None)
     assert checked_amounts > 1000
 
