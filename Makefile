@@ -61,4 +61,5 @@ docs: $(STAMP)
 	$(BIN)/python scripts/gen_settings_docs.py
 
 clean:
+	-[ ! -f .pgserver/server.json ] || $(PYTHON) scripts/pgserver.py stop --remove
 	rm -rf $(VENV) .venv-loaders .pgserver .pytest_cache .mypy_cache .ruff_cache
