@@ -56,9 +56,10 @@ BACKGROUND_PID=""
 say() { printf '\n==> %s\n' "$*"; }
 elapsed() { printf '%dm%02ds' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)); }
 
-# The message of a log's last line, without Meltano's timestamp and level, cut to fit.
+# The message of a log's last line (pip's warnings aside), without Meltano's timestamp and
+# level, cut to fit.
 last_line() {
-  tail -n 1 "$1" 2>/dev/null | sed -E 's/^[0-9T:.-]+Z? *\[[a-z ]+\] *//; s/^meltano +//' | cut -c1-80
+  { grep -v '^WARNING: ' "$1" 2>/dev/null || true; } | tail -n 1 | sed -E 's/^[0-9T:.-]+Z? *\[[a-z ]+\] *//; s/^meltano +//' | cut -c1-80
 }
 
 # Run a slow command with its output in LOG; every 5 seconds, say how long it has run and
@@ -139,8 +140,9 @@ if [[ "$("$MELTANO" --version 2>/dev/null || true)" != "meltano, version $MELTAN
   mkdir -p "$MELTANO_VENV/logs"
   step_log="$MELTANO_VENV/logs/pip-install.log"
   # Meltano 4 installs plugins with uv, which it depends on (the `uv` extra of 3.x is gone).
-  if ! with_progress "$step_log" "$MELTANO_VENV/bin/python" -m pip install --progress-bar off \
-    --upgrade pip "meltano==$MELTANO_VERSION"; then
+  if ! "$MELTANO_VENV/bin/python" -m pip install --quiet --upgrade pip >"$step_log" 2>&1 ||
+    ! with_progress "$step_log" "$MELTANO_VENV/bin/python" -m pip install --progress-bar off \
+      "meltano==$MELTANO_VERSION"; then
     tail -n 40 "$step_log" >&2
     rm -rf "$MELTANO_VENV"
     exit 1

@@ -233,3 +233,27 @@ def test_hub_definitions_are_generated_from_meltano_yml(
     # comments only in the header, before the first key.
     body = text.split("\nname: ", 1)[1]
     assert not [line for line in body.splitlines() if line.lstrip().startswith("#")]
+
+
+_MELTANO3_SPELLINGS = (
+    re.compile(r"meltano (?:--\S+ )*config (?:tap|target)-sage (?:test|set|list)\b"),
+    re.compile(r"meltano (?:--\S+ )*test (?:tap|target)-sage\b"),
+)
+
+
+def test_readme_and_demo_use_the_spellings_of_the_pinned_meltano() -> None:
+    demo = (ROOT / "scripts" / "demo.sh").read_text(encoding="utf-8")
+    version = re.search(r'MELTANO_VERSION="([0-9.]+)"', demo)
+    assert version is not None
+    assert version.group(1).startswith("4.")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"Meltano {version.group(1)}" in readme
+    # Meltano 3's spellings appear only in Troubleshooting, as the mistake they are.
+    start = readme.index("\n## Troubleshooting\n")
+    end = readme.index("\n## ", start + 1)
+    for text in (readme[:start] + readme[end:], demo):
+        for pattern in _MELTANO3_SPELLINGS:
+            assert not pattern.search(text), pattern.search(text)
+    for command in ("config test tap-sage", "config test target-sage"):
+        assert command in demo
+        assert command in readme

@@ -154,6 +154,8 @@ def user_project(meltano: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     project = _init(meltano, tmp_path_factory.mktemp("user"), str(ROOT))
     _add(meltano, project, "extractor", "tap-sage", ROOT / "hub" / "tap-sage.yml")
     _add(meltano, project, "loader", "target-sage", ROOT / "hub" / "target-sage.yml")
+    for name in ("tap-sage", "target-sage"):  # as the README says; the rest goes to .env
+        _meltano(meltano, project, "config", "set", name, "connection_name", "test")
     ours = yaml.safe_load((ROOT / "meltano.yml").read_text(encoding="utf-8"))
     duckdb = next(p for p in ours["plugins"]["loaders"] if p["name"] == "target-duckdb")
     duckdb.pop("config")
@@ -179,6 +181,7 @@ def _configure(project: Path, connection_config: dict[str, Any], **target: Any) 
     for prefix, extra in (("TAP_SAGE", {}), ("TARGET_SAGE", target)):
         config = {**connection_config, **extra}
         config.pop("access_token")
+        assert config.pop("connection_name") == "test"  # set with `meltano config set`
         for key, value in config.items():
             text = json.dumps(value) if isinstance(value, dict) else str(value)
             lines.append(f"{prefix}_{key.upper()}='{text}'")
