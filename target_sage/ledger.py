@@ -117,14 +117,18 @@ class Ledger:
         try:
             self._db = self._open(path, read_only)
         except sqlite3.DatabaseError as exc:
-            problem = str(exc)
-            if "not a database" in problem or "malformed" in problem:
+            raw = str(exc)
+            if "not a database" in raw or "malformed" in raw:
+                problem = "it is damaged, or not a ledger"
                 fix = (
-                    "the file is damaged or not a ledger: move it away (the target then "
-                    "starts a new ledger and no longer knows what it wrote before) or set "
-                    "`ledger_path` to the right file"
+                    "move it away (the target then starts a new ledger and no longer knows "
+                    "what it wrote before) or set `ledger_path` to the right file"
                 )
+            elif "locked" in raw or "busy" in raw:
+                problem = "another process holds it"
+                fix = "let the other run finish, or give this one a ledger of its own"
             else:
+                problem = "it cannot be opened for writing"
                 fix = "set `ledger_path` to a file in a folder this user can write"
             raise LedgerError(f"The ledger {path} cannot be used ({problem}): {fix}") from None
         except OSError as exc:

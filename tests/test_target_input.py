@@ -213,4 +213,5 @@ def test_a_corrupt_ledger_is_named_with_the_fix(connection_config, tmp_path, api
     assert "Traceback" not in done.stderr
     (stopped,) = [x for x in done.stderr.splitlines() if "target-sage stopped" in x]
     assert config["ledger_path"] in stopped and "move it away" in stopped
+    assert "file is not a database" not in stopped  # explained, not sqlite's own words
     assert api.contacts_named("BadInput") == []
