@@ -50,7 +50,7 @@ from tap_sage.sage.errors import (
     SageNotFound,
 )
 from target_sage import hooks
-from target_sage.ledger import APPLIED, DELETED, PENDING, Entry, Ledger
+from target_sage.ledger import APPLIED, DELETED, PENDING, Entry, Ledger, LedgerError
 from target_sage.payload import (
     RecordError,
     build_body,
@@ -371,8 +371,9 @@ class Engine:
                 source=exc.source,
                 x_request_id=exc.request_id,
             )
-        except (SageAuthError, SageNetworkError):
-            # The connection, not the record: stop (a re-run is safe), whatever on_error says.
+        except (SageAuthError, SageNetworkError, LedgerError):
+            # The connection or the ledger, not the record: stop (a re-run is safe), whatever
+            # on_error says.
             raise
         except (KeyError, TypeError, ValueError) as exc:
             return Result(

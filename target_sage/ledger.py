@@ -203,7 +203,14 @@ class Ledger:
             return
         with self._lock:
             assert self._db is not None
-            self._db.execute(sql, args)
+            try:
+                self._db.execute(sql, args)
+            except sqlite3.OperationalError as exc:  # disk full, file removed or read-only
+                raise LedgerError(
+                    f"The ledger {self.path} cannot be written any more ({exc}): free space or "
+                    "fix its permissions, then run again (what Sage answered before this is "
+                    "recorded; a rerun finds the rest)"
+                ) from None
 
     def record_intent(
         self,
