@@ -713,7 +713,13 @@ class Engine:
         if not scalars:
             return None
         next_path: str | None = res.path
-        params: dict[str, Any] | None = {"attributes": "all", "items_per_page": 200}
+        first: dict[str, Any] = {"attributes": "all", "items_per_page": 200}
+        if not_before and "updated_or_created_since" in res.param_names:
+            # Only what changed since the intent (Sage's time): a short list, not the resource.
+            first["updated_or_created_since"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_before)
+            )
+        params: dict[str, Any] | None = first
         while next_path:
             body = self.call("GET", next_path, ctx, params=params).json()
             params = None
