@@ -132,3 +132,19 @@ def test_a_paying_subscription_is_active() -> None:
     assert info["subscription_id"] == "ACCOUNTING"
     raw["subscriptions"][0]["status"] = "cancelled"  # type: ignore[index]
     assert describe_business(raw)["active"] is False
+
+
+def test_record_reader_handles_numbers_empties_and_zeros_among_plain_strings() -> None:
+    """The fast path checks an object's decimals at once; anything unusual among them (a JSON
+    number, a zero, an empty string) still gets its own conversion."""
+    shape = wire.Shape.of(catalogue.list_schema("sales_invoices"))
+    for odd, expected in ((5, "5"), (Decimal("1.50"), "1.50"), (0, "0"), ("", None)):
+        line = {"unit_price": "10.0", "net_amount": odd, "tax_amount": "2.0", "id": "L"}
+        record = shape.to_record({"total_amount": "1.0", "invoice_lines": [line]})
+        assert record["invoice_lines"][0] == {
+            "unit_price": "10.0", "net_amount": expected, "tax_amount": "2.0", "id": "L"
+        }, odd  # fmt: skip
+        top = shape.to_record({"total_amount": odd, "net_amount": "3.0"})
+        assert top == {"total_amount": expected, "net_amount": "3.0"}, odd
+    with pytest.raises(wire.WireValueError, match=r"field invoice_lines\.0\.net_amount"):
+        shape.to_record({"invoice_lines": [{"net_amount": "1,5"}]})

@@ -162,7 +162,33 @@ _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
 
 # A plan is a tuple of steps ``(key, op, sub)``; ``sub`` is the plan of a nested object.
 _DEC, _DATE, _STR, _OBJ, _ARR_OBJ, _ARR_DEC = range(6)
-Plan = tuple[tuple[str, int, "Plan | None"], ...]
+
+
+class Plan:
+    """The fields of one object schema that need wire work: ``steps`` in schema order, and
+    the same sorted by kind for the record reader (``_record``), which checks all the
+    decimals of an object at once."""
+
+    __slots__ = ("arrays", "dates", "decimal_lists", "decimals", "keys", "objects", "steps")
+
+    def __init__(self, steps: tuple[tuple[str, int, Plan | None], ...]) -> None:
+        self.steps = steps
+        self.keys = frozenset(key for key, _, _ in steps)
+        self.decimals = tuple(key for key, op, _ in steps if op == _DEC)
+        self.dates = tuple(key for key, op, _ in steps if op == _DATE)
+        self.objects: tuple[tuple[str, Plan], ...] = tuple(
+            (key, sub) for key, op, sub in steps if op == _OBJ and sub is not None
+        )
+        self.arrays: tuple[tuple[str, Plan], ...] = tuple(
+            (key, sub) for key, op, sub in steps if op == _ARR_OBJ and sub is not None
+        )
+        self.decimal_lists = tuple(key for key, op, _ in steps if op == _ARR_DEC)
+
+    def __iter__(self) -> Any:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
 
 def _plan(schema: dict[str, Any], *, strings: bool) -> Plan:
@@ -187,12 +213,61 @@ def _plan(schema: dict[str, Any], *, strings: bool) -> Plan:
                 sub = _plan(items, strings=False)
                 if sub:
                     steps.append((key, _ARR_OBJ, sub))
-    return tuple(steps)
+    return Plan(tuple(steps))
+
+
+_DECIMAL_CHARS = frozenset("0123456789.-")
+
+
+def _record(plan: Plan, obj: dict[str, Any]) -> None:
+    """The tap's per-record work, kept cheap (it runs on every record): the decimals of an
+    object are checked all at once in C (plain decimal strings stay as they are: no copy, no
+    parse); only an object with an empty string or a non-string decimal goes field by field.
+    Names no path (``Shape.to_record`` finds it again on an error)."""
+    get = obj.get
+    if plan.decimals:
+        values = list(map(get, plan.decimals))
+        try:  # every value None or a plain decimal string? (a number makes join raise, a 0 is
+            # caught by ``0 in``; an empty string by ``"" in``)
+            plain = (
+                "" not in values
+                and 0 not in values
+                and _DECIMAL_CHARS.issuperset("".join(filter(None, values)))
+            )
+        except TypeError:
+            plain = False
+        if not plain:
+            for key, value in zip(plan.decimals, values, strict=True):
+                if value is not None:
+                    obj[key] = decimal_text(value, key)
+    if plan.dates and "" in list(map(get, plan.dates)):
+        for key in plan.dates:
+            if get(key) == "":
+                obj[key] = None
+    for key, sub in plan.objects:
+        value = get(key)
+        # most nested objects are links ({id, displayed_as, $path}): nothing to do there
+        if value.__class__ is dict and not sub.keys.isdisjoint(value):
+            _record(sub, value)
+    for key, sub in plan.arrays:
+        value = get(key)
+        if value.__class__ is list:
+            keys = sub.keys
+            for item in value:
+                if item.__class__ is dict and not keys.isdisjoint(item):
+                    _record(sub, item)
+    for key in plan.decimal_lists:
+        value = get(key)
+        if value.__class__ is list:
+            obj[key] = [decimal_text(v, key) for v in value]
+
+
+_EMPTY = Plan(())
 
 
 def _read(plan: Plan, obj: dict[str, Any], where: str, number: Any = None) -> None:
     """``number``: how a decimal is read (``decimal_text`` for records, ``as_decimal`` for
-    arithmetic)."""
+    arithmetic). Names the path of a bad value."""
     convert = number or decimal_text
     for key, op, sub in plan:
         value = obj.get(key)
@@ -205,12 +280,12 @@ def _read(plan: Plan, obj: dict[str, Any], where: str, number: Any = None) -> No
                 obj[key] = None
         elif op == _OBJ:
             if value.__class__ is dict:
-                _read(sub or (), value, f"{where}{key}.", number)
+                _read(sub or _EMPTY, value, f"{where}{key}.", number)
         elif op == _ARR_OBJ:
             if value.__class__ is list:
                 for i, item in enumerate(value):
                     if item.__class__ is dict:
-                        _read(sub or (), item, f"{where}{key}.{i}.", number)
+                        _read(sub or _EMPTY, item, f"{where}{key}.{i}.", number)
         elif op == _ARR_DEC and value.__class__ is list:
             obj[key] = [convert(v, f"{where}{key}.{i}") for i, v in enumerate(value)]
 
@@ -226,12 +301,12 @@ def _write(plan: Plan, obj: dict[str, Any], *, blank: bool) -> None:
             obj[key] = rails_decimal(value) if value != "" else None
         elif op == _OBJ:
             if isinstance(value, dict):
-                _write(sub or (), value, blank=False)
+                _write(sub or _EMPTY, value, blank=False)
         elif op == _ARR_OBJ:
             if isinstance(value, list):
                 for item in value:
                     if isinstance(item, dict):
-                        _write(sub or (), item, blank=False)
+                        _write(sub or _EMPTY, item, blank=False)
         elif op == _ARR_DEC and isinstance(value, list):
             obj[key] = [None if v is None else rails_decimal(v) for v in value]
 
@@ -252,7 +327,13 @@ class Shape:
         """Sage's item as a record, in place: decimals as checked strings, ``""`` as ``None``.
         ``WireValueError`` names the field (prefixed by ``where``) of a value that is no
         decimal."""
-        _read(self.plan, item, where)
+        try:
+            _record(self.plan, item)
+        except WireValueError:
+            pass  # read it again below, to name the field's whole path
+        else:
+            return item
+        _read(self.plan, item, where)  # raises the error, with the path
         return item
 
     def to_decimals(self, item: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -282,9 +363,9 @@ class Shape:
                 elif op == _ARR_DEC:
                     out.append(f"{prefix}{key}[]")
                 elif op == _OBJ:
-                    walk(sub or (), f"{prefix}{key}.")
+                    walk(sub or _EMPTY, f"{prefix}{key}.")
                 elif op == _ARR_OBJ:
-                    walk(sub or (), f"{prefix}{key}[].")
+                    walk(sub or _EMPTY, f"{prefix}{key}[].")
 
         walk(self.plan, "")
         return out
