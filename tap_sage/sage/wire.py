@@ -17,9 +17,10 @@ The read schemas (``scripts/generate_catalogue.py`` builds them with ``leaf_sche
 decimals as ``DECIMAL_SCHEMA``; ``Shape.of(schema)`` compiles a schema into the few paths that
 need work, and then:
 
-- ``Shape.to_record(item)`` (the tap) turns Sage's item into a Singer record: decimals become
-  ``decimal.Decimal`` (exact; the SDK's msgspec writer emits them as JSON numbers with Sage's
-  digits), ``""`` in a decimal, date or date-time becomes ``None``;
+- ``Shape.to_record(item)`` (the tap) turns Sage's item into a Singer record: a decimal stays
+  the string Sage sent, digit for digit (checked to be a finite decimal; a JSON number there
+  becomes its exact text), typed ``DECIMAL_SCHEMA``; ``""`` in a decimal, date or date-time
+  becomes ``None``;
 - ``Shape.to_wire(record)`` (the sandbox) writes a record as Sage does: decimals as Rails
   strings, and for a settings singleton unset strings and dates as ``""``.
 
@@ -32,13 +33,19 @@ This module imports nothing from singer-sdk (the shared layer's rule).
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-#: How the read schemas type a decimal: a JSON number (see README, "Decimals"). Loaders parse
-#: JSON numbers as ``Decimal`` and map ``number`` to NUMERIC / DECIMAL.
-DECIMAL_SCHEMA: dict[str, Any] = {"type": ["number", "null"]}
+#: How the read schemas (and so the tap's records) type a decimal: the string Sage sent, with the
+#: format singer-sdk's SQL loaders map to NUMERIC / DECIMAL (``x-singer.decimal``; README,
+#: "Decimals"). No ``precision``/``scale``: Sage documents none, and with them PostgreSQL pads
+#: ``10.0`` and rounds longer values. Not ``singer.decimal`` (what ``th.SingerDecimalType``
+#: writes): target-postgres types that ``text``.
+DECIMAL_FORMAT = "x-singer.decimal"
+DECIMAL_SCHEMA: dict[str, Any] = {"type": ["string", "null"], "format": DECIMAL_FORMAT}
 
 #: The kinds of leaf ``Shape`` knows.
 DECIMAL = "decimal"
@@ -88,7 +95,7 @@ def is_decimal(node: dict[str, Any]) -> bool:
     types = _types(node)
     if "number" in types:
         return True
-    return types == {"string"} and node.get("format") in ("x-singer.decimal", "singer.decimal")
+    return types == {"string"} and node.get("format") in (DECIMAL_FORMAT, "singer.decimal")
 
 
 def rails_decimal(value: Any) -> str:
@@ -136,6 +143,23 @@ def as_decimal(value: Any, path: str) -> Decimal | None:
     return number
 
 
+def decimal_text(value: Any, path: str) -> str | None:
+    """A decimal as the record carries it: Sage's plain string (``-430035.84``) unchanged; any
+    other decimal text (``1e5``, `` 2.50``) or a JSON number as its plain fixed-point text;
+    ``None`` for ``None`` or ``""``; ``WireValueError`` naming ``path`` for what is no finite
+    decimal."""
+    if value.__class__ is str:
+        if not value:
+            return None
+        if _PLAIN_DECIMAL(value):  # the usual case costs one regex match
+            return value
+    number = as_decimal(value, path)
+    return None if number is None else format(number, "f")
+
+
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
+
+
 # A plan is a tuple of steps ``(key, op, sub)``; ``sub`` is the plan of a nested object.
 _DEC, _DATE, _STR, _OBJ, _ARR_OBJ, _ARR_DEC = range(6)
 Plan = tuple[tuple[str, int, "Plan | None"], ...]
@@ -166,27 +190,29 @@ def _plan(schema: dict[str, Any], *, strings: bool) -> Plan:
     return tuple(steps)
 
 
-def _read(plan: Plan, obj: dict[str, Any], where: str) -> None:
+def _read(plan: Plan, obj: dict[str, Any], where: str, number: Any = None) -> None:
+    """``number``: how a decimal is read (``decimal_text`` for records, ``as_decimal`` for
+    arithmetic)."""
+    convert = number or decimal_text
     for key, op, sub in plan:
         value = obj.get(key)
         if value is None:
             continue
         if op == _DEC:
-            if value.__class__ is not int:
-                obj[key] = as_decimal(value, where + key)
+            obj[key] = convert(value, where + key)
         elif op == _DATE:
             if value == "":
                 obj[key] = None
         elif op == _OBJ:
             if value.__class__ is dict:
-                _read(sub or (), value, f"{where}{key}.")
+                _read(sub or (), value, f"{where}{key}.", number)
         elif op == _ARR_OBJ:
             if value.__class__ is list:
                 for i, item in enumerate(value):
                     if item.__class__ is dict:
-                        _read(sub or (), item, f"{where}{key}.{i}.")
+                        _read(sub or (), item, f"{where}{key}.{i}.", number)
         elif op == _ARR_DEC and value.__class__ is list:
-            obj[key] = [as_decimal(v, f"{where}{key}.{i}") for i, v in enumerate(value)]
+            obj[key] = [convert(v, f"{where}{key}.{i}") for i, v in enumerate(value)]
 
 
 def _write(plan: Plan, obj: dict[str, Any], *, blank: bool) -> None:
@@ -223,10 +249,16 @@ class Shape:
         return cls(_plan(schema, strings=False), _plan(schema, strings=True))
 
     def to_record(self, item: dict[str, Any], where: str = "") -> dict[str, Any]:
-        """Sage's item as a record, in place: decimals as ``Decimal``, ``""`` dates as ``None``.
+        """Sage's item as a record, in place: decimals as checked strings, ``""`` as ``None``.
         ``WireValueError`` names the field (prefixed by ``where``) of a value that is no
         decimal."""
         _read(self.plan, item, where)
+        return item
+
+    def to_decimals(self, item: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """Sage's item with its decimals as ``Decimal``, in place (to compute with them, or to
+        send them back in a write body); ``""`` as ``None``."""
+        _read(self.plan, item, where, as_decimal)
         return item
 
     def to_wire(self, record: dict[str, Any], *, singleton: bool = False) -> dict[str, Any]:
@@ -256,3 +288,11 @@ class Shape:
 
         walk(self.plan, "")
         return out
+
+
+@functools.cache
+def read_shape(resource: str) -> Shape:
+    """The shape of one item of catalogue resource ``resource`` (its read schema)."""
+    from tap_sage.sage import catalogue  # the catalogue is data; imported late, no cycle
+
+    return Shape.of(catalogue.list_schema(resource))

@@ -977,8 +977,6 @@ class SandboxApp:
             quote = self._fill_from_quote(conn, biz, raw, str(original)) if original else None
             if schema is not None:
                 self._validate(schema, {wrapper: raw}, wrapper)
-            if res.name == "contacts":
-                _check_contact_reference(conn, biz, raw, None)
             idem = raw.get("idempotency_id") if res.idempotency else None
             if idem:
                 found = conn.execute(
@@ -994,6 +992,8 @@ class SandboxApp:
                         mimetype="application/json",
                         headers={"Idempotent-Replayed": "true"},
                     )
+            if res.name == "contacts":  # a replay (above) answers before this check
+                _check_contact_reference(conn, biz, raw, None)
             record = self._create(conn, biz, res, raw, quote)
             if idem:
                 conn.execute(
@@ -1048,7 +1048,7 @@ class SandboxApp:
         if not raw.get("invoice_lines"):
             key = lines_field(name) or ""
             # the stored lines are on the wire (decimal strings): read them back as decimals
-            lines = wire_shape(name).to_record({key: copy.deepcopy(quote.get(key) or [])})[key]
+            lines = wire_shape(name).to_decimals({key: copy.deepcopy(quote.get(key) or [])})[key]
             raw["invoice_lines"] = [_line_to_write(line) for line in lines]
         quote["status"] = self._status_link("INVOICED")
         quote["updated_at"] = now_ts()
