@@ -316,11 +316,6 @@ def check_duckdb(db: Path, wire: Wire, tap: Run) -> None:
     assert checked_amounts > 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until the wire change (branch issue11-wire) emits decimals as x-singer.decimal strings,"
-    " target-duckdb types them DOUBLE; strict: passing makes this marker an error to remove",
-)
 def test_full_then_incremental_sync_into_duckdb(
     sandbox: SandboxProcess, connection_config, tmp_path: Path
 ) -> None:
