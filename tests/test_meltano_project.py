@@ -291,6 +291,31 @@ def test_meltano_config_test_target_sage_passes(
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_meltano_config_test_target_sage_fails_on_refused_credentials(
+    meltano: Path,
+    user_project: Path,
+    sandbox: SandboxProcess,
+    connection_config: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    _configure(
+        user_project,
+        {**connection_config, "client_secret": "not-the-secret"},
+        ledger_path=str(tmp_path / "ledger.sqlite"),
+        oauth_settings_location=str(tmp_path / "refused.tokens.json"),
+    )
+    proc = _meltano(meltano, user_project, "config", "test", "target-sage", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert demo_tool.loader_test_verdict(output, proc.returncode) == "failed", output[-4000:]
+    assert demo_tool.LOADER_TEST_PASSED not in output
+    if not demo_tool.LOADER_TEST_CRASH.search(output):  # Meltano got to say why
+        assert "Plugin configuration is invalid" in output
+        assert "invalid_client" in output, output[-4000:]
+    assert "not-the-secret" not in output
+    assert _writes(sandbox) == []
+
+
 def test_the_loader_test_verdict_accepts_only_the_known_crash() -> None:
     success = "... Test data was written to your target system. You may want to clean up ...\n"
     crash = success + "Traceback (most recent call last):\n  ...\nProcessLookupError\n"
