@@ -334,7 +334,9 @@ def test_the_loader_test_verdict_accepts_only_the_known_crash() -> None:
     assert demo_tool.loader_test_verdict(success + "Traceback\nKeyError: 'x'\n", 1) == "failed"
 
 
-def test_a_definition_read_from_a_url_installs_from_a_git_url(meltano: Path, tmp_path: Path) -> None:
+def test_a_definition_read_from_a_url_installs_from_a_git_url(
+    meltano: Path, tmp_path: Path
+) -> None:
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
