@@ -53,6 +53,10 @@ schemas: $(STAMP)
 test-target-matrix: $(STAMP)
 	TARGET_MATRIX=full $(BIN)/pytest -q tests/test_target_matrix.py
 
+# Fail when the committed catalogue or schemas differ from what the spec gives (writes nothing).
+check-schemas: $(STAMP)
+	$(BIN)/python scripts/generate_catalogue.py --spec $(SPEC) --check
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

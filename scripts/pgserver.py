@@ -155,6 +155,11 @@ def _alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
+def _reachable_by_all(path: Path) -> bool:
+    """Whether every user may pass through ``path`` and each folder above it."""
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.resolve().parents])
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -177,7 +182,11 @@ class PostgresServer:
         """A new server in a new temporary folder, initialised and (by default) started."""
         bindir = install()
         user = server_user()
-        base = Path(tempfile.mkdtemp(prefix="sage-pg-"))
+        parent = tempfile.gettempdir()
+        if user is not None and not _reachable_by_all(Path(parent)):
+            # the server's user must reach its folder, which a private TMPDIR may not let it do
+            parent = "/tmp"  # noqa: S108 (mkdtemp: a new folder of mode 0700)
+        base = Path(tempfile.mkdtemp(prefix="sage-pg-", dir=parent))
         server = cls(base, port or free_port(), bindir, user)
         try:
             if user is not None:

@@ -3,8 +3,8 @@
 1. Every recorded record goes through tap-sage's record handling (the stream's
    ``post_process`` and record message, the tap's msgspec writer), is read back as SDK loaders
    read a Singer line, and validates against its stream's SCHEMA with Draft 7 and format
-   checks, as SDK loaders validate; its decimals arrive with exactly Sage's digits, never as a
-   float.
+   checks, as SDK loaders validate; its decimals arrive with exactly Sage's digits (strings of
+   format ``x-singer.decimal``), never as a float.
 2. The sandbox answers the same requests with the same shape: the same envelope keys and, field
    by field (nested ones included), the same JSON types. A test fails when the double drifts.
 """
@@ -148,9 +148,10 @@ def test_every_recorded_record_loads_exactly(tap: TapSage, name: str) -> None:
                     if sage is None:
                         assert loaded is None
                         continue
-                    # exact, digit for digit: "-430035.84" -> Decimal("-430035.84")
-                    assert isinstance(loaded, decimal.Decimal), (path, loaded)
-                    assert str(loaded) == sage, (path, loaded, sage)
+                    # exact, digit for digit: Sage's "-430035.84" is the record's "-430035.84"
+                    # (typed x-singer.decimal: loaders make it NUMERIC; see README "Decimals")
+                    assert loaded == sage and isinstance(loaded, str), (path, loaded, sage)
+                    assert decimal.Decimal(loaded).is_finite()
                     checked += 1
     assert checked >= len(items)
 
@@ -178,7 +179,7 @@ def test_empty_strings_and_nulls_of_the_notes_load(tap: TapSage) -> None:
     ).validate(record)
     assert record["mtd_authenticated_date"] is None and record["year_end_lockdown_date"] is None
     assert record["general_tax_number"] == ""  # a string stays what Sage sent
-    assert record["default_irpf_rate"] == decimal.Decimal("0.0")
+    assert record["default_irpf_rate"] == "0.0"
     assert record["flat_rate_tax_percentage"] is None
 
 
@@ -331,7 +332,8 @@ def test_revoke_answers_as_recorded(box: SandboxProcess) -> None:
 
 
 def test_every_stream_schema_types_decimals_as_the_wire_module_says() -> None:
-    """The committed read schemas carry the chosen representation for every spec decimal."""
+    """The committed read schemas carry the chosen representation for every spec decimal:
+    a string of format ``x-singer.decimal`` (README, "Decimals"), no precision or scale."""
     spec_path = ROOT.parent / "shared" / "sage-api" / "swagger-v3.1.json"
     if not spec_path.exists():
         pytest.skip("Sage's spec is not beside the checkout")
@@ -340,6 +342,7 @@ def test_every_stream_schema_types_decimals_as_the_wire_module_says() -> None:
     assert spec["definitions"][res.definition]["properties"]["balance"]["type"] == "number"
     schema = catalogue.list_schema("bank_accounts")
     assert schema["properties"]["balance"] == wire.DECIMAL_SCHEMA
+    assert wire.DECIMAL_SCHEMA == {"type": ["string", "null"], "format": "x-singer.decimal"}
     assert schema["properties"]["nominal_code"] == {"type": ["integer", "null"]}
     products = catalogue.list_schema("products")["properties"]
     assert products["sales_prices"]["items"]["properties"]["price"] == wire.DECIMAL_SCHEMA

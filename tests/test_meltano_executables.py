@@ -70,8 +70,6 @@ def _run(
             sys.executable,
             "-W",
             "error::ResourceWarning",
-            "-X",
-            "tracemalloc=5",
             "-c",
             f"from {mod} import {cls}; {cls}.cli()",
             "--config",
@@ -209,4 +207,16 @@ def test_a_run_that_goes_on_after_failures_leaves_no_file_open(
     dead = Path(config["dead_letter_path"]).read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["type"] for line in dead] == ["SCHEMA", "RECORD"]
     assert Path(config["dead_letter_path"]).stat().st_mode & 0o777 == 0o600
+    _no_unclosed_file(proc)
+
+
+def test_a_failed_tap_run_leaves_no_file_open(
+    sandbox: SandboxProcess, connection_config: dict[str, Any], tmp_path: Path
+) -> None:
+    config = {**connection_config, "client_secret": "not-the-secret"}
+    config.pop("access_token")
+    proc = _run("tap-sage", config, "", tmp_path)
+    assert proc.returncode != 0
+    assert "invalid_client" in proc.stderr
+    assert "not-the-secret" not in proc.stdout + proc.stderr
     _no_unclosed_file(proc)

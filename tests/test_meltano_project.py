@@ -9,6 +9,8 @@ Meltano is already installed, one more when it is not.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import importlib.util
 import json
 import os
@@ -17,6 +19,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import venv
 from importlib import metadata
 from pathlib import Path
@@ -114,7 +117,7 @@ def _init(meltano: Path, parent: Path, pip_url: str) -> Path:
     return project
 
 
-def _add(meltano: Path, project: Path, kind: str, name: str, ref: Path) -> None:
+def _add(meltano: Path, project: Path, kind: str, name: str, ref: Path | str) -> None:
     proc = _meltano(meltano, project, "add", "--plugin-type", kind, name, "--from-ref", str(ref))
     assert f"Installed {kind} '{name}'" in proc.stdout + proc.stderr
 
@@ -291,6 +294,31 @@ def test_meltano_config_test_target_sage_passes(
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_meltano_config_test_target_sage_fails_on_refused_credentials(
+    meltano: Path,
+    user_project: Path,
+    sandbox: SandboxProcess,
+    connection_config: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    _configure(
+        user_project,
+        {**connection_config, "client_secret": "not-the-secret"},
+        ledger_path=str(tmp_path / "ledger.sqlite"),
+        oauth_settings_location=str(tmp_path / "refused.tokens.json"),
+    )
+    proc = _meltano(meltano, user_project, "config", "test", "target-sage", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert demo_tool.loader_test_verdict(output, proc.returncode) == "failed", output[-4000:]
+    assert demo_tool.LOADER_TEST_PASSED not in output
+    if not demo_tool.LOADER_TEST_CRASH.search(output):  # Meltano got to say why
+        assert "Plugin configuration is invalid" in output
+        assert "invalid_client" in output, output[-4000:]
+    assert "not-the-secret" not in output
+    assert _writes(sandbox) == []
+
+
 def test_the_loader_test_verdict_accepts_only_the_known_crash() -> None:
     success = "... Test data was written to your target system. You may want to clean up ...\n"
     crash = success + "Traceback (most recent call last):\n  ...\nProcessLookupError\n"
@@ -306,12 +334,25 @@ def test_the_loader_test_verdict_accepts_only_the_known_crash() -> None:
     assert demo_tool.loader_test_verdict(success + "Traceback\nKeyError: 'x'\n", 1) == "failed"
 
 
-def test_the_definitions_install_from_a_git_url(meltano: Path, tmp_path: Path) -> None:
+def test_a_definition_read_from_a_url_installs_from_a_git_url(
+    meltano: Path, tmp_path: Path
+) -> None:
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
     project = _init(meltano, tmp_path, f"git+{ROOT.as_uri()}")
-    _add(meltano, project, "loader", "target-sage", ROOT / "hub" / "target-sage.yml")
+    # --from-ref also takes a URL (Meltano GETs it): hub/ served on the loopback interface, as
+    # a git host would serve the raw file.
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ROOT / "hub"))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/target-sage.yml"
+            _add(meltano, project, "loader", "target-sage", url)
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
     installed = _installed_from(project, "loaders", "target-sage")
     assert installed["vcs_info"]["vcs"] == "git"
     assert installed["vcs_info"]["commit_id"] == head

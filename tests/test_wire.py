@@ -42,6 +42,17 @@ def test_rails_decimal_round_trips_digit_for_digit() -> None:
         assert not rails.endswith("0") or rails.endswith(".0"), f"seed {seed}: {rails}"
 
 
+def test_decimal_text_keeps_sage_digits_and_never_floats() -> None:
+    assert wire.decimal_text("-430035.84", "x") == "-430035.84"
+    assert wire.decimal_text("10.0", "x") == "10.0" and wire.decimal_text("7", "x") == "7"
+    assert wire.decimal_text("", "x") is None and wire.decimal_text(None, "x") is None
+    assert wire.decimal_text(Decimal("12.50"), "x") == "12.50"  # a JSON number's own digits
+    assert wire.decimal_text(3, "x") == "3"
+    assert wire.decimal_text("1e2", "x") == "100" and wire.decimal_text(" 2.5", "x") == "2.5"
+    with pytest.raises(wire.WireValueError, match=r"field x: '12,5' is not a decimal"):
+        wire.decimal_text("12,5", "x")
+
+
 def test_as_decimal_refuses_what_is_no_decimal() -> None:
     assert wire.as_decimal("", "x") is None and wire.as_decimal(None, "x") is None
     assert wire.as_decimal(3, "x") == Decimal(3)
@@ -63,11 +74,8 @@ def test_shape_reads_and_writes_nested_decimals_and_dates() -> None:
         "reference": "",
     }
     record = shape.to_record(item)
-    assert record["total_amount"] == Decimal("290.0")
-    assert record["invoice_lines"][0] == {
-        "unit_price": Decimal("100.0"),
-        "quantity": Decimal("2.0"),
-    }
+    assert record["total_amount"] == "290.0"  # Sage's text, kept digit for digit
+    assert record["invoice_lines"][0] == {"unit_price": "100.0", "quantity": "2.0"}
     assert record["date"] is None and record["created_at"] is None and record["reference"] == ""
     back = shape.to_wire(record)
     assert back["total_amount"] == "290.0" and back["invoice_lines"][0]["quantity"] == "2.0"
@@ -124,3 +132,19 @@ def test_a_paying_subscription_is_active() -> None:
     assert info["subscription_id"] == "ACCOUNTING"
     raw["subscriptions"][0]["status"] = "cancelled"  # type: ignore[index]
     assert describe_business(raw)["active"] is False
+
+
+def test_record_reader_handles_numbers_empties_and_zeros_among_plain_strings() -> None:
+    """The fast path checks an object's decimals at once; anything unusual among them (a JSON
+    number, a zero, an empty string) still gets its own conversion."""
+    shape = wire.Shape.of(catalogue.list_schema("sales_invoices"))
+    for odd, expected in ((5, "5"), (Decimal("1.50"), "1.50"), (0, "0"), ("", None)):
+        line = {"unit_price": "10.0", "net_amount": odd, "tax_amount": "2.0", "id": "L"}
+        record = shape.to_record({"total_amount": "1.0", "invoice_lines": [line]})
+        assert record["invoice_lines"][0] == {
+            "unit_price": "10.0", "net_amount": expected, "tax_amount": "2.0", "id": "L"
+        }, odd  # fmt: skip
+        top = shape.to_record({"total_amount": odd, "net_amount": "3.0"})
+        assert top == {"total_amount": expected, "net_amount": "3.0"}, odd
+    with pytest.raises(wire.WireValueError, match=r"field invoice_lines\.0\.net_amount"):
+        shape.to_record({"invoice_lines": [{"net_amount": "1,5"}]})

@@ -17,9 +17,10 @@ The read schemas (``scripts/generate_catalogue.py`` builds them with ``leaf_sche
 decimals as ``DECIMAL_SCHEMA``; ``Shape.of(schema)`` compiles a schema into the few paths that
 need work, and then:
 
-- ``Shape.to_record(item)`` (the tap) turns Sage's item into a Singer record: decimals become
-  ``decimal.Decimal`` (exact; the SDK's msgspec writer emits them as JSON numbers with Sage's
-  digits), ``""`` in a decimal, date or date-time becomes ``None``;
+- ``Shape.to_record(item)`` (the tap) turns Sage's item into a Singer record: a decimal stays
+  the string Sage sent, digit for digit (checked to be a finite decimal; a JSON number there
+  becomes its exact text), typed ``DECIMAL_SCHEMA``; ``""`` in a decimal, date or date-time
+  becomes ``None``;
 - ``Shape.to_wire(record)`` (the sandbox) writes a record as Sage does: decimals as Rails
   strings, and for a settings singleton unset strings and dates as ``""``.
 
@@ -32,13 +33,19 @@ This module imports nothing from singer-sdk (the shared layer's rule).
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-#: How the read schemas type a decimal: a JSON number (see README, "Decimals"). Loaders parse
-#: JSON numbers as ``Decimal`` and map ``number`` to NUMERIC / DECIMAL.
-DECIMAL_SCHEMA: dict[str, Any] = {"type": ["number", "null"]}
+#: How the read schemas (and so the tap's records) type a decimal: the string Sage sent, with the
+#: format singer-sdk's SQL loaders map to NUMERIC / DECIMAL (``x-singer.decimal``; README,
+#: "Decimals"). No ``precision``/``scale``: Sage documents none, and with them PostgreSQL pads
+#: ``10.0`` and rounds longer values. Not ``singer.decimal`` (what ``th.SingerDecimalType``
+#: writes): target-postgres types that ``text``.
+DECIMAL_FORMAT = "x-singer.decimal"
+DECIMAL_SCHEMA: dict[str, Any] = {"type": ["string", "null"], "format": DECIMAL_FORMAT}
 
 #: The kinds of leaf ``Shape`` knows.
 DECIMAL = "decimal"
@@ -88,7 +95,7 @@ def is_decimal(node: dict[str, Any]) -> bool:
     types = _types(node)
     if "number" in types:
         return True
-    return types == {"string"} and node.get("format") in ("x-singer.decimal", "singer.decimal")
+    return types == {"string"} and node.get("format") in (DECIMAL_FORMAT, "singer.decimal")
 
 
 def rails_decimal(value: Any) -> str:
@@ -136,9 +143,52 @@ def as_decimal(value: Any, path: str) -> Decimal | None:
     return number
 
 
+def decimal_text(value: Any, path: str) -> str | None:
+    """A decimal as the record carries it: Sage's plain string (``-430035.84``) unchanged; any
+    other decimal text (``1e5``, `` 2.50``) or a JSON number as its plain fixed-point text;
+    ``None`` for ``None`` or ``""``; ``WireValueError`` naming ``path`` for what is no finite
+    decimal."""
+    if value.__class__ is str:
+        if not value:
+            return None
+        if _PLAIN_DECIMAL(value):  # the usual case costs one regex match
+            return value
+    number = as_decimal(value, path)
+    return None if number is None else format(number, "f")
+
+
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
+
+
 # A plan is a tuple of steps ``(key, op, sub)``; ``sub`` is the plan of a nested object.
 _DEC, _DATE, _STR, _OBJ, _ARR_OBJ, _ARR_DEC = range(6)
-Plan = tuple[tuple[str, int, "Plan | None"], ...]
+
+
+class Plan:
+    """The fields of one object schema that need wire work: ``steps`` in schema order, and
+    the same sorted by kind for the record reader (``_record``), which checks all the
+    decimals of an object at once."""
+
+    __slots__ = ("arrays", "dates", "decimal_lists", "decimals", "keys", "objects", "steps")
+
+    def __init__(self, steps: tuple[tuple[str, int, Plan | None], ...]) -> None:
+        self.steps = steps
+        self.keys = frozenset(key for key, _, _ in steps)
+        self.decimals = tuple(key for key, op, _ in steps if op == _DEC)
+        self.dates = tuple(key for key, op, _ in steps if op == _DATE)
+        self.objects: tuple[tuple[str, Plan], ...] = tuple(
+            (key, sub) for key, op, sub in steps if op == _OBJ and sub is not None
+        )
+        self.arrays: tuple[tuple[str, Plan], ...] = tuple(
+            (key, sub) for key, op, sub in steps if op == _ARR_OBJ and sub is not None
+        )
+        self.decimal_lists = tuple(key for key, op, _ in steps if op == _ARR_DEC)
+
+    def __iter__(self) -> Any:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
 
 def _plan(schema: dict[str, Any], *, strings: bool) -> Plan:
@@ -163,30 +213,81 @@ def _plan(schema: dict[str, Any], *, strings: bool) -> Plan:
                 sub = _plan(items, strings=False)
                 if sub:
                     steps.append((key, _ARR_OBJ, sub))
-    return tuple(steps)
+    return Plan(tuple(steps))
 
 
-def _read(plan: Plan, obj: dict[str, Any], where: str) -> None:
+_DECIMAL_CHARS = frozenset("0123456789.-")
+
+
+def _record(plan: Plan, obj: dict[str, Any]) -> None:
+    """The tap's per-record work, kept cheap (it runs on every record): the decimals of an
+    object are checked all at once in C (plain decimal strings stay as they are: no copy, no
+    parse); only an object with an empty string or a non-string decimal goes field by field.
+    Names no path (``Shape.to_record`` finds it again on an error)."""
+    get = obj.get
+    if plan.decimals:
+        values = list(map(get, plan.decimals))
+        try:  # every value None or a plain decimal string? (a number makes join raise, a 0 is
+            # caught by ``0 in``; an empty string by ``"" in``)
+            plain = (
+                "" not in values
+                and 0 not in values
+                and _DECIMAL_CHARS.issuperset("".join(filter(None, values)))
+            )
+        except TypeError:
+            plain = False
+        if not plain:
+            for key, value in zip(plan.decimals, values, strict=True):
+                if value is not None:
+                    obj[key] = decimal_text(value, key)
+    if plan.dates and "" in list(map(get, plan.dates)):
+        for key in plan.dates:
+            if get(key) == "":
+                obj[key] = None
+    for key, sub in plan.objects:
+        value = get(key)
+        # most nested objects are links ({id, displayed_as, $path}): nothing to do there
+        if value.__class__ is dict and not sub.keys.isdisjoint(value):
+            _record(sub, value)
+    for key, sub in plan.arrays:
+        value = get(key)
+        if value.__class__ is list:
+            keys = sub.keys
+            for item in value:
+                if item.__class__ is dict and not keys.isdisjoint(item):
+                    _record(sub, item)
+    for key in plan.decimal_lists:
+        value = get(key)
+        if value.__class__ is list:
+            obj[key] = [decimal_text(v, key) for v in value]
+
+
+_EMPTY = Plan(())
+
+
+def _read(plan: Plan, obj: dict[str, Any], where: str, number: Any = None) -> None:
+    """``number``: how a decimal is read (``decimal_text`` for records, ``as_decimal`` for
+    arithmetic). Names the path of a bad value."""
+    convert = number or decimal_text
     for key, op, sub in plan:
         value = obj.get(key)
         if value is None:
             continue
         if op == _DEC:
-            if value.__class__ is not int:
-                obj[key] = as_decimal(value, where + key)
+            obj[key] = convert(value, where + key)
         elif op == _DATE:
             if value == "":
                 obj[key] = None
         elif op == _OBJ:
             if value.__class__ is dict:
-                _read(sub or (), value, f"{where}{key}.")
+                _read(sub or _EMPTY, value, f"{where}{key}.", number)
         elif op == _ARR_OBJ:
             if value.__class__ is list:
                 for i, item in enumerate(value):
                     if item.__class__ is dict:
-                        _read(sub or (), item, f"{where}{key}.{i}.")
+                        _read(sub or _EMPTY, item, f"{where}{key}.{i}.", number)
         elif op == _ARR_DEC and value.__class__ is list:
-            obj[key] = [as_decimal(v, f"{where}{key}.{i}") for i, v in enumerate(value)]
+            obj[key] = [convert(v, f"{where}{key}.{i}") for i, v in enumerate(value)]
 
 
 def _write(plan: Plan, obj: dict[str, Any], *, blank: bool) -> None:
@@ -200,12 +301,12 @@ def _write(plan: Plan, obj: dict[str, Any], *, blank: bool) -> None:
             obj[key] = rails_decimal(value) if value != "" else None
         elif op == _OBJ:
             if isinstance(value, dict):
-                _write(sub or (), value, blank=False)
+                _write(sub or _EMPTY, value, blank=False)
         elif op == _ARR_OBJ:
             if isinstance(value, list):
                 for item in value:
                     if isinstance(item, dict):
-                        _write(sub or (), item, blank=False)
+                        _write(sub or _EMPTY, item, blank=False)
         elif op == _ARR_DEC and isinstance(value, list):
             obj[key] = [None if v is None else rails_decimal(v) for v in value]
 
@@ -223,10 +324,22 @@ class Shape:
         return cls(_plan(schema, strings=False), _plan(schema, strings=True))
 
     def to_record(self, item: dict[str, Any], where: str = "") -> dict[str, Any]:
-        """Sage's item as a record, in place: decimals as ``Decimal``, ``""`` dates as ``None``.
+        """Sage's item as a record, in place: decimals as checked strings, ``""`` as ``None``.
         ``WireValueError`` names the field (prefixed by ``where``) of a value that is no
         decimal."""
-        _read(self.plan, item, where)
+        try:
+            _record(self.plan, item)
+        except WireValueError:
+            pass  # read it again below, to name the field's whole path
+        else:
+            return item
+        _read(self.plan, item, where)  # raises the error, with the path
+        return item
+
+    def to_decimals(self, item: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """Sage's item with its decimals as ``Decimal``, in place (to compute with them, or to
+        send them back in a write body); ``""`` as ``None``."""
+        _read(self.plan, item, where, as_decimal)
         return item
 
     def to_wire(self, record: dict[str, Any], *, singleton: bool = False) -> dict[str, Any]:
@@ -250,9 +363,17 @@ class Shape:
                 elif op == _ARR_DEC:
                     out.append(f"{prefix}{key}[]")
                 elif op == _OBJ:
-                    walk(sub or (), f"{prefix}{key}.")
+                    walk(sub or _EMPTY, f"{prefix}{key}.")
                 elif op == _ARR_OBJ:
-                    walk(sub or (), f"{prefix}{key}[].")
+                    walk(sub or _EMPTY, f"{prefix}{key}[].")
 
         walk(self.plan, "")
         return out
+
+
+@functools.cache
+def read_shape(resource: str) -> Shape:
+    """The shape of one item of catalogue resource ``resource`` (its read schema)."""
+    from tap_sage.sage import catalogue  # the catalogue is data; imported late, no cycle
+
+    return Shape.of(catalogue.list_schema(resource))

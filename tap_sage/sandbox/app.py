@@ -990,7 +990,7 @@ class SandboxApp:
             quote = self._fill_from_quote(conn, biz, raw, str(original)) if original else None
             if schema is not None:
                 self._validate(schema, {wrapper: raw}, wrapper)
-            if res.name == "contacts":
+            if res.name == "contacts":  # a replay (answered above) comes before this check
                 _check_contact_reference(conn, biz, raw, None)
             record = self._create(conn, biz, res, raw, quote)
             if idem:
@@ -1092,7 +1092,7 @@ class SandboxApp:
         if not raw.get("invoice_lines"):
             key = lines_field(name) or ""
             # the stored lines are on the wire (decimal strings): read them back as decimals
-            lines = wire_shape(name).to_record({key: copy.deepcopy(quote.get(key) or [])})[key]
+            lines = wire_shape(name).to_decimals({key: copy.deepcopy(quote.get(key) or [])})[key]
             raw["invoice_lines"] = [_line_to_write(line) for line in lines]
         quote["status"] = self._status_link("INVOICED")
         quote["updated_at"] = now_ts()

@@ -179,7 +179,7 @@ def string_props(resource: str) -> frozenset[str]:
     for name, spec in catalogue.list_schema(resource).get("properties", {}).items():
         types = spec.get("type", [])
         types = set(types if isinstance(types, list) else [types]) - {"null"}
-        if types == {"string"}:
+        if types == {"string"} and not wire.is_decimal(spec):  # decimals: see wire_shape
             out.add(name)
     return frozenset(out)
 
@@ -203,7 +203,7 @@ def filter_to_schema(resource: str, record: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def wire_shape(resource: str) -> wire.Shape:
     """The wire shape (decimals, dates) of one item of ``resource`` (``tap_sage.sage.wire``)."""
-    return wire.Shape.of(catalogue.list_schema(resource))
+    return wire.read_shape(resource)
 
 
 def complete(resource: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tap_sage.sage import catalogue
+from tap_sage.sage import catalogue, wire
 from tap_sage.sandbox import store
 from tap_sage.sandbox.model import (
     BUSINESS_CYCLE,
@@ -1675,7 +1675,9 @@ class _Business:
             kinds = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
             kind = kinds[0] if kinds else None
             value: Any = None
-            if kind == "object" and "id" in spec.get("properties", {}):
+            if wire.is_decimal(spec):
+                value = self.money(0, 1000)
+            elif kind == "object" and "id" in spec.get("properties", {}):
                 target = ref_resource(key)
                 value = self.pick(target) if target else None
             elif kind == "string":
@@ -1697,8 +1699,6 @@ class _Business:
                 value = key.startswith(("is_", "active", "visible", "enabled")) or key == "active"
             elif kind == "integer":
                 value = rng.randint(0, 30)
-            elif kind == "number":
-                value = self.money(0, 1000)
             if value is not None:
                 record[key] = value
         if "name" in props and "name" not in record:
