@@ -272,3 +272,28 @@ def test_requests_writes_decimal_bodies_digit_for_digit():
     ).prepare()
     body = prepared.body if isinstance(prepared.body, bytes) else str(prepared.body).encode()
     assert body == b'{"a": 0.10, "b": 1E+2}'
+
+
+def test_x_singer_decimal_strings_from_tap_sage_go_exactly(
+    sandbox, connection_config, tmp_path, sent_bodies
+):
+    """tap-sage writes Sage's amounts as strings with `format: x-singer.decimal`: the target
+    sends them to Sage as the numbers they are, digit for digit."""
+    api = SageAPI(sandbox)
+    config = target_config(connection_config, tmp_path, api, stream_resources={"items": "contacts"})
+    schema = {
+        "type": "object",
+        "properties": {
+            **SCHEMA["properties"],
+            "credit_limit": {"type": ["string", "null"], "format": "x-singer.decimal"},
+        },
+    }
+    text = singer(
+        [
+            schema_msg("items", schema, ["code"]),
+            record_msg("items", row("XD-1", "Dec Wire", credit_limit="-430035.840")),
+        ]
+    )
+    run_target(config, text)
+    assert [x["outcome"] for x in results(config)] == ["created"]
+    assert b'"credit_limit": -430035.840' in b"\n".join(sent_bodies)
