@@ -77,6 +77,7 @@ import math
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -146,6 +147,9 @@ class Page:
     served_at: int
     #: Server clock (epoch seconds) no later than the moment the request was sent.
     sent_at: int
+    #: Asked for page ``number``, Sage answered its last page (a lower number): the list shrank
+    #: under the scan. ``items`` are that last page's, ``next`` is None.
+    past_end: bool = False
 
 
 #: ``fetch(path_or_next, params)`` -> Page. ``params`` is None when following a ``$next``.
@@ -175,8 +179,9 @@ class _PageMeta:
 class Removal:
     """A record that left the list while it was read: it may have shifted later pages."""
 
-    page: int  # page (of the scan it belongs to) on which it was read
-    at: int  # server time it left (new updated_at or deleted_at); -1 when unknown
+    page: int  # page (of the scan it belongs to) on which it was read; 0 when unknown
+    at: int  # server time it left (new updated_at or deleted_at), or earlier; -1 when unknown
+    until: int = 2**62  # server time by which it had left, or later
 
 
 @dataclass(frozen=True)
@@ -376,6 +381,7 @@ class ListReader:
         self._max_updated: int | None = None
         self._max_deleted: int | None = None  # latest deleted_at of the deletion pass
         self._scan_start: int | None = None
+        self._fresh_seen = False  # the main scan met a record changed since it began
         self._lock = threading.Lock()
 
     # -- requests ---------------------------------------------------------------------------
@@ -422,12 +428,18 @@ class ListReader:
             while page.next is not None:
                 page = self._get(page.next, None)
                 if page.number <= number:
-                    yield Page(number + 1, [], page.total, None, page.served_at, page.sent_at)
+                    yield self._past_end(number + 1, page)
                     return
                 number = page.number
                 yield page
             return
         yield from self._concurrent_pages(template, page)
+
+    @staticmethod
+    def _past_end(number: int, answer: Page) -> Page:
+        """The answer to a request for page ``number`` that came back as an earlier page."""
+        return Page(number, answer.items, answer.total, None, answer.served_at, answer.sent_at,
+                    past_end=True)  # fmt: skip
 
     def _concurrent_pages(self, template: str, current: Page) -> Iterator[Page]:
         assert self.executor is not None
@@ -444,7 +456,7 @@ class ListReader:
                         to_submit += 1
                     page = pending.pop(to_yield).result()
                     if page.number < to_yield:  # past the end: the list shrank
-                        yield Page(to_yield, [], page.total, None, page.served_at, page.sent_at)
+                        yield self._past_end(to_yield, page)
                         return
                     to_yield += 1
                     current = page
@@ -461,7 +473,7 @@ class ListReader:
             # the (currently) last page, alone, once every other page was answered
             page = self._get(with_page(template, last), None)
             if page.number < last:
-                yield Page(last, [], page.total, None, page.served_at, page.sent_at)
+                yield self._past_end(last, page)
                 return
             current = page
             yield page
@@ -478,7 +490,7 @@ class ListReader:
     def _accept_main(
         self,
         page: Page,
-        previous: dict[str, str],
+        previous: deque[dict[str, str]],
         removals: list[Removal],
         dups: list[int],
         watch: _TotalWatch | None,
@@ -496,10 +508,15 @@ class ListReader:
                 out.append(item)
                 continue
             here[record_id] = updated_at
-            if previous.get(record_id) == updated_at:
-                dups.append(page.number)  # shifted back across the boundary: read twice
+            if any(seen.get(record_id) == updated_at for seen in previous):
+                # shifted back across a boundary: read twice (read concurrently, pages up to
+                # max_concurrency apart were in flight together, so the same version may come
+                # again that many pages later; sequentially only on the next page)
+                dups.append(page.number)
                 continue
             reseen = False
+            if updated_at and epoch(updated_at) >= tail_from:
+                self._fresh_seen = True
             if sortable and updated_at and epoch(updated_at) >= tail_from:
                 earlier = emitted.page_of(record_id)
                 if earlier is not None and earlier < page.number:
@@ -507,15 +524,55 @@ class ListReader:
                     # it left its place after that page's query: perhaps long before this
                     # version's updated_at (an update before), so that query bounds the time
                     reseen = True
-                    removals.append(Removal(earlier, self._page_sent.get(earlier, -1)))
+                    removals.append(
+                        Removal(
+                            self._position(earlier),
+                            self._page_sent.get(earlier, -1),
+                            epoch(updated_at),
+                        )
+                    )
                     if emitted.has_version(record_id, updated_at):
                         continue
+                elif earlier is None:
+                    removals.extend(self._unread_update(item, tail_from))
             if watch is not None:
                 watch.item(item, reseen=reseen)
             emitted.add(record_id, updated_at, page.number)
             self._note_updated(updated_at)
             out.append(item)
         return out, here
+
+    def _position(self, page: int) -> int:
+        """Where, for the suspect boundaries, a record read on main-scan ``page`` sat.
+
+        Read in order (one worker), a record that left from page ``page`` can only have shifted
+        the boundaries after it. Read concurrently, pages are answered in any order, so a page
+        read late may start past records that were on pages read early: its position is not
+        bounded (0: before every boundary)."""
+        return page if self._sequential else 0
+
+    @property
+    def _sequential(self) -> bool:
+        return self.executor is None or self.max_concurrency <= 1
+
+    def _unread_update(self, item: Mapping[str, Any], tail_from: int) -> list[Removal]:
+        """A record updated during the scan whose earlier version this scan never read.
+
+        Read in order, such a record cannot have shifted a boundary the scan had passed (it sat
+        past every page read before it left). Read concurrently, it may have sat anywhere below
+        a page answered before it left and above one answered after (see the module docstring):
+        its position is unknown and it left at some time between the scan's start and this
+        version's ``updated_at``. A record created during the scan never sat below one that
+        existed before it, and shifts nothing.
+        """
+        if self._sequential:
+            return []
+        created = item.get("created_at")
+        if isinstance(created, str) and created and epoch(created) >= tail_from:
+            return []
+        updated = item.get("updated_at")
+        until = epoch(updated) if isinstance(updated, str) and updated else 2**62
+        return [Removal(0, tail_from, until)]
 
     @staticmethod
     def _meta(page: Page) -> _PageMeta:
@@ -596,7 +653,7 @@ class ListReader:
         removals: list[Removal] = []
         dups: list[int] = []
         watch = None if self.deletions else _TotalWatch(self.since is not None)
-        previous: dict[str, str] = {}
+        previous: deque[dict[str, str]] = deque(maxlen=self.max_concurrency + 1)
         started = int(time.time())
         for page in self._scan(self._params(self.since), concurrent=True):
             if self._scan_start is None:
@@ -605,24 +662,39 @@ class ListReader:
                     # before any record: the deletion pass of whatever run follows this one
                     # (even if this one is killed) must reach back to here
                     self.on_start(iso(self._scan_start - CLOCK_MARGIN - 1))
+            if page.past_end:
+                # the list shrank under the scan: the end may have moved onto read pages. The
+                # answer is the list's last page now: what it holds that was not read is
+                # emitted (and counted, without a deletion feed: a record created during the
+                # scan and met only here must not hide a deletion from ``$total``)
+                metas.append(self._meta(Page(page.number, [], page.total, None, page.served_at,
+                                             page.sent_at)))  # fmt: skip
+                removals.append(Removal(metas[-2].number if len(metas) > 1 else 1, -1))
+                self._fresh_seen = True
+                if watch is not None:
+                    watch.page(page)
+                for item in page.items:
+                    if self._accept_repair(item):
+                        if watch is not None:
+                            watch.item(item)
+                        self.result.emitted += 1
+                        yield item, False
+                continue
             metas.append(self._meta(page))
             self._page_sent.setdefault(page.number, page.sent_at)
-            if not page.items and page.next is None and len(metas) > 1 and page.number > 1:
-                # the list shrank under the scan: the end may have moved onto read pages
-                removals.append(Removal(metas[-2].number, -1))
-                continue
             if watch is not None:
                 watch.page(page)
             if self.resume is not None:
                 self._check_resumed(page)
-            out, previous = self._accept_main(page, previous, removals, dups, watch)
+            out, here = self._accept_main(page, previous, removals, dups, watch)
+            previous.append(here)
             self.result.emitted += len(out)
             for item in out:
                 yield item, False
             # every record of this page is written now: a checkpoint may follow it
             self._maybe_checkpoint(metas, removals, dups)
         scan_start = self._scan_start if self._scan_start is not None else started - 1
-        previous = {}
+        previous.clear()
 
         watch_from = scan_start - CLOCK_MARGIN
         killed_from = (
@@ -648,10 +720,38 @@ class ListReader:
                     continue
                 deleted_count += 1
                 page_no = self._emitted.page_of(record_id)
+                until = when if when >= 0 else 2**62
                 if page_no is not None:
                     # sorted by updated_at, an update may have moved it before it was deleted
                     at = self._page_sent.get(page_no, -1) if self.sortable else when
-                    removals.append(Removal(page_no, at))
+                    removals.append(Removal(self._position(page_no), at, until))
+                elif not self._sequential:
+                    # never read: read concurrently, it may still have sat below a boundary
+                    # (see ``_unread_update``); it left at ``deleted_at``, or, sorted by
+                    # updated_at, perhaps earlier by an update
+                    at = watch_from if self.sortable else when
+                    removals.append(Removal(0, at, until))
+
+        verified = True
+        if self.sortable and self._fresh_seen and len(metas) > 1:
+            # records changed during the scan may have left places it had passed: find every
+            # one of them (the scan's own tail may have missed some)
+            held, changed = yield from self._complete_tail()
+            verified = held
+            for item, earlier in changed:
+                changed_id = item.get("id")
+                changed_at = item.get("updated_at")
+                if (
+                    not isinstance(changed_id, str)
+                    or not isinstance(changed_at, str)
+                    or not changed_at
+                ):
+                    continue
+                if earlier is None:
+                    removals.extend(self._unread_update(item, watch_from))
+                elif earlier > 0:
+                    sent = self._page_sent.get(earlier, -1)
+                    removals.append(Removal(self._position(earlier), sent, epoch(changed_at)))
 
         if len(metas) > 1:
             if watch is not None and watch.lost:
@@ -661,12 +761,12 @@ class ListReader:
                 removals.append(Removal(max(1, min(dups) - 1), -1))
                 self.result.notes.append("a record was read on two pages")
 
-        verified = True
         suspects = self._suspect_boundaries(metas, removals)
         if suspects:
             self.result.rounds += 1
             if self.sortable:
-                verified = yield from self._repair_windows(metas, suspects)
+                repaired = yield from self._repair_windows(metas, suspects)
+                verified = verified and repaired
             else:
                 verified = yield from self._repair_gaps(metas, suspects, removals)
                 if not verified:
@@ -682,7 +782,8 @@ class ListReader:
             verified = yield from self._repair_windows_range(low, epoch(self.resume.through))
         if self.sortable and (suspects or self._resume_suspect):
             # last: a skipped record updated before its window was re-read has moved here
-            yield from self._read_tail()
+            held, _changed = yield from self._complete_tail()
+            verified = verified and held
 
         self.result.verified = verified
         if not verified:
@@ -758,10 +859,13 @@ class ListReader:
         out: list[int] = []
         for index in range(len(metas) - 1):
             number = metas[index].number
+            sent = metas[index].sent_at
             later = metas[index + 1]
             for removal in removals:
-                if removal.page <= number and (
-                    removal.at < 0 or later.served_at + CLOCK_MARGIN >= removal.at
+                if (
+                    removal.page <= number
+                    and (removal.at < 0 or later.served_at + CLOCK_MARGIN >= removal.at)
+                    and (sent < 0 or sent - CLOCK_MARGIN <= removal.until)
                 ):
                     out.append(index)
                     break
@@ -799,15 +903,89 @@ class ListReader:
             windows = again
         return False
 
-    def _read_tail(self) -> Iterator[tuple[dict[str, Any], bool]]:
-        """Emit what changed since the scan began and was not emitted yet: a record skipped at
-        a boundary and updated before its window was repaired has moved here."""
+    def _complete_tail(
+        self,
+    ) -> Generator[
+        tuple[dict[str, Any], bool], None, tuple[bool, list[tuple[dict[str, Any], int | None]]]
+    ]:
+        """Read, completely, every record changed since the scan began; emit what was not.
+
+        Returns whether the read is proven complete and each record met with the page of the
+        main scan on which an older version of it was emitted (None: no older version emitted
+        before; 0: by a repair). One page is one atomic query and complete; a read over several pages (in
+        order) is complete unless a record read on one of its pages but the last left the list
+        (was updated or deleted) before its last page was answered (module docstring, "the
+        lemma"); that is checked, and the read done again when it fails, ``MAX_ROUNDS`` times.
+        """
         since = (self._scan_start or 0) - CLOCK_MARGIN
-        for page in self._scan(self._params(iso(since), self._wide), concurrent=False):
-            for item in page.items:
-                if self._accept_repair(item):
-                    self.result.emitted += 1
-                    yield item, False
+        met: list[tuple[dict[str, Any], int | None]] = []
+        for round_no in range(MAX_ROUNDS):
+            if round_no:
+                self.result.rounds += 1
+            pages: list[Page] = []
+            read_on: dict[str, tuple[int, str]] = {}  # id -> (index of its page, updated_at)
+            for page in self._scan(self._params(iso(since), self._wide), concurrent=False):
+                pages.append(page)
+                for item in page.items:
+                    record_id = item.get("id")
+                    if not isinstance(record_id, str):
+                        continue
+                    read_on.setdefault(record_id, (len(pages) - 1, item.get("updated_at") or ""))
+                    updated = item.get("updated_at") or ""
+                    known = self._emitted.has_version(record_id, updated)
+                    met.append((item, None if known else self._emitted.page_of(record_id)))
+                    if self._accept_repair(item):
+                        self.result.emitted += 1
+                        yield item, False
+            if not pages or (len(pages) == 1 and pages[0].next is None):
+                return True, met
+            if pages[-1].past_end:
+                continue  # the list shrank under the read: something left it
+            held = yield from self._tail_held(pages, read_on)
+            if held:
+                return True, met
+        return False, met
+
+    def _tail_held(
+        self, pages: list[Page], read_on: dict[str, tuple[int, str]]
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        """Whether no record read on ``pages`` (one read, in order) but on the last left the
+        list before the last was answered: then the read missed nothing (the lemma)."""
+        last = len(pages) - 1
+        started = pages[0].sent_at - 1 - CLOCK_MARGIN
+        ended = pages[-1].served_at + CLOCK_MARGIN
+        if self.deletions:
+            for item in self._deleted(started - 1):
+                record_id = item.get("id")
+                deleted_at = item.get("deleted_at")
+                when = epoch(deleted_at) if isinstance(deleted_at, str) and deleted_at else -1
+                if (
+                    isinstance(record_id, str)
+                    and record_id in read_on
+                    and when <= ended
+                    and read_on[record_id][0] < last
+                ):
+                    return False
+        else:
+            watch = _TotalWatch(True)
+            for page in pages:
+                watch.page(page)
+                for item in page.items:
+                    watch.item(item)
+            if watch.lost:
+                return False
+        # updated since the read began: one page, one atomic query, or no proof
+        check = self._get(self.path, self._params(iso(started), self._wide))
+        for item in check.items:
+            record_id = item.get("id")
+            if isinstance(record_id, str) and record_id in read_on:
+                index, version = read_on[record_id]
+                if index < last and (item.get("updated_at") or "") != version:
+                    return False
+            if self._accept_repair(item):
+                self.result.emitted += 1
+                yield item, False
+        return check.next is None
 
     def _repair_window(
         self, low: int, high: int | None
