@@ -16,35 +16,68 @@ alone, once every other page has been answered, and the walk goes on from there 
 as long as the list grows. With no concurrent writes this costs exactly one request per
 ``items_per_page`` records, the page-1 request included.
 
-**Detection.** A record can only be skipped at the boundary between pages k and k+1 if some
-record at an earlier position left the list after page k was read and before page k+1 was. Such a
-record left in one of two ways, both of which the reader sees:
+**Why a record can be skipped (issue 9).** Keys only grow: a record created or updated gets
+``updated_at`` = now, so (sorted by ``updated_at``) it goes to the end of the list, and (in
+creation order) a new record goes to the end and an update moves nothing. So the position of a
+record whose key does not change can only FALL, and only when a record before it leaves (is
+deleted, or updated and so moved past it). Take such a record R, present throughout, on no page
+of a scan. Page 1 starts at the list's start, so it is wholly before R; the last page (no
+``$next``) is not wholly before R. So some boundary k has page k wholly before R and page k+1
+wholly after it: R sat after offset ``k*size - 1`` when page k was answered and before offset
+``k*size`` when page k+1 was. Its position fell, so (i) page k+1 was answered AFTER page k and
+(ii) in between some record before it left. This holds whatever order the pages were answered
+in. What the old reader missed (issue 9): read concurrently, the record that left need not be
+one the scan READ. Page 5 answered, then a record of page 4's range deleted or updated, then
+page 4 and page 6 answered: the record is on no page (it left first), page 4 and 5 share a
+record, and the first record of page 6's old range is lost at the 5/6 boundary. And the reads
+that repaired a skip were themselves scans under writes that nothing checked.
 
-* it was updated: with ``sort=updated_at`` it moved to the end of the list, so the same scan
-  meets it again with a newer ``updated_at`` (the last page is read after every other page was
-  answered, so the scan's tail holds every update made while it ran); without a sort it did
-  not move and shifted nothing;
-* it was deleted: the deletion pass (``deleted_since``) lists it.
+**The lemma (scans read in order).** A scan whose pages are answered one after another reads
+every record present when its last page is answered, unless a record it read on one of its
+pages but the last left the list before that last page was answered. (By induction: while no
+record read so far leaves, the first ``k*size`` records of the list are exactly those of pages
+1..k, since nothing enters before them, so page k+1 continues exactly where page k ended.) One
+page is one atomic query: it needs no check.
 
-Each page keeps the server times (``Date`` header, less the request's duration) around its
-query, and each emitted record's page is remembered (20 bytes per record), so only boundaries a
-removal can have shifted are suspect: those after the removed record's page whose next page was
-queried after the removal could have happened (a deletion's ``deleted_at`` in creation order;
-in ``updated_at`` order only the query that read the record bounds it, since an earlier update
-may have moved it before it was deleted). With concurrent fetches a removal can also hit a page
-that was answered before an earlier page was fetched; that shows up as the same record on two
-neighbouring pages, which makes the following boundaries suspect. Two neighbouring pages that
-share a record cannot hide one. Resources without ``deleted_since`` fall back to ``$total``:
-fresh records seen (``created_at``/``updated_at`` after the scan began) minus the change of
-``$total`` counts the records that left; a positive count makes the scan suspect.
+**Detection.** The scan's suspect boundaries are those where (i) and (ii) are possible: some
+record left after page k's query could have begun (``sent_at``, the ``Date`` header less the
+request's duration) and before page k+1 was answered (``served_at``), from a position before
+that boundary. The records that left are all known, with the times they left:
+
+* deleted: the deletion pass (``deleted_since``) lists them with ``deleted_at``; tombstones
+  only accumulate, so reading that feed over pages loses none;
+* updated (sorted by ``updated_at``): they are among the records changed since the scan began,
+  which the reader reads COMPLETELY (``_complete_tail``: one page of up to 200, or several checked
+  by the lemma and read again until proven) whenever the scan met any changed record. The last
+  page is read after every other page was answered, so an update made before it ends the list
+  and shows on it (or makes it all fresh records); a scan that met no changed record had none
+  that matters. A changed record created during the scan sat after every older record and
+  shifted none; in creation order an update moves nothing.
+
+Read in order (one worker), a record that left sat on the page that read it or later (the
+lemma); read concurrently, its position is unknown (0: every boundary) and, unless the scan read
+an older version of it, it may have left any time from the scan's start. Two neighbouring pages
+that share a record cannot hide one. Resources without ``deleted_since`` fall back to ``$total``:
+fresh records seen (``created_at``/``updated_at`` after the scan began, including those of a
+page answered past the shrunken end) minus the change of ``$total`` counts the records that
+left; a positive count makes the scan suspect (a deletion masked by a create the reader never
+saw escapes this: such resources give nothing better).
+
+**Why nothing is lost.** A record R present throughout the sync either (a) kept its key during
+the main scan and the repairs, or (b) was updated during them. (a): if the scan skipped R, R's
+boundary is suspect (above) and its repair is a chain of atomic pages each starting at or before
+the end of the previous one, reaching past the boundary's far side, so R is on one of them;
+where a single second holds more records than a page, the repair spans pages and is checked by
+the lemma. (b): after every repair, the records changed since the scan began are read once more,
+completely (proven by the lemma, else read again, ``MAX_ROUNDS`` times); R, changed before that
+read, is on it. A read that cannot be proven keeps the bookmark where it was.
 
 **Repair.** Where the list is sorted by ``updated_at``, the records skipped at boundary k lie,
 in (``updated_at``, creation) order, strictly between the last record of page k and the first of
 page k+1; they are re-read by keyset: ``updated_or_created_since=<updated_at of the last record
-of page k>`` with ``items_per_page=200`` until the window's upper timestamp is passed (several
-pages only when more than 200 records share one timestamp), and finally the records changed
-since the scan began are read once more (a skipped record updated before its window was re-read
-has moved there). In creation order, each suspect boundary is found again in ONE page (an
+of page k>`` with ``items_per_page=200`` until the window's upper timestamp is passed, and
+finally the records changed since the scan began are read once more, completely (a skipped
+record updated before its window was re-read has moved there). In creation order, each suspect boundary is found again in ONE page (an
 ``items_per_page`` chosen so that the page holds remembered records from both sides of it; one
 page is one atomic query) and what lies between them is emitted; failing that, the list is
 scanned again from the first suspect page. Records already emitted (same id and ``updated_at``)
@@ -990,7 +1023,37 @@ class ListReader:
     def _repair_window(
         self, low: int, high: int | None
     ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
-        """One keyset pass over ``low <= updated_at <= high``; False when it must run again."""
+        """Emit what is in ``low <= updated_at <= high`` (to the end when ``high`` is None).
+
+        A chain of page-1 queries, each one atomic and starting (``updated_or_created_since``,
+        inclusive) at the second of the previous one's last record, until one passes ``high``
+        or ends the list: a record that keeps its key lies on one of them. Only a second holding
+        more records than a page makes the chain page within it (``_repair_window_offsets``,
+        checked). False when it must run again."""
+        since = low
+        while True:
+            page = self._get(self.path, self._params(iso(since), self._wide))
+            beyond = False
+            for item in page.items:
+                updated_at = item.get("updated_at") or ""
+                if high is not None and updated_at and epoch(updated_at) > high:
+                    beyond = True
+                    break
+                if self._accept_repair(item):
+                    self.result.emitted += 1
+                    yield item, False
+            if beyond or page.next is None or not page.items:
+                return True
+            stamp = page.items[-1].get("updated_at")
+            last = epoch(stamp) if isinstance(stamp, str) and stamp else since
+            if last <= since:  # one second fills the page: page within it
+                return (yield from self._repair_window_offsets(since, high))
+            since = last
+
+    def _repair_window_offsets(
+        self, low: int, high: int | None
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        """One keyset pass over ``low <= updated_at <= high`` by pages, checked."""
         pages: list[_PageMeta] = []
         where: dict[str, int] = {}
         started: int | None = None
@@ -1068,16 +1131,20 @@ class ListReader:
         tails, heads = set(before.tail), set(after.head)
         width = shift + 2 * ANCHORS + 2  # records expected from the first anchor to the last
         guess = before.number * size - 1 - shift  # 0-based position of the last tail anchor
+        asked: set[tuple[int, int]] = set()
         for _ in range(8):
+            start = max(0, guess - ANCHORS)
             per_page = self.max_page_size
             for candidate in range(max(size, 2 * width), width, -1):
-                if (
-                    candidate <= self.max_page_size
-                    and max(0, guess - ANCHORS) % candidate + width < candidate
-                ):
+                if candidate <= self.max_page_size and start % candidate + width < candidate:
                     per_page = candidate
                     break
-            page_no = max(0, guess - ANCHORS) // per_page + 1
+            else:  # no page holds the whole width: the one reaching furthest past ``start``
+                per_page = max(range(2, self.max_page_size + 1), key=lambda c: c - start % c)
+            page_no = start // per_page + 1
+            if (page_no, per_page) in asked:
+                return False
+            asked.add((page_no, per_page))
             extra = {"page": page_no, "items_per_page": per_page}
             page = self._get(self.path, self._params(self.since, extra))
             ids = [str(item.get("id")) for item in page.items]
@@ -1110,7 +1177,10 @@ class ListReader:
             if low is not None:
                 guess = base + low
             elif high is not None:
-                guess = base + high - 1 - shift
+                # no tail anchor on this page, a head one: the tail lies before the page (what
+                # precedes the head here is between the two); this page is the list as it is
+                # now, so the shift is in it already
+                guess = base - 1
             else:
                 pages = [p for p in (self._emitted.page_of(x) for x in ids) if p]
                 if not pages:

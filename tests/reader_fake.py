@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class FakeList:
         self.records: dict[str, Rec] = {}
         self.writes_per_request = 0.0
         self.requests = 0
+        self.lock = threading.Lock()
         #: set by the scheduler: the server time at which the next answered request was sent
         self.sent_override: int | None = None
         #: every query answered, in order: (page, items_per_page, ids) for debugging a seed
@@ -113,6 +115,10 @@ class FakeList:
             self.log.append(f"  delete {rec.id} @{rec.deleted - BASE}")
 
     def fetch(self, path: str, params: Mapping[str, Any] | None, *, sortable: bool) -> Page:
+        with self.lock:  # real threads may call it too (without writes)
+            return self._fetch(path, params, sortable=sortable)
+
+    def _fetch(self, path: str, params: Mapping[str, Any] | None, *, sortable: bool) -> Page:
         self.requests += 1
         sent = self.clock if self.sent_override is None else self.sent_override
         self.sent_override = None
