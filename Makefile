@@ -41,7 +41,7 @@ bench: $(STAMP)
 # stopping after STRESS_SECONDS. A failure names its seed: replay it with
 # `$(BIN)/python scripts/stress_reader.py --seed N`.
 STRESS_SEEDS ?= 3000
-STRESS_SECONDS ?= 240
+STRESS_SECONDS ?= 300
 stress: $(STAMP)
 	$(BIN)/python scripts/stress_reader.py --seeds $(STRESS_SEEDS) --seconds $(STRESS_SECONDS)
 

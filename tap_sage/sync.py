@@ -54,9 +54,12 @@ that boundary. The records that left are all known, with the times they left:
   that matters. A changed record created during the scan sat after every older record and
   shifted none; in creation order an update moves nothing.
 
-Read in order (one worker), a record that left sat on the page that read it or later (the
-lemma); read concurrently, its position is unknown (0: every boundary) and, unless the scan read
-an older version of it, it may have left any time from the scan's start. Two neighbouring pages
+A record the scan read sat, read in order (one worker), on that page or later (the lemma), and
+left after that page's query began; read concurrently, it may have sat anywhere. A record the
+scan never read (it left before its page came, or it was itself skipped and then left) may have
+sat anywhere, and, unless its ``deleted_at`` says when (creation order), left any time from the
+scan's start. A removal is never after its ``deleted_at`` / new ``updated_at``, so boundaries
+whose first page was sent after it are not suspect on its account. Two neighbouring pages
 that share a record cannot hide one. Resources without ``deleted_since`` fall back to ``$total``:
 fresh records seen (``created_at``/``updated_at`` after the scan began, including those of a
 page answered past the shrunken end) minus the change of ``$total`` counts the records that
@@ -591,15 +594,12 @@ class ListReader:
     def _unread_update(self, item: Mapping[str, Any], tail_from: int) -> list[Removal]:
         """A record updated during the scan whose earlier version this scan never read.
 
-        Read in order, such a record cannot have shifted a boundary the scan had passed (it sat
-        past every page read before it left). Read concurrently, it may have sat anywhere below
-        a page answered before it left and above one answered after (see the module docstring):
-        its position is unknown and it left at some time between the scan's start and this
-        version's ``updated_at``. A record created during the scan never sat below one that
-        existed before it, and shifts nothing.
+        Read concurrently, it may have sat anywhere below a page answered before it left and
+        above one answered after (see the module docstring); read in order, it may have been
+        skipped (by an earlier departure) and then left. Its position is unknown and it left at
+        some time between the scan's start and this version's ``updated_at``. A record created
+        during the scan never sat below one that existed before it, and shifts nothing.
         """
-        if self._sequential:
-            return []
         created = item.get("created_at")
         if isinstance(created, str) and created and epoch(created) >= tail_from:
             return []
@@ -758,10 +758,10 @@ class ListReader:
                     # sorted by updated_at, an update may have moved it before it was deleted
                     at = self._page_sent.get(page_no, -1) if self.sortable else when
                     removals.append(Removal(self._position(page_no), at, until))
-                elif not self._sequential:
-                    # never read: read concurrently, it may still have sat below a boundary
-                    # (see ``_unread_update``); it left at ``deleted_at``, or, sorted by
-                    # updated_at, perhaps earlier by an update
+                else:
+                    # never read: it may still have sat below a boundary (``_unread_update``);
+                    # it left at ``deleted_at``, or, sorted by updated_at, perhaps earlier by
+                    # an update
                     at = watch_from if self.sortable else when
                     removals.append(Removal(0, at, until))
 
