@@ -209,6 +209,10 @@ class _PageMeta:
     head: tuple[str, ...] = ()  # ids of its first few records (anchors)
     tail: tuple[str, ...] = ()  # ids of its last few records, last one last
     sent_at: int = -1  # server time no later than its query
+    #: (id, updated_at) of the first and last few records: two pages that share one of these
+    #: (the same record in the same version, so at the same place) cannot hide a record
+    #: between them; sharing only an id may mean it moved (updated) to the later page
+    ends: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass
@@ -620,6 +624,10 @@ class ListReader:
             tuple(str(i.get("id")) for i in items[:ANCHORS]),
             tuple(str(i.get("id")) for i in items[-ANCHORS:]),
             page.sent_at,
+            frozenset(
+                (str(i.get("id")), str(i.get("updated_at") or ""))
+                for i in items[:ANCHORS] + items[-ANCHORS:]
+            ),
         )
 
     def _accept_repair(self, item: dict[str, Any]) -> bool:
@@ -910,7 +918,7 @@ class ListReader:
         """Re-read by keyset the (updated_at) windows around suspect boundaries."""
         windows: list[tuple[int, int | None]] = []
         for index in suspects:
-            if set(metas[index].tail) & set(metas[index + 1].head):
+            if metas[index].ends & metas[index + 1].ends:
                 continue  # the pages overlap: nothing can lie between them
             low_meta = metas[index].last or metas[index].first
             high_meta = metas[index + 1].first
@@ -1114,7 +1122,7 @@ class ListReader:
         and emit what lies between. False when a boundary cannot be found again."""
         for index in suspects:
             before, after = metas[index], metas[index + 1]
-            if set(before.tail) & set(after.head):
+            if before.ends & after.ends:
                 continue  # the pages overlap: nothing can lie between them
             if not before.tail:
                 return False
