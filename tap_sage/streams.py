@@ -15,7 +15,7 @@ import time
 import typing as t
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
@@ -26,6 +26,7 @@ from singer_sdk.streams import Stream
 from typing_extensions import override
 
 from tap_sage.sage import catalogue
+from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageNotFound
 from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
 
@@ -71,6 +72,16 @@ def stream_schema(resource: Resource) -> dict[str, Any]:
     return schema
 
 
+def _decode_list(response: t.Any, path: str) -> t.Any:
+    """Sage's JSON body; an answer that is not JSON (an HTML page from a gateway) is a
+    ``SageAPIError`` naming the status, the path and the request id, never a decoding
+    traceback."""
+    try:
+        return _decode(response.content)
+    except msgspec.DecodeError:
+        return decode_json(response, "GET", urlsplit(path).path)
+
+
 def _server_time(headers: Mapping[str, str]) -> int | None:
     value = headers.get("Date")
     if not value:
@@ -81,11 +92,36 @@ def _server_time(headers: Mapping[str, str]) -> int | None:
         return None
 
 
-def _requested_page(path: str, params: Mapping[str, Any] | None) -> int:
+def _query(path: str, params: Mapping[str, Any] | None) -> dict[str, str]:
     if params is not None:
-        return int(params.get("page", 1))
-    query = dict(parse_qsl(urlsplit(path).query))
-    return int(query.get("page", "1"))
+        return {k: str(v) for k, v in params.items()}
+    return dict(parse_qsl(urlsplit(path).query))
+
+
+def _requested_page(path: str, params: Mapping[str, Any] | None) -> int:
+    return int(_query(path, params).get("page", "1"))
+
+
+def missing_next(
+    path: str, params: Mapping[str, Any] | None, body: Mapping[str, Any]
+) -> str | None:
+    """The link to the next page when an answer has no ``$next`` but its ``$total`` says more
+    records follow it (else None): the scan must not end silently there."""
+    if body.get("$next"):
+        return None
+    items = body.get("$items") or []
+    query = _query(path, params)
+    try:
+        page = int(body.get("$page") or query.get("page", "1"))
+        per_page = int(body.get("$itemsPerPage") or body.get("$items_per_page")
+                       or query.get("items_per_page", "20"))  # fmt: skip
+        total = int(str(body.get("$total")))
+    except (TypeError, ValueError):
+        return None
+    if not items or total <= (page - 1) * per_page + len(items):
+        return None
+    rest = [(k, v) for k, v in query.items() if k != "page"]
+    return urlsplit(path).path + "?" + urlencode([("page", str(page + 1)), *rest])
 
 
 class SageStream(Stream):
@@ -224,17 +260,26 @@ class SageStream(Stream):
             started = time.time()
             response = client.request("GET", path, business_id=business_id, params=params)
             elapsed = time.time() - started
-            body = _decode(response.content)
+            body = _decode_list(response, path)
             served = _server_time(response.headers)
             if served is None:
                 served = math.floor(time.time())
             items = body.get("$items") or []
             total = body.get("$total")
+            link = body.get("$next")
+            guessed = missing_next(path, params, body)
+            if guessed is not None:
+                self.logger.warning(
+                    "Sage answered page %s of %s for business %s without $next although "
+                    "$total (%s) says more records follow; asking for the next page anyway",
+                    body.get("$page"), urlsplit(path).path, business_id, total,
+                )  # fmt: skip
+                link = guessed
             return Page(
                 number=int(body.get("$page") or _requested_page(path, params)),
                 items=items,
                 total=int(total) if total is not None else len(items),
-                next=body.get("$next"),
+                next=link,
                 served_at=served,
                 sent_at=served - math.ceil(elapsed),
             )
@@ -290,7 +335,8 @@ class SageStream(Stream):
             for item, tombstone in reader.records():
                 if tombstone:
                     record = {k: v for k, v in item.items() if k in properties}
-                    record[DELETED_AT] = item.get("deleted_at")
+                    # a deleted item may come without ``deleted_at``: it was deleted by now
+                    record[DELETED_AT] = item.get("deleted_at") or iso(math.floor(time.time()))
                 else:
                     record = item
                 record["business_id"] = business_id
@@ -333,7 +379,7 @@ class SageSingletonStream(SageStream):
         except (SageAccessDenied, SageNotFound) as error:
             self._skip(business_id, error)
             return
-        body = _decode(response.content)
+        body = _decode_list(response, self.resource.path)
         if isinstance(body, dict):
             body["business_id"] = business_id
             yield body
