@@ -134,6 +134,9 @@ MAX_PAGE_SIZE = 200
 #: Records remembered at each end of each page, to find a page boundary again.
 ANCHORS = 4
 
+#: Smallest page the reader falls back to when pages keep failing as too heavy.
+PAGE_FLOOR = 10
+
 #: Repair rounds before a read is declared unproven (bookmark then stays where it was).
 MAX_ROUNDS = 6
 
@@ -387,6 +390,9 @@ class ListReader:
         checkpoint_pages: int = CHECKPOINT_PAGES,
         on_start: Callable[[str], None] | None = None,
         logger: logging.Logger | None = None,
+        heavy: Callable[[Exception], bool] | None = None,
+        page_floor: int = PAGE_FLOOR,
+        on_smaller_pages: Callable[[int, Exception], None] | None = None,
     ) -> None:
         self.fetch = fetch
         self.path = path
@@ -422,6 +428,10 @@ class ListReader:
         self._max_deleted: int | None = None  # latest deleted_at of the deletion pass
         self._scan_start: int | None = None
         self._fresh_seen = False  # the main scan met a record changed since it began
+        self.heavy = heavy
+        self.page_floor = max(1, min(page_floor, page_size))
+        self.on_smaller_pages = on_smaller_pages
+        self._out_before: set[int] = set()  # versions emitted by a scan given up
         self._lock = threading.Lock()
 
     # -- requests ---------------------------------------------------------------------------
@@ -579,7 +589,8 @@ class ListReader:
                 watch.item(item, reseen=reseen)
             emitted.add(record_id, updated_at, page.number)
             self._note_updated(updated_at)
-            out.append(item)
+            if not self._already_out(record_id, updated_at):
+                out.append(item)
         return out, here
 
     def _position(self, page: int) -> int:
@@ -635,7 +646,9 @@ class ListReader:
         if not isinstance(record_id, str):
             return False
         updated_at = item.get("updated_at") or ""
-        if self._emitted.has_version(record_id, updated_at):
+        if self._emitted.has_version(record_id, updated_at) or self._already_out(
+            record_id, updated_at
+        ):
             return False
         self._emitted.add(record_id, updated_at, 0)
         self._note_updated(updated_at)
@@ -690,50 +703,19 @@ class ListReader:
 
     def records(self) -> Iterator[tuple[dict[str, Any], bool]]:
         """Every record to emit, in order, as ``(record, is_tombstone)``."""
-        metas: list[_PageMeta] = []
-        removals: list[Removal] = []
-        dups: list[int] = []
-        watch = None if self.deletions else _TotalWatch(self.since is not None)
-        previous: deque[dict[str, str]] = deque(maxlen=self.max_concurrency + 1)
         started = int(time.time())
-        for page in self._scan(self._params(self.since), concurrent=True):
-            if self._scan_start is None:
-                self._scan_start = page.sent_at - 1
-                if self.on_start is not None and self.deletions:
-                    # before any record: the deletion pass of whatever run follows this one
-                    # (even if this one is killed) must reach back to here
-                    self.on_start(iso(self._scan_start - CLOCK_MARGIN - 1))
-            if page.past_end:
-                # the list shrank under the scan: the end may have moved onto read pages. The
-                # answer is the list's last page now: what it holds that was not read is
-                # emitted (and counted, without a deletion feed: a record created during the
-                # scan and met only here must not hide a deletion from ``$total``)
-                metas.append(self._meta(Page(page.number, [], page.total, None, page.served_at,
-                                             page.sent_at)))  # fmt: skip
-                removals.append(Removal(metas[-2].number if len(metas) > 1 else 1, -1))
-                self._fresh_seen = True
-                if watch is not None:
-                    watch.page(page)
-                for item in page.items:
-                    if self._accept_repair(item):
-                        if watch is not None:
-                            watch.item(item)
-                        self.result.emitted += 1
-                        yield item, False
-                continue
-            metas.append(self._meta(page))
-            self._page_sent.setdefault(page.number, page.sent_at)
-            if watch is not None:
-                watch.page(page)
-            if self.resume is not None:
-                self._check_resumed(page)
-            out, here = self._accept_main(page, previous, removals, dups, watch)
-            previous.append(here)
-            self.result.emitted += len(out)
-            for item in out:
-                yield item, False
-            # every record of this page is written now: a checkpoint may follow it
-            self._maybe_checkpoint(metas, removals, dups)
+        while True:
+            metas: list[_PageMeta] = []
+            removals: list[Removal] = []
+            dups: list[int] = []
+            watch = None if self.deletions else _TotalWatch(self.since is not None)
+            previous: deque[dict[str, str]] = deque(maxlen=self.max_concurrency + 1)
+            try:
+                yield from self._main_scan(metas, removals, dups, watch, previous)
+                break
+            except Exception as exc:
+                if not self._smaller_pages(exc):
+                    raise
         scan_start = self._scan_start if self._scan_start is not None else started - 1
         previous.clear()
 
@@ -846,6 +828,80 @@ class ListReader:
                 (v for v in (self._max_updated, self._max_deleted) if v is not None), default=None
             )
             self.result.bookmark = self.since if latest is None else iso(min(latest, scan_start))
+
+    def _main_scan(
+        self,
+        metas: list[_PageMeta],
+        removals: list[Removal],
+        dups: list[int],
+        watch: _TotalWatch | None,
+        previous: deque[dict[str, str]],
+    ) -> Iterator[tuple[dict[str, Any], bool]]:
+        """The walk (module docstring), with its bookkeeping in the given lists."""
+        for page in self._scan(self._params(self.since), concurrent=True):
+            if self._scan_start is None:
+                self._scan_start = page.sent_at - 1
+                if self.on_start is not None and self.deletions:
+                    # before any record: the deletion pass of whatever run follows this one
+                    # (even if this one is killed) must reach back to here
+                    self.on_start(iso(self._scan_start - CLOCK_MARGIN - 1))
+            if page.past_end:
+                # the list shrank under the scan: the end may have moved onto read pages. The
+                # answer is the list's last page now: what it holds that was not read is
+                # emitted (and counted, without a deletion feed: a record created during the
+                # scan and met only here must not hide a deletion from ``$total``)
+                metas.append(self._meta(Page(page.number, [], page.total, None, page.served_at,
+                                             page.sent_at)))  # fmt: skip
+                removals.append(Removal(metas[-2].number if len(metas) > 1 else 1, -1))
+                self._fresh_seen = True
+                if watch is not None:
+                    watch.page(page)
+                for item in page.items:
+                    if self._accept_repair(item):
+                        if watch is not None:
+                            watch.item(item)
+                        self.result.emitted += 1
+                        yield item, False
+                continue
+            metas.append(self._meta(page))
+            self._page_sent.setdefault(page.number, page.sent_at)
+            if watch is not None:
+                watch.page(page)
+            if self.resume is not None:
+                self._check_resumed(page)
+            out, here = self._accept_main(page, previous, removals, dups, watch)
+            previous.append(here)
+            self.result.emitted += len(out)
+            for item in out:
+                yield item, False
+            # every record of this page is written now: a checkpoint may follow it
+            self._maybe_checkpoint(metas, removals, dups)
+
+    def _smaller_pages(self, error: Exception) -> bool:
+        """After a page kept failing as too heavy (``heavy``): read again with pages half as big
+        (down to ``page_floor``), and say so. The new scan is a scan of its own (the proof of
+        the module docstring is about it alone); what the failed one emitted is not emitted
+        again, so the records, their order and the bookmark are those of one read."""
+        if self.heavy is None or not self.heavy(error):
+            return False
+        smaller = max(self.page_floor, self.page_size // 2)
+        if smaller >= self.page_size:
+            return False
+        self.page_size = smaller
+        self.max_page_size = smaller
+        self._wide = {"items_per_page": smaller}
+        self._out_before.update(self._emitted.versions)
+        self._emitted = _Emitted()
+        self._page_sent = {}
+        self._fresh_seen = True  # the failed scan's changes are not known to the new one
+        self.result.notes.append(f"pages of {smaller} after {error}")
+        if self.on_smaller_pages is not None:
+            self.on_smaller_pages(smaller, error)
+        return True
+
+    def _already_out(self, record_id: str, updated_at: str) -> bool:
+        """Emitted by a scan given up for smaller pages."""
+        return bool(self._out_before) and hash((record_id, updated_at)) in self._out_before
 
     def _check_resumed(self, page: Page) -> None:
         """While resuming: a record changed after the interrupted read began, created before

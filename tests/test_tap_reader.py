@@ -42,6 +42,27 @@ def test_no_record_is_lost_under_concurrent_writes(sortable: bool, deletions: bo
     assert sum(o.verified for o in outcomes) >= SEEDS // 2
 
 
+@pytest.mark.parametrize(("sortable", "deletions"), [(True, True), (True, False), (False, True)])
+def test_heavy_pages_fall_back_to_smaller_ones_under_writes(sortable: bool, deletions: bool) -> None:  # fmt: skip
+    for seed in range(40):
+        check_seed(seed, sortable=sortable, deletions=deletions, workers=4, heavy=True)
+
+
+def test_heavy_pages_give_the_same_records_order_and_bookmark() -> None:
+    def run(heavy: bool) -> tuple[Any, ...]:
+        fake = FakeList(random.Random(3), 230)
+        fake.heavy_above = 20 if heavy else 0
+        executor = SeededExecutor(fake, random.Random("scheduler 3"))
+        out, reader = read(fake, None, sortable=True, deletions=True, workers=4,
+                           executor=executor, size=80 if heavy else 10)  # fmt: skip
+        return out, reader.result.bookmark, reader.result.verified, reader.page_size
+
+    light, heavy = run(False), run(True)
+    assert heavy[:3] == light[:3]  # records (in order), bookmark, proven
+    assert len(light[0]) > 200
+    assert heavy[3] == 20  # 80 failed, then 40: pages of 20 from then on
+
+
 def test_the_schedule_follows_the_seed() -> None:
     """Same seed, same answers in the same order; another seed, another order."""
 
