@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import decode_json
-from tap_sage.sage.errors import SageAccessDenied, SageNotFound
+from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
 from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
 
 if t.TYPE_CHECKING:
@@ -135,6 +135,9 @@ class SageStream(Stream):
         self.resource = resource
         self._sage_tap = tap
         self._everything_selected: bool | None = None
+        #: items_per_page of this stream's lists: lowered for good when pages keep failing as
+        #: too heavy (``_smaller_pages``)
+        self._page_size: int | None = None
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self.primary_keys = ["business_id", resource.key or "id"]
         self.replication_key = "updated_at" if resource.incremental else None
@@ -286,6 +289,29 @@ class SageStream(Stream):
 
         return fetch
 
+    @staticmethod
+    def _heavy(error: Exception) -> bool:
+        """Whether a list page failed in a way smaller pages may cure: a 5xx (HTML 52x
+        included) or a timeout / dropped connection, after every retry. Sage's lists with
+        ``attributes=all`` time out on large pages (500/504) and answer smaller ones."""
+        if isinstance(error, SageAPIError):
+            return error.status >= 500
+        return isinstance(error, SageNetworkError)
+
+    def _smaller_pages(self, business_id: str) -> t.Callable[[int, Exception], None]:
+        def smaller(size: int, error: Exception) -> None:
+            first = self._page_size is None
+            self._page_size = size
+            self.logger.log(
+                logging.WARNING if first else logging.DEBUG,
+                "Pages of %s kept failing (%s); reading it with pages of %d from now on (for "
+                "business %s and the next ones), %s",
+                self.name, error, size, business_id,
+                "the records, their order and the bookmarks are the same",
+            )  # fmt: skip
+
+        return smaller
+
     def _skip(self, business_id: str, error: Exception) -> None:
         reason = getattr(error, "sage_message", None) or str(error)
         status = getattr(error, "status", "")
@@ -316,7 +342,7 @@ class SageStream(Stream):
             self._fetch(business_id),
             self.resource.path,
             params=tap.stream_filters.get(self.name, {}),
-            page_size=tap.connection.page_size,
+            page_size=self._page_size or tap.connection.page_size,
             since=since,
             incremental=self.resource.incremental,
             sortable=self.resource.sortable,
@@ -329,6 +355,8 @@ class SageStream(Stream):
             resume=self._resume(context, since),
             on_start=self._on_start(context, since),
             logger=self.logger,
+            heavy=self._heavy,
+            on_smaller_pages=self._smaller_pages(business_id),
         )
         properties = self.schema["properties"]
         try:
