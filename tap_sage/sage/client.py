@@ -355,8 +355,10 @@ class SageClient:
                 self.tokens.invalidate(token)
                 continue
             if response.status_code in RETRY_STATUSES:
+                what = body_summary(response)
                 raise RetryableError(
-                    f"{response.status_code} on {method} {log_path} (x_request_id {request_id})",
+                    f"{response.status_code} on {method} {log_path} (x_request_id {request_id})"
+                    + (f": {what}" if what else ""),
                     parse_retry_after(response.headers.get("Retry-After")),
                     response,
                 )
