@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from tap_sage.sage.client import sage_wait
+from tap_sage.sage.client import SageClient, sage_wait
 from tap_sage.sandbox.app import HTML_STATUSES
 from tap_sage.sandbox.runner import SandboxProcess
 from tests.tap_helpers import run_tap
@@ -159,3 +159,15 @@ def test_a_429_without_retry_after_backs_off_exponentially() -> None:
         firsts.append(draws[0])
         sixths.append(draws[5])
     assert sum(sixths) / 200 > 10 * (sum(firsts) / 200)
+
+
+def test_businesses_are_read_without_parameters(sandbox, connection_config) -> None:
+    """Sage's /businesses takes none (../shared/sage-api/recorded/businesses_list.json)."""
+    client = SageClient.for_config(connection_config)
+    assert client.businesses()
+    client.get_json("/contacts", business_id=client.businesses()[0]["id"],
+                    params={"items_per_page": 5})  # fmt: skip
+    lines = sandbox.log_path.read_text(encoding="utf-8").splitlines()
+    asked = [line for line in lines if "GET /v3.1/businesses" in line]
+    assert asked and all("/v3.1/businesses?" not in line for line in asked)
+    assert any("GET /v3.1/contacts?items_per_page=5" in line for line in lines)  # queries show

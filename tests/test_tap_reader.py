@@ -48,6 +48,13 @@ def test_heavy_pages_fall_back_to_smaller_ones_under_writes(sortable: bool, dele
         check_seed(seed, sortable=sortable, deletions=deletions, workers=4, heavy=True)
 
 
+@pytest.mark.parametrize("sortable", [True, False])
+def test_deleted_items_without_deleted_at(sortable: bool) -> None:
+    """The deletion pass works whether or not a deleted item carries ``deleted_at``."""
+    for seed in range(40):
+        check_seed(seed, sortable=sortable, deletions=True, workers=4, stamps=False)
+
+
 def test_heavy_pages_give_the_same_records_order_and_bookmark() -> None:
     def run(heavy: bool) -> tuple[Any, ...]:
         fake = FakeList(random.Random(3), 230)

@@ -65,3 +65,22 @@ def test_settings_are_documented_for_the_readme() -> None:
     properties = TapSage.config_jsonschema["properties"]
     assert properties["max_concurrency"]["default"] == 4
     assert properties["include_deleted"]["default"] is True
+
+
+def test_a_page_without_next_while_total_says_more_gets_one() -> None:
+    from tap_sage.streams import missing_next
+
+    body = {"$items": [{"id": "a"}] * 20, "$total": 45, "$page": 1, "$next": None}
+    link = missing_next("/contacts", {"page": 1, "items_per_page": 20, "attributes": "all"}, body)
+    assert link == "/contacts?page=2&items_per_page=20&attributes=all"
+    # following a $next of its own (no params): the same from the path's query
+    body2 = {"$items": [{"id": "b"}] * 20, "$total": 45, "$page": 2}
+    assert missing_next("/v3.1/contacts?page=2&items_per_page=20", None, body2) == (
+        "/v3.1/contacts?page=3&items_per_page=20"
+    )
+    # the real end, a $next given, or no $total: nothing to add
+    last = {"$items": [{"id": "c"}] * 5, "$total": 45, "$page": 3}
+    assert missing_next("/contacts", {"page": 3, "items_per_page": 20}, last) is None
+    given = dict(body, **{"$next": "/contacts?page=2"})
+    assert missing_next("/contacts", {"page": 1, "items_per_page": 20}, given) is None
+    assert missing_next("/contacts", {"page": 1}, {"$items": [{"id": "d"}]}) is None
