@@ -88,6 +88,12 @@ are not emitted twice. A repair that itself spans pages is checked the same way,
 ``MAX_ROUNDS`` rounds; a read that cannot be proven complete does not move the bookmark, so the
 next run reads the same range again (a record may come twice; none is lost).
 
+**Heavy pages.** When a main-scan page keeps failing after its retries in a way smaller pages
+may cure (``heavy``: a 5xx, an HTML 52x from a gateway, a timeout), the read starts again with
+pages half as big, down to ``page_floor``, and says so (``on_smaller_pages``). The new scan is a
+scan of its own, proven as above; what the given-up one emitted is not emitted again, so the
+records, their order and the bookmark are those of one read.
+
 **Bookmark.** ``min(latest updated_at or deleted_at read, server time when the scan began - 1 s)``: every
 change made during the sync carries an ``updated_at`` at or after the scan began and is read
 again by the next run (``updated_or_created_since`` is inclusive), and everything older was
