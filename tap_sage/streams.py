@@ -343,6 +343,8 @@ class SageStream(Stream):
             self.resource.path,
             params=tap.stream_filters.get(self.name, {}),
             page_size=self._page_size or tap.connection.page_size,
+            # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
+            **({"max_page_size": self._page_size} if self._page_size else {}),
             since=since,
             incremental=self.resource.incremental,
             sortable=self.resource.sortable,
