@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, choices=WORKERS, action="append")
     parser.add_argument("--sortable", choices=("yes", "no", "both"), default="both")
     parser.add_argument("--deletions", choices=("yes", "no", "both"), default="both")
+    parser.add_argument("--heavy", action="store_true",
+                        help="pages above 20 records fail: every read falls back to smaller ones")  # fmt: skip
+    parser.add_argument("--no-stamps", action="store_true",
+                        help="deleted items come without deleted_at")  # fmt: skip
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # an unproven read warns; counted below instead
     cases = list(itertools.product(_flag(args.sortable), _flag(args.deletions),
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             break
         for sortable, deletions, workers in cases:
             try:
-                outcome = check_seed(seed, sortable=sortable, deletions=deletions, workers=workers)
+                outcome = check_seed(seed, sortable=sortable, deletions=deletions, workers=workers,
+                                     heavy=args.heavy, stamps=not args.no_stamps)  # fmt: skip
             except AssertionError as exc:
                 failures.append(str(exc))
                 print(f"FAIL {exc}", flush=True)
