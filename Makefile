@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
 LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts)
 
-.PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean
+.PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean postgres loaders warehouse-all
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) lint typecheck postgres loaders pytest
+
+# The warehouse tests' PostgreSQL server: the distribution's package, installed with apt-get when
+# its binaries are missing (root only; elsewhere the message says what to install). The server
+# itself is started by the tests (the `pg_server` fixture) or by `scripts/pgserver.py start`.
+postgres:
+	$(PYTHON) scripts/pgserver.py install
+
+# The real loaders the warehouse tests feed, each in .venv-loaders/<name> (their pins clash with
+# ours); rebuilt only when their pins in scripts/loader_venvs.py change.
+loaders:
+	$(PYTHON) scripts/loader_venvs.py
+
+# tests/test_warehouse.py with every stream instead of five (about two minutes more).
+warehouse-all: $(STAMP) postgres loaders
+	WAREHOUSE_STREAMS=all $(BIN)/pytest tests/test_warehouse.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -32,6 +47,10 @@ pytest: $(STAMP)
 # Regenerate the catalogue and schemas from Sage's spec (never committed).
 schemas: $(STAMP)
 	$(BIN)/python scripts/generate_catalogue.py --spec $(SPEC)
+
+# Fail when the committed catalogue or schemas differ from what the spec gives (writes nothing).
+check-schemas: $(STAMP)
+	$(BIN)/python scripts/generate_catalogue.py --spec $(SPEC) --check
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
@@ -55,4 +74,5 @@ docs: $(STAMP)
 	$(BIN)/python scripts/gen_settings_docs.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	-[ ! -f .pgserver/server.json ] || $(PYTHON) scripts/pgserver.py stop --remove
+	rm -rf $(VENV) .venv-loaders .pgserver .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tap_sage" / "sage"
+sys.path.insert(0, str(ROOT))
+
+from tap_sage.sage import wire  # noqa: E402  (the wire types: one place, shared with the code)
 
 # Sage asks for no parallel POSTs to these (sequential numbering); NOTES.md, "Writes".
 SEQUENTIAL_POSTS = {
@@ -55,6 +58,12 @@ IDEMPOTENT_POSTS = {
     "tax_rates",
 }  # fmt: skip
 
+#: Item attributes Sage sends that its spec's definitions lack (the recordings show them):
+#: ``recorded/products_list_attributes_all.json`` has ``links`` on every product.
+RECORDED_PROPERTIES: dict[str, dict[str, Any]] = {
+    "Product": {"links": {"type": "array", "items": {"$ref": "#/definitions/Link"}}},
+}
+
 MAX_DEPTH = 2  # nested definitions deeper than this become a generic link object
 
 LINK_PROPERTIES = {
@@ -86,7 +95,9 @@ class SchemaBuilder:
         self.definitions = definitions
 
     def read(self, name: str) -> dict[str, Any]:
-        """Schema of one item as Sage returns it: every field nullable, formats kept."""
+        """Schema of one item as Sage returns it: every field nullable, leaves as the wire has
+        them (``wire.leaf_schema``: decimals as ``wire.DECIMAL_SCHEMA``, formats kept, enums
+        as examples)."""
         schema = self._convert(self.definitions[name], stack=(name,), nullable_all=True)
         schema["type"] = "object"
         return schema
@@ -120,6 +131,8 @@ class SchemaBuilder:
         elif typ == "array":
             items = node.get("items", {"type": "string"})
             out = {"type": "array", "items": self._convert(items, stack, nullable_all=nullable_all)}
+        elif nullable_all:
+            return wire.leaf_schema(node)
         else:
             out = {"type": typ}
             fmt = node.get("format")
@@ -146,7 +159,9 @@ def _body_definition(op: dict[str, Any]) -> tuple[str | None, str | None]:
 def build(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Catalogue entries and the schema files (relative path -> schema)."""
     paths: dict[str, Any] = spec["paths"]
-    defs: dict[str, Any] = spec["definitions"]
+    defs: dict[str, Any] = dict(spec["definitions"])
+    for name, extra in RECORDED_PROPERTIES.items():
+        defs[name] = {**defs[name], "properties": {**defs[name]["properties"], **extra}}
     builder = SchemaBuilder(defs)
     resources: list[dict[str, Any]] = []
     files: dict[str, dict[str, Any]] = {}
@@ -191,6 +206,7 @@ def build(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[st
                 "type": p.get("type", "string"),
                 "description": (p.get("description") or "").strip().split("\n")[0][:200],
                 "format": p.get("format"),
+                **({"required": True} if p.get("required") else {}),
             }
             for p in get.get("parameters", [])
             if p.get("in") == "query"

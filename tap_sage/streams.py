@@ -14,6 +14,7 @@ import math
 import time
 import typing as t
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -25,7 +26,7 @@ from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
-from tap_sage.sage import catalogue
+from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
 from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
@@ -46,7 +47,8 @@ DELETED_AFTER = "deleted_since"
 #: Partition state key: checkpoint of a read in progress (``tap_sage.sync.Progress``).
 PROGRESS = "progress"
 
-_decode = msgspec.json.Decoder().decode
+# JSON numbers with a fraction decode as Decimal: no amount ever becomes a binary float.
+_decode = msgspec.json.Decoder(float_hook=Decimal).decode
 
 
 def stream_schema(resource: Resource) -> dict[str, Any]:
@@ -139,12 +141,25 @@ class SageStream(Stream):
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
+        self._wire = wire.Shape.of(self.schema)
         self.primary_keys = ["business_id", resource.key or "id"]
         self.replication_key = "updated_at" if resource.incremental else None
         if resource.name in REQUIRED_FILTERS:
             self.selected_by_default = False
 
     # -- output -------------------------------------------------------------------------------
+
+    @override
+    def post_process(
+        self, row: types.Record, context: types.Context | None = None
+    ) -> types.Record | None:
+        """Sage's wire to a record (``tap_sage.sage.wire``): decimal strings as exact
+        ``Decimal`` (emitted as JSON numbers with Sage's digits), ``""`` dates as null."""
+        try:
+            return self._wire.to_record(row)
+        except wire.WireValueError as exc:
+            where = f"stream '{self.name}', record {row.get('id') or row.get('$path')!r}"
+            raise exc.within(where) from None
 
     @override
     def _generate_record_messages(

@@ -136,6 +136,7 @@ class TapSage(Tap):
     incremental where Sage allows, consistent under concurrent writes, per business."""
 
     name = "tap-sage"
+    package_name = "tap-sage"  # the distribution, whose version --about and the logs report
     message_writer_class = BufferedMsgSpecWriter
     config_jsonschema: t.ClassVar[dict[str, Any]] = {
         "type": "object",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tap_sage.sage import catalogue
+from tap_sage.sage import catalogue, wire
 from tap_sage.sage.errors import SageAPIError, SageNotFound
 from target_sage import hooks
 from target_sage.engine import Call
@@ -333,6 +333,8 @@ def _convert(
             "the quote or estimate is already invoiced",
             {"sales_invoice_id": invoice_id},
         )
+    # Sage sends decimals as strings (tap_sage.sage.wire): back to numbers for the write body
+    quote = wire.read_shape(source.name).to_decimals(copy.deepcopy(quote))
     lines_key = "quote_lines" if source.name == "sales_quotes" else "estimate_lines"
     lines = []
     for line in quote.get(lines_key) or []:

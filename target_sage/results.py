@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from target_sage.payload import to_json_value
 
@@ -56,43 +57,52 @@ class Result:
         return out
 
 
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (created 0600: it holds business data), then close it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 class ResultsFile:
-    """Appends result lines; thread-safe; flushed after every line. Also counts outcomes."""
+    """Appends result lines; thread-safe; each line is on disk when ``write`` returns. Also
+    counts outcomes.
+
+    The file is opened for each line and closed again, so no exit path (a failed record, a
+    bad setting found after start-up, an exception of the SDK) leaves a file handle open;
+    one open and close is microseconds next to the HTTP request behind every result.
+    """
 
     def __init__(self, path: Path | None, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
         self.counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self._fh: IO[str] | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = path.open("a", encoding="utf-8")
 
     def write(self, result: Result) -> None:
         """Record one result."""
         text = json.dumps(to_json_value(result.line(self.run_id)), ensure_ascii=False, default=str)
         with self._lock:
             self.counts[(result.stream, result.outcome)] += 1
-            if self._fh is not None:
-                self._fh.write(text + "\n")
-                self._fh.flush()
+            if self.path is not None:
+                _append(self.path, text + "\n")
 
     def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+        """Nothing stays open between two lines; kept for the callers that close."""
 
 
 class DeadLetterFile:
-    """Failed records as Singer messages (SCHEMA once per stream, then RECORDs): replayable."""
+    """Failed records as Singer messages (SCHEMA once per stream, then RECORDs): replayable.
+
+    Opened for each record and closed again, like the results file: no handle outlives a
+    ``write``, whatever way the run ends.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._fh: IO[str] | None = None
         self._schemas_written: set[str] = set()
         self.count = 0
 
@@ -101,20 +111,16 @@ class DeadLetterFile:
         if self.path is None:
             return
         with self._lock:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("a", encoding="utf-8")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             stream = str(record_message.get("stream"))
+            lines: list[str] = []
             if schema_message is not None and stream not in self._schemas_written:
-                self._fh.write(json.dumps(to_json_value(schema_message)) + "\n")
+                lines.append(json.dumps(to_json_value(schema_message)) + "\n")
+            lines.append(json.dumps(to_json_value(record_message), default=str) + "\n")
+            _append(self.path, "".join(lines))
+            if schema_message is not None:
                 self._schemas_written.add(stream)
-            self._fh.write(json.dumps(to_json_value(record_message), default=str) + "\n")
-            self._fh.flush()
             self.count += 1
 
     def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+        """Nothing stays open between two records; kept for the callers that close."""

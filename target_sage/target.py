@@ -28,11 +28,19 @@ from target_sage.sinks import SageSink
 
 LOGGER = logging.getLogger("target_sage")
 
+#: The stream of Meltano 4's loader test (`meltano config test <loader>`): one SCHEMA (id,
+#: name, created_at; key id), one RECORD and one STATE, from
+#: meltano/core/plugin_test_service.py, LoaderTestService, in Meltano 4.4.1. target-sage
+#: answers it with the connection check and writes nothing to Sage.
+MELTANO_PROBE_STREAM = "meltano_test_stream"
+
 
 class TargetSage(Target):
     """Singer target for Sage Business Cloud Accounting (API v3.1)."""
 
     name = "target-sage"
+    # The distribution is tap-sage (both executables); the SDK looks the version up by it.
+    package_name = "tap-sage"
     config_jsonschema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {**CONNECTION_PROPERTIES, **TARGET_PROPERTIES},
@@ -58,6 +66,7 @@ class TargetSage(Target):
         self.current_message: dict[str, Any] | None = None
         self._schema_messages: dict[str, dict[str, Any]] = {}
         self._emitted_state: dict[str, Any] | None = None
+        self._meltano_probe = False
 
     # -- CLI: connection test --------------------------------------------------------------------
 
@@ -110,6 +119,27 @@ class TargetSage(Target):
         print(json.dumps(report.to_dict(), default=str))
         return 0 if report.ok else 1
 
+    # -- Meltano's loader test ------------------------------------------------------------------
+
+    def _answer_meltano_probe(self) -> None:
+        """Meltano's loader test sent its probe stream: run the connection check (reads only)
+        and fail, naming the cause, when the connection cannot work. Meltano counts any output
+        line with "error" or "exception" in it as a failure, so a passing check says neither."""
+        from tap_sage.sage.connection_check import check
+
+        s = self.target_settings
+        LOGGER.info(
+            "Stream `%s` is Meltano's loader test: checking the connection instead of writing",
+            MELTANO_PROBE_STREAM,
+        )
+        business = [s.business_id] if s.business_id else None
+        report = check(s.connection, probe="sample", business_ids=business)
+        for line in report.lines():
+            print(line, file=sys.stderr)
+        if not report.ok:
+            cause = report.error["message"] if report.error else "no usable business"
+            raise TargetFailure(f"connection test failed: {cause}")
+
     # -- plumbing for the sinks ------------------------------------------------------------------
 
     def active_sink(self, stream: str) -> Sink | None:
@@ -128,11 +158,16 @@ class TargetSage(Target):
 
     @override
     def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        if message_dict.get("stream") == MELTANO_PROBE_STREAM:
+            self._meltano_probe = True
+            return
         self._schema_messages[str(message_dict.get("stream"))] = copy.deepcopy(message_dict)
         super()._process_schema_message(message_dict)
 
     @override
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
+        if self._meltano_probe and message_dict.get("stream") == MELTANO_PROBE_STREAM:
+            return  # the probe's record: never written
         self.current_message = message_dict
         try:
             super()._process_record_message(message_dict)
@@ -180,6 +215,8 @@ class TargetSage(Target):
             self.engine.dead_letter.close()
             self.engine.ledger.close()
             self.engine.release_run_lock()
+        if self._meltano_probe:
+            self._answer_meltano_probe()
         s = self.target_settings
         if s.dry_run and self.engine.failed and s.on_error == "fail":
             raise TargetFailure(

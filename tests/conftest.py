@@ -19,17 +19,28 @@ Stable fixtures (other test modules rely on these names and shapes):
     on ``sandbox``: ``{"connection_name", "initiate_oauth": "REFRESH", "client_id",
     "client_secret", "access_token", "refresh_token", "oauth_settings_location",
     "advanced_config": {"api_url", "token_url", "authorize_url", "revoke_url"}}``.
+``pg_server`` (session)
+    A private PostgreSQL server (``scripts/pgserver.py``'s ``PostgresServer``), started on first
+    use on a free port of 127.0.0.1, stopped and removed at the end of the session. ``.url`` is
+    its SQLAlchemy URL (``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``, no password);
+    ``.create_database(name)`` gives a test its own database and returns that one's URL. A test
+    that takes a server away (``.stop()``, then ``.start()``: same port, same data) makes its own
+    with ``PostgresServer.create()`` and ``.close()``s it, as tests/test_pgserver.py does.
+``pg_database`` (function)
+    The SQLAlchemy URL of a new, empty database on ``pg_server``, for this test alone.
 """
 
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scripts.pgserver import PostgresServer
 from tap_sage.sandbox.runner import SandboxProcess, seed_db
 
 
@@ -95,3 +106,20 @@ def connection_config(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, Any]
             "revoke_url": sandbox.revoke_url,
         },
     }
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for the session (installed first when missing)."""
+    server = PostgresServer.create()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_database(pg_server: PostgresServer) -> str:
+    """The URL of a new, empty database on ``pg_server`` for this test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    return pg_server.create_database(name)

@@ -211,3 +211,49 @@ def test_demo_script_is_valid_bash_and_pins_meltano(project: dict[str, Any]) -> 
     assert low is not None
     assert high is not None
     assert (int(low.group(1)), int(low.group(2))) <= (major, minor) < (int(high.group(1)), 0)
+
+
+@pytest.mark.parametrize(("kind", "name"), SAGE_PLUGINS.items())
+def test_hub_definitions_are_generated_from_meltano_yml(
+    project: dict[str, Any], kind: str, name: str
+) -> None:
+    path = ROOT / "hub" / f"{name}.yml"
+    text = path.read_text(encoding="utf-8")
+    assert text == gen.hub_definition(name), f"hub/{name}.yml drifted; run `make docs`"
+    definition = yaml.safe_load(text)
+    plugin = _plugin(project, kind, name)
+    for key in ("namespace", "executable", "capabilities", "settings"):
+        assert definition[key] == plugin[key], key
+    for key in ("settings_group_validation", "commands"):
+        assert definition[key] == plugin[key], key
+    # One file for every install source: a git URL or a local path, from the user's .env.
+    assert definition["pip_url"] == "${SAGE_SINGER_PIP_URL}"
+    assert "config" not in definition, "configuration belongs to the user's project"
+    # Meltano copies a definition's comments into the user's meltano.yml, wherever they sit:
+    # comments only in the header, before the first key.
+    body = text.split("\nname: ", 1)[1]
+    assert not [line for line in body.splitlines() if line.lstrip().startswith("#")]
+
+
+_MELTANO3_SPELLINGS = (
+    re.compile(r"meltano (?:--\S+ )*config (?:tap|target)-sage (?:test|set|list)\b"),
+    re.compile(r"meltano (?:--\S+ )*test (?:tap|target)-sage\b"),
+)
+
+
+def test_readme_and_demo_use_the_spellings_of_the_pinned_meltano() -> None:
+    demo = (ROOT / "scripts" / "demo.sh").read_text(encoding="utf-8")
+    version = re.search(r'MELTANO_VERSION="([0-9.]+)"', demo)
+    assert version is not None
+    assert version.group(1).startswith("4.")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"Meltano {version.group(1)}" in readme
+    # Meltano 3's spellings appear only in Troubleshooting, as the mistake they are.
+    start = readme.index("\n## Troubleshooting\n")
+    end = readme.index("\n## ", start + 1)
+    for text in (readme[:start] + readme[end:], demo):
+        for pattern in _MELTANO3_SPELLINGS:
+            assert not pattern.search(text), pattern.search(text)
+    for command in ("config test tap-sage", "config test target-sage"):
+        assert command in demo
+        assert command in readme

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -15,10 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tap_sage.sage import catalogue
+from tap_sage.sage import catalogue, wire
 from tap_sage.sandbox.runner import SandboxProcess, grant, seed_db
 
 TIMEOUT = 10
+RECORDED = Path(__file__).resolve().parent.parent.parent / "shared" / "sage-api" / "recorded"
 
 
 class Api:
@@ -108,9 +110,11 @@ def ro_api(ro_sandbox: SandboxProcess) -> Api:
 
 
 def businesses(api: Api) -> list[dict[str, Any]]:
-    response = api.get("/businesses", attributes="all")
+    """Every reachable business with all its attributes: ``/businesses`` lists only the three
+    base fields (as Sage does), ``/businesses/{id}`` has the rest."""
+    response = api.get("/businesses")
     assert response.status_code == 200
-    return list(response.json()["$items"])
+    return [api.get(item["$path"]).json() for item in response.json()["$items"]]
 
 
 def token(sandbox: SandboxProcess, **form: str) -> requests.Response:
@@ -458,7 +462,9 @@ def test_authorization_code_expires_after_60_seconds(sandbox: SandboxProcess) ->
     assert expired.json()["error"] == "invalid_grant"
 
 
-def test_revoke_kills_access_and_refresh(sandbox: SandboxProcess) -> None:
+def test_revoke_ends_the_grant_and_leaves_access_tokens_alive(sandbox: SandboxProcess) -> None:
+    """Sage's revoke answers ``{"success": "ok"}`` (recorded/revoke_response.json); the refresh
+    token dies at once, an access token already handed out lives until it expires."""
     granted = sandbox.grant()
     api = Api(sandbox, granted["access_token"])
     assert api.get("/user").status_code == 200
@@ -472,7 +478,8 @@ def test_revoke_kills_access_and_refresh(sandbox: SandboxProcess) -> None:
         timeout=TIMEOUT,
     )
     assert response.status_code == 200
-    sage_error(api.get("/user"), 401, "AuthorizationFailure")
+    assert response.json() == {"success": "ok"}
+    assert api.get("/user").status_code == 200
     dead = token(
         sandbox,
         grant_type="refresh_token",
@@ -534,20 +541,28 @@ def test_businesses_user_and_lead(ro_api: Api) -> None:
     api = ro_api
     response = api.get("/businesses")
     body = response.json()
-    assert body["$total"] == 2
-    assert body["$items_per_page"] == 20
-    assert "$itemsPerPage" not in body
-    assert set(body["$items"][0]) == {"id", "displayed_as", "$path"}
+    # recorded/businesses_list.json: one page with every business, whatever is asked
+    assert list(body) == ["$total", "$page", "$next", "$back", "$items_per_page", "$items"]
+    assert body["$total"] == 2 and body["$page"] == 1
+    assert body["$next"] is None and body["$back"] is None
+    assert body["$items_per_page"] == 2147483647
+    assert [set(i) for i in body["$items"]] == [{"id", "displayed_as", "$path"}] * 2
+    assert api.get("/businesses", attributes="all", items_per_page=1, page=2).json() == body
+    assert "X-Business" not in response.headers
     full = businesses(api)
     assert [b["country"]["id"] for b in full] == ["GB", "US"]
-    assert [b["subscriptions"][0]["displayed_as"] for b in full] == [
-        "Accounting Plus",
-        "Accounting Start",
+    # editions by subscription id (NOTES.md, "Editions"): ACCOUNTING is Plus, START is Start
+    assert [
+        (s["id"], s["displayed_as"], s["status"]) for b in full for s in b["subscriptions"]
+    ] == [
+        ("ACCOUNTING", "Accounting", "paying"),
+        ("START", "Accounting Start", "paying"),
     ]
     lead = api.get("/businesses/lead").json()
     assert lead["id"] == full[0]["id"]
     assert api.get(f"/businesses/{full[1]['id']}").json()["name"] == full[1]["name"]
-    assert api.get("/user").json()["email"]
+    user = api.get("/user")
+    assert user.json()["email"] and "X-Business" not in user.headers
 
 
 def test_x_business_selects_and_restricts(ro_sandbox: SandboxProcess) -> None:
@@ -559,12 +574,17 @@ def test_x_business_selects_and_restricts(ro_sandbox: SandboxProcess) -> None:
     api.business = None
     default_contacts = api.get("/contacts").json()["$total"]
     api.business = gb
-    assert api.get("/contacts").json()["$total"] == default_contacts != us_contacts
+    answer = api.get("/contacts")
+    assert answer.json()["$total"] == default_contacts != us_contacts
+    assert answer.headers["X-Business"] == gb  # Sage names the business it answered for
+    api.business = None
+    assert api.get("/business_settings").headers["X-Business"] == gb  # the lead business
     limited = Api(sandbox, sandbox.grant(business_ids=[us])["access_token"])
     assert [b["id"] for b in limited.get("/businesses").json()["$items"]] == [us]
     limited.business = gb
     error = sage_error(limited.get("/contacts"), 403, "MultiUserAccessDenied")
-    assert error["$source"] == "X-Business"
+    recorded = json.loads((RECORDED / "error_403_multi_user_access_denied.json").read_text())
+    assert error == recorded[0]
     limited.business = None
     assert limited.get("/contacts").json()["$total"] == us_contacts  # lead reachable = US
 
@@ -646,6 +666,31 @@ def test_sort_by_updated_at(ro_api: Api) -> None:
     assert desc[0]["updated_at"] == stamps[-1]
     error = sage_error(api.get("/contacts", sort="updated_at"), 400, "InvalidParameter")
     assert error["$source"] == "sort"
+    error = sage_error(api.get("/sales_invoices", sort="total_amount"), 400, "InvalidParameter")
+    assert error["$source"] == "sort"
+
+
+def test_sort_by_date_and_due_date(ro_api: Api) -> None:
+    """``sort`` takes the document ``date`` (and ``due_date``) too (NOTES.md, "sort")."""
+    api = ro_api
+    for field_name in ("date", "due_date"):
+        asc = api.all_items(
+            "/sales_invoices", items_per_page=200, attributes=field_name, sort=field_name
+        )
+        values = [i[field_name] for i in asc]
+        assert len(values) > 200 and values == sorted(values)
+        desc = api.get(
+            "/sales_invoices", items_per_page=5, attributes=field_name, sort=f"{field_name}:desc"
+        ).json()["$items"]
+        assert [i[field_name] for i in desc] == sorted(values, reverse=True)[:5]
+
+
+def test_a_required_list_parameter_is_refused_when_missing(ro_api: Api) -> None:
+    """The spec marks ``usage`` required on ``/tax_determinations``: without it, no list."""
+    api = ro_api
+    error = sage_error(api.get("/tax_determinations"), 400, "InvalidParameter")
+    assert error["$source"] == "usage"
+    assert api.get("/tax_determinations", usage="sales").status_code == 200
 
 
 def test_date_and_id_filters(ro_api: Api) -> None:
@@ -744,9 +789,9 @@ def test_business_by_key_errors(ro_sandbox: SandboxProcess) -> None:
 
 
 def test_every_list_serves_items_that_match_the_read_schema(ro_api: Api) -> None:
+    """Every list's items, on Sage's wire (decimals as Rails strings) and, once through the
+    tap's record handling (``wire.Shape.to_record``), valid against the read schema."""
     api = ro_api
-    import re
-
     import jsonschema
 
     checker = jsonschema.FormatChecker(formats=["date"])
@@ -762,19 +807,59 @@ def test_every_list_serves_items_that_match_the_read_schema(ro_api: Api) -> None
     for name, res in catalogue.resources().items():
         if not res.list or not res.available_in("GB", "Plus"):
             continue
-        response = api.get(res.path, attributes="all", items_per_page=50)
+        required = {p.name: "sales" for p in res.params if p.required}
+        response = api.get(res.path, attributes="all", items_per_page=50, **required)
         assert response.status_code == 200, (name, response.text)
         body = response.json()
         items = [body] if res.singleton else body["$items"]
         if not items:
             empty.append(name)
         validator = jsonschema.Draft7Validator(catalogue.list_schema(name), format_checker=checker)
+        shape = wire.Shape.of(catalogue.list_schema(name))
         for item in items:
+            # on the wire every decimal is a Rails BigDecimal string (NOTES.md, "The wire")
+            problems += [f"{name}: {p}" for p in not_rails_decimals(shape, item)]
+            record = shape.to_record(item)  # what the tap makes of it
             problems += [
-                f"{name}: {list(e.absolute_path)} {e.message}" for e in validator.iter_errors(item)
+                f"{name}: {list(e.absolute_path)} {e.message}"
+                for e in validator.iter_errors(record)
             ]
     assert problems == []
     assert empty == []
+
+
+RAILS_DECIMAL = re.compile(r"^-?\d+\.\d+$")
+
+
+def not_rails_decimals(shape: wire.Shape, item: dict[str, Any]) -> list[str]:
+    """The decimal fields of ``item`` that are not a string in Rails' BigDecimal form."""
+    out: list[str] = []
+    for path in shape.decimal_paths:
+        for where, value in values_at(item, path.split(".")):
+            ok = isinstance(value, str) and bool(RAILS_DECIMAL.match(value))
+            if value is not None and (not ok or (value.endswith("0") and value[-2] != ".")):
+                out.append(f"{where} = {value!r}")
+    return out
+
+
+def values_at(obj: Any, parts: list[str], where: str = "") -> list[tuple[str, Any]]:
+    """``(path, value)`` of every value at a dotted path (``a[].b``) inside ``obj``."""
+    if not parts:
+        return [(where, obj)]
+    head, rest = parts[0], parts[1:]
+    many = head.endswith("[]")
+    key = head.removesuffix("[]")
+    if not isinstance(obj, dict) or key not in obj:
+        return []
+    value = obj[key]
+    if not many:
+        return values_at(value, rest, f"{where}{key}.")
+    if not isinstance(value, list):
+        return []
+    out: list[tuple[str, Any]] = []
+    for i, element in enumerate(value):
+        out += values_at(element, rest, f"{where}{key}.{i}.")
+    return out
 
 
 def test_put_business_and_user(api: Api) -> None:

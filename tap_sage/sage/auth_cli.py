@@ -151,9 +151,9 @@ def _rotating(settings: ConnectionSettings) -> Any:
 
 
 def _businesses(client: Any) -> list[dict[str, Any]]:
-    from tap_sage.sage.connection_check import describe_business
+    from tap_sage.sage.connection_check import describe_business, detailed_businesses
 
-    return [describe_business(b) for b in client.businesses()]
+    return [describe_business(b) for b in detailed_businesses(client)]
 
 
 def _business_lines(businesses: list[dict[str, Any]]) -> list[str]:
@@ -162,7 +162,8 @@ def _business_lines(businesses: list[dict[str, Any]]) -> list[str]:
         active = {True: "active", False: "INACTIVE", None: "subscription unknown"}[b["active"]]
         lines.append(
             f"  {b['name']} [{b['id']}] country {b['country'] or '?'}, "
-            f"{b['subscription'] or 'no subscription listed'} ({active})"
+            f"edition {b['edition'] or '?'} (subscription "
+            f"{b.get('subscription_id') or b['subscription'] or 'none listed'}, {active})"
         )
     return lines
 

@@ -33,6 +33,7 @@ class Param:
     type: str  # "string" | "boolean" | "integer" | "number"
     description: str = ""
     format: str | None = None
+    required: bool = False  # the spec marks it required (tax_determinations' ``usage``)
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,53 @@ SAMPLE_RESOURCES = (
     "business_settings",
 )
 EDITIONS = ("Start", "Standard", "Plus")
+#: Sage tells editions by subscription id, not by name (NOTES.md, "Editions").
+EDITION_OF_SUBSCRIPTION = {
+    "START": "Start",
+    "MICRO": "Start",
+    "ACCOUNTS": "Standard",
+    "ACCOUNTING_10": "Standard",
+    "ACCOUNTING": "Plus",
+}
+#: Statuses of a live subscription: ``paying``, or a trial (NOTES.md, "Editions").
+LIVE_STATUSES = frozenset({"paying", "trial", "trialing", "in_trial", "free_trial"})
+#: Parallel ``GET /businesses/{id}`` of ``detailed_businesses``.
+DETAIL_CONCURRENCY = 8
+
+
+def detailed_businesses(client: Any) -> list[dict[str, Any]]:
+    """Every business the connection reaches, with its attributes. Sage's ``/businesses``
+    lists only ``id``, ``displayed_as`` and ``$path`` (recorded/businesses_list.json), so
+    country and subscriptions come from ``GET /businesses/{id}`` of each."""
+    items = [dict(b) for b in client.businesses()]
+    wanting = [b for b in items if b.get("id") and "subscriptions" not in b]
+
+    def detail(item: dict[str, Any]) -> None:
+        item.update(client.get_json(f"/businesses/{item['id']}"))
+
+    if wanting:
+        with ThreadPoolExecutor(max_workers=min(DETAIL_CONCURRENCY, len(wanting))) as pool:
+            list(pool.map(detail, wanting))
+    return items
+
+
+def edition_of(subscriptions: list[Mapping[str, Any]]) -> str | None:
+    """The edition (Start | Standard | Plus) of a business's subscriptions: by id, else (an id
+    this module does not know) by the last word of its name."""
+    for sub in subscriptions:
+        found = EDITION_OF_SUBSCRIPTION.get(str(sub.get("id") or "").upper())
+        if found:
+            return found
+    for sub in subscriptions:
+        name = str(sub.get("displayed_as") or "")
+        if name and name.split()[-1] in EDITIONS:
+            return name.split()[-1]
+    return None
 
 
 def describe_business(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """``{id, name, country, edition, subscription, active}`` of a ``/businesses`` item."""
+    """``{id, name, country, edition, subscription, active}`` of a business (as ``GET
+    /businesses/{id}`` answers)."""
     country_raw = raw.get("country")
     country = (
         str(country_raw.get("id") or "")
@@ -56,8 +99,12 @@ def describe_business(raw: Mapping[str, Any]) -> dict[str, Any]:
     subscriptions = [s for s in raw.get("subscriptions") or [] if isinstance(s, Mapping)]
     subscription = subscriptions[0] if subscriptions else {}
     name = str(subscription.get("displayed_as") or "") or None
-    edition = next((e for e in EDITIONS if name and name.split()[-1] == e), None)
+    edition = edition_of(subscriptions)
     active_values = [s.get("active") for s in subscriptions if s.get("active") is not None]
+    if not active_values:  # no ``active`` flag: a live status says it
+        active_values = [
+            str(s["status"]).lower() in LIVE_STATUSES for s in subscriptions if s.get("status")
+        ]
     active: bool | None = any(bool(v) for v in active_values) if active_values else None
     return {
         "id": str(raw.get("id") or ""),
@@ -65,6 +112,7 @@ def describe_business(raw: Mapping[str, Any]) -> dict[str, Any]:
         "country": country,
         "edition": edition,
         "subscription": name,
+        "subscription_id": subscription.get("id"),
         "subscription_status": subscription.get("status"),
         "active": active,
     }
@@ -80,6 +128,7 @@ class BusinessReport:
     edition: str | None
     subscription: str | None
     active: bool | None
+    subscription_id: str | None = None  # Sage's id: START, MICRO, ACCOUNTS, ACCOUNTING_10, ...
     ok: bool = True
     problem: str | None = None
     reachable: list[str] = field(default_factory=list)
@@ -121,7 +170,9 @@ class ConnectionReport:
             if self.error.get("fix"):
                 out.append(f"  fix: {self.error['fix']}")
         for b in self.businesses:
-            where = " ".join(x for x in (b.country, b.subscription) if x)
+            edition = f"{b.edition} edition" if b.edition else "edition unknown"
+            sub = f" (subscription {b.subscription_id})" if b.subscription_id else ""
+            where = " ".join(x for x in (b.country, edition + sub) if x)
             state = "OK" if b.ok else "NOT USABLE"
             active = "" if b.active is None else (" active" if b.active else " INACTIVE")
             out.append(f"  business {b.name} [{b.id}] {where}{active}: {state}")
@@ -228,7 +279,7 @@ def check(
     wanted = set(business_ids) if business_ids else None
     try:
         client = SageClient.for_config(settings)
-        raw = client.businesses()
+        raw = detailed_businesses(client)
         report.token = token_summary(client)
         for item in raw:
             info = describe_business(item)
@@ -241,6 +292,7 @@ def check(
                 edition=info["edition"],
                 subscription=info["subscription"],
                 active=info["active"],
+                subscription_id=info["subscription_id"],
             )
             report.businesses.append(b)
             if b.active is False:

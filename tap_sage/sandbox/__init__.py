@@ -14,6 +14,15 @@ From Python use ``tap_sage.sandbox.runner`` (``SandboxProcess``, ``seed_db``, ``
 Modules: ``app`` (the WSGI application), ``oauth`` (tokens), ``seed`` (data), ``store``
 (SQLite), ``model`` (links and references), ``cli``, ``runner``.
 
+The wire
+    Every stored record is on Sage's wire (``tap_sage.sage.wire``, one serializer driven by the
+    read schemas): decimals (what the spec types ``number``) as Rails BigDecimal strings
+    (``"10.0"``, ``"-430035.84"``), integers as numbers; a settings singleton writes unset
+    strings and dates as ``""``; list items carry every attribute of their schema (``null``
+    when unset; ``deleted_at`` only on tombstones); some products have ``active: null`` and
+    ``links``. Write bodies are read with their decimals exact and totals are computed in
+    ``Decimal``.
+
 Behaviour, including the sandbox's choices where Sage's documentation is silent:
 
 OAuth
@@ -26,19 +35,25 @@ OAuth
     refresh token; a used, revoked or expired one answers 400 ``invalid_grant``. A wrong or
     unknown client answers ``invalid_client``: 401 when it authenticated by HTTP Basic, 400
     when by form fields (RFC 6749). ``POST /oauth/revoke`` (client auth + ``token``) answers
-    200 ``{}`` and revokes the whole grant: the token, its partner and every rotated
-    successor. Old access tokens stay valid until they expire after a refresh. Tokens from
+    200 ``{"success": "ok"}`` (as recorded) and ends the whole grant: every refresh token of
+    it (the partner and every rotated successor) dies; access tokens already issued stay
+    valid until they expire, as Sage's do. Old access tokens stay valid until they expire
+    after a refresh too. Tokens from
     ``sage-sandbox grant`` expire ``--token-ttl`` seconds after issue or after the server's
     start, whichever is later. Expired/unknown token: 401 ``AuthorizationFailure``. A
     ``readonly`` token gets 403 ``AccessDenied`` on POST/PUT/DELETE.
 Businesses
-    ``GET /businesses`` (envelope with ``$items_per_page``; items honour ``attributes`` like
-    every list), ``/businesses/{id}``, ``/businesses/lead``, ``/user``. The edition is
-    ``subscriptions[0].displayed_as`` (``Accounting Start|Standard|Plus``), the country is
-    ``country.id``. ``X-Business`` selects the business; without it the lead business (the
-    first reachable). A business the token cannot reach (or that does not exist): 403
-    ``MultiUserAccessDenied`` with ``$source`` ``X-Business``. A resource not available in
-    the business's country/edition (catalogue availability): 403 ``FeatureUnavailable``.
+    ``GET /businesses`` answers as recorded: no parameters (any given is ignored), one page
+    with every reachable business, ``$items_per_page: 2147483647``, items ``{displayed_as,
+    id, $path}`` only; ``/businesses/{id}`` (and ``/businesses/lead``) has the rest, ``/user``.
+    The edition is told by ``subscriptions[].id``: ``START``/``MICRO`` Start, ``ACCOUNTS``/
+    ``ACCOUNTING_10`` Standard, ``ACCOUNTING`` Plus (displayed "Accounting"); status
+    ``paying``. The country is ``country.id``. ``X-Business`` selects the business; without
+    it the lead business (the first reachable); every answer but those of ``/businesses`` and
+    ``/user`` carries an ``X-Business`` header naming the business it answered for. A
+    business the token cannot reach (or that does not exist): 403 ``MultiUserAccessDenied``
+    as recorded (``$source`` ``""``). A resource not available in the business's
+    country/edition (catalogue availability): 403 ``FeatureUnavailable``.
 Lists
     ``{"$total","$page","$next","$back","$itemsPerPage","$items"}``; ``$next``/``$back`` are
     relative paths without ``/v3.1`` (``/contacts?page=3&items_per_page=25&...`` keeping the
@@ -52,9 +67,12 @@ Lists
     exclusive and switches the list to tombstones ``{id, displayed_as, $path, deleted_at}``
     (``attributes`` ignored) of records deleted after the value. ``from_date``/``to_date``
     filter on the document ``date`` (inclusive); ``updated_from_date``/``updated_to_date``
-    on ``updated_at``'s day. ``sort=updated_at|created_at[:asc|:desc]`` only where the
-    catalogue lists ``sort`` (ties broken by creation order); elsewhere, or on another field,
-    400 ``InvalidParameter`` with ``$source`` ``sort``. A bad date: 400 ``InvalidParameter``.
+    on ``updated_at``'s day. ``sort=updated_at|created_at|date[:asc|:desc]`` (and
+    ``due_date``/``expiry_date`` where the items have them) only where the catalogue lists
+    ``sort`` (ties broken by creation order); elsewhere, or on another field, 400
+    ``InvalidParameter`` with ``$source`` ``sort``. A list parameter the spec marks required
+    (``tax_determinations``' ``usage``) missing: 400 ``InvalidParameter`` naming it. A bad
+    date: 400 ``InvalidParameter``.
     Filters applied: ``search`` (substring of display/name/reference/e-mail/...), every
     ``*_id`` parameter whose record field exists (``contact_id``, ``status_id``,
     ``contact_type_id``, ``bank_account_id``, ...), boolean parameters naming a record field
@@ -73,6 +91,8 @@ Writes
     ``$path``, ``created_at``/``updated_at`` (one-second precision), ``*_id`` fields turned
     into links (``contact_id`` -> ``contact: {id, displayed_as, $path}``, ``*_ids`` -> lists
     of links), fields unknown to the read schema dropped, line ids and totals computed.
+    Contacts: ``reference`` at most 10 characters and unique among the business's contacts,
+    deleted ones included (422 ``RecordInvalid``, ``$source`` ``reference``).
     Status rule: artefacts are created UNPAID unless ``status_id`` is ``DRAFT``; quotes and
     estimates are created PENDING unless ``status_id`` says otherwise. PUT changes only the
     fields sent (objects merged, lists replaced whole, so ``invoice_lines`` replaces the

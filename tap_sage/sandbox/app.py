@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hmac
 import json
 import logging
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request, Response
 
-from tap_sage.sage import catalogue
+from tap_sage.sage import catalogue, wire
 from tap_sage.sage.catalogue import Resource
 from tap_sage.sandbox import oauth, store
 from tap_sage.sandbox.model import (
+    complete,
     display_of,
     filter_to_schema,
     lines_field,
@@ -43,6 +46,7 @@ from tap_sage.sandbox.model import (
     schema_props,
     search_text,
     utc_ts,
+    wire_shape,
 )
 
 log = logging.getLogger("sage_sandbox")
@@ -63,6 +67,10 @@ WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 BASE_FIELDS = ("id", "displayed_as", "$path")
 INVOICE_LIKE_DRAFTABLE = "DRAFT"
 QUOTE_RESOURCES = frozenset({"sales_quotes", "sales_estimates"})
+#: ``$items_per_page`` of ``/businesses``: one page holds them all (recorded).
+BUSINESSES_PER_PAGE = 2147483647
+#: Sage's answer when the user may not use a business (recorded/error_403_...json).
+MULTI_USER_DENIED = "The current user is not allowed to access that resource with that method."
 
 
 class DropConnection(Exception):
@@ -442,7 +450,8 @@ class SandboxApp:
             row = oauth.find(conn, token) if token else None
             if row is not None and row["client_id"] == client_id:
                 oauth.revoke_family(conn, row["family"])
-        return _json(200, {})
+        # recorded/revoke_response.json (Sage's authentication guide)
+        return _json(200, {"success": "ok"})
 
     def _access(self, request: Request, conn: sqlite3.Connection) -> oauth.AccessGrant:
         header = request.headers.get("Authorization", "")
@@ -488,7 +497,6 @@ class SandboxApp:
         parts = [p for p in path.split("/") if p]
         if not parts:
             raise SageError(404, "RecordNotFound", "No resource given")
-        method = request.method
         if parts[0] == "businesses":
             return self.businesses(request, conn, grant, parts[1:])
         if parts[0] == "user":
@@ -497,6 +505,21 @@ class SandboxApp:
         if res is None or len(parts) > 3:
             raise SageError(404, "RecordNotFound", f"Unknown resource {path}")
         business = self._business(request, conn, grant)
+        response = self._route_resource(request, conn, res, business, parts, path)
+        # Sage names the business in every answer but those of /businesses and /user (NOTES.md)
+        response.headers["X-Business"] = str(business["id"])
+        return response
+
+    def _route_resource(
+        self,
+        request: Request,
+        conn: sqlite3.Connection,
+        res: Resource,
+        business: dict[str, Any],
+        parts: list[str],
+        path: str,
+    ) -> Response:
+        method = request.method
         if not res.available_in(business["country"], business["edition"]):
             raise SageError(
                 403,
@@ -544,17 +567,12 @@ class SandboxApp:
                 "SELECT id, country, edition FROM businesses WHERE id = ?", (wanted,)
             ).fetchone()
             if row is None or not grant.reaches(wanted):
-                raise SageError(
-                    403,
-                    "MultiUserAccessDenied",
-                    f"The user has no access to business {wanted}",
-                    "X-Business",
-                )
+                raise SageError(403, "MultiUserAccessDenied", MULTI_USER_DENIED)
             return {"id": row[0], "country": row[1], "edition": row[2]}
         for row in conn.execute("SELECT id, country, edition FROM businesses ORDER BY position"):
             if grant.reaches(row[0]):
                 return {"id": row[0], "country": row[1], "edition": row[2]}
-        raise SageError(403, "MultiUserAccessDenied", "The user has no access to any business")
+        raise SageError(403, "MultiUserAccessDenied", MULTI_USER_DENIED)
 
     # -- businesses and user ---------------------------------------------------------------
     def businesses(
@@ -568,13 +586,22 @@ class SandboxApp:
         if not rest:
             if request.method != "GET":
                 raise self._not_allowed(request.method, "/businesses")
-            items = [data for _, data in rows]
-            page, ipp = self._paging(request.args)
-            envelope = self._envelope(
-                request, "/businesses", items, len(items), page, ipp, request.args.get("attributes")
+            # recorded/businesses_list.json: no parameters (the spec declares none; any given
+            # is ignored), every business in one page, the three base fields only.
+            return _json(
+                200,
+                {
+                    "$total": len(rows),
+                    "$page": 1,
+                    "$next": None,
+                    "$back": None,
+                    "$items_per_page": BUSINESSES_PER_PAGE,
+                    "$items": [
+                        {k: data.get(k) for k in ("displayed_as", "id", "$path")}
+                        for _, data in rows
+                    ],
+                },
             )
-            envelope["$items_per_page"] = envelope.pop("$itemsPerPage")
-            return _json(200, envelope)
         if len(rest) > 1:
             raise SageError(404, "RecordNotFound", "Unknown path")
         key = rest[0]
@@ -582,13 +609,13 @@ class SandboxApp:
             if request.method != "GET":
                 raise self._not_allowed(request.method, "/businesses/lead")
             if not rows:
-                raise SageError(403, "MultiUserAccessDenied", "No business reachable")
+                raise SageError(403, "MultiUserAccessDenied", MULTI_USER_DENIED)
             return _json(200, rows[0][1])
         exists = conn.execute("SELECT data FROM businesses WHERE id = ?", (key,)).fetchone()
         if exists is None:
             raise SageError(404, "RecordNotFound", f"Business {key} not found")
         if not grant.reaches(key):
-            raise SageError(403, "MultiUserAccessDenied", f"No access to business {key}")
+            raise SageError(403, "MultiUserAccessDenied", MULTI_USER_DENIED)
         data = json.loads(exists[0])
         if request.method == "GET":
             return _json(200, data)
@@ -673,24 +700,28 @@ class SandboxApp:
     ) -> Response:
         args = request.args
         names = res.param_names
+        for param in res.params:
+            if param.required and not args.get(param.name):
+                # the spec marks it required (tax_determinations' ``usage``): Sage refuses the list
+                raise SageError(
+                    400, "InvalidParameter", f"{param.name} is missing or empty", param.name
+                )
         page, ipp = self._paging(args)
         order = "seq"
         sort_field = "seq"
         sort = args.get("sort")
+        props = catalogue.list_schema(res.name).get("properties", {})
         if sort:
             if not res.sortable:
                 raise SageError(
                     400, "InvalidParameter", f"sort is not a parameter of {res.path}", "sort"
                 )
             field_name, _, direction = sort.partition(":")
-            if field_name not in ("updated_at", "created_at") or direction not in (
-                "",
-                "asc",
-                "desc",
-            ):
+            column = _sort_column(field_name, props)
+            if column is None or direction not in ("", "asc", "desc"):
                 raise SageError(400, "InvalidParameter", f"Cannot sort by {sort!r}", "sort")
             desc = " DESC" if direction == "desc" else ""
-            order = f"{field_name}{desc}, seq{desc}"
+            order = f"{column}{desc}, seq{desc}"
             sort_field = field_name
         where = ["business = ?", "resource = ?"]
         params: list[Any] = [biz, res.name]
@@ -708,7 +739,6 @@ class SandboxApp:
             column = "updated_at" if sort_field == "updated_at" else "+updated_at"
             where.append(f"{column} >= ?")
             params.append(utc_ts(math.ceil(since.timestamp())))
-        props = catalogue.list_schema(res.name).get("properties", {})
         if "date" in props:
             if "from_date" in names and args.get("from_date"):
                 where.append("doc_date >= ?")
@@ -833,7 +863,7 @@ class SandboxApp:
         if request.mimetype != "application/json":
             raise SageError(415, "UnsupportedMediaType", "Content-Type must be application/json")
         try:
-            body = json.loads(request.get_data(as_text=True) or "null")
+            body = _parse_body(request)
         except ValueError:
             raise SageError(400, "InvalidJSON", "The body is not valid JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get(wrapper), dict):
@@ -951,30 +981,31 @@ class SandboxApp:
         key = lines_field(res.name)
         if key is None or not isinstance(record.get(key), list):
             return
-        net_total = tax_total = qty_total = 0.0
+        # Decimal arithmetic throughout: money never passes through a binary float.
+        net_total = tax_total = qty_total = Decimal(0)
         for line in record[key]:
             if not isinstance(line, dict):
                 continue
             line.setdefault("id", uuid.uuid4().hex)
             line.setdefault("displayed_as", line.get("description") or line.get("details"))
             if "unit_price" in line or "quantity" in line:
-                qty = float(line.get("quantity") or 1)
-                unit = float(line.get("unit_price") or 0)
-                net = round(qty * unit - float(line.get("discount_amount") or 0), 2)
+                qty = _amount(line.get("quantity"), "quantity", Decimal(1))
+                unit = _amount(line.get("unit_price"), "unit_price")
+                net = round(qty * unit - _amount(line.get("discount_amount"), "discount_amount"), 2)
                 line["quantity"] = qty
                 line["net_amount"] = net
                 qty_total += qty
             else:
-                net = float(line.get("net_amount") or line.get("debit") or 0)
+                net = _amount(line.get("net_amount") or line.get("debit"), "net_amount")
             if line.get("tax_amount") is None and isinstance(line.get("tax_rate"), dict):
                 pct_row = conn.execute(
                     "SELECT json_extract(data, '$.percentage') FROM records WHERE business = ? "
                     "AND resource = 'tax_rates' AND id = ?",
                     (biz, line["tax_rate"]["id"]),
                 ).fetchone()
-                pct = float(pct_row[0]) if pct_row and pct_row[0] is not None else 0.0
+                pct = _amount(pct_row[0] if pct_row else None, "percentage")
                 line["tax_amount"] = round(net * pct / 100, 2)
-            tax = float(line.get("tax_amount") or 0)
+            tax = _amount(line.get("tax_amount"), "tax_amount")
             if "unit_price" in line:
                 line["total_amount"] = round(net + tax, 2)
             net_total += net
@@ -984,7 +1015,7 @@ class SandboxApp:
             record["tax_amount"] = round(tax_total, 2)
             record["total_amount"] = round(net_total + tax_total, 2)
             record["total_quantity"] = qty_total
-            paid = float(record.get("total_paid") or 0)
+            paid = _amount(record.get("total_paid"), "total_paid")
             record["total_paid"] = paid
             record["outstanding_amount"] = round(net_total + tax_total - paid, 2)
             record["base_currency_net_amount"] = record["net_amount"]
@@ -1020,6 +1051,8 @@ class SandboxApp:
                         mimetype="application/json",
                         headers={"Idempotent-Replayed": "true"},
                     )
+            if res.name == "contacts":  # a replay (above) answers before this check
+                _check_contact_reference(conn, biz, raw, None)
             record = self._create(conn, biz, res, raw, quote)
             if idem:
                 conn.execute(
@@ -1031,7 +1064,7 @@ class SandboxApp:
 
     def _peek(self, request: Request, wrapper: str) -> dict[str, Any]:
         try:
-            body = json.loads(request.get_data(as_text=True) or "null")
+            body = _parse_body(request)
         except ValueError:
             raise SageError(400, "InvalidJSON", "The body is not valid JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get(wrapper), dict):
@@ -1072,7 +1105,9 @@ class SandboxApp:
             raw["contact_id"] = quote["contact"]["id"]
         raw.setdefault("date", now_ts()[:10])
         if not raw.get("invoice_lines"):
-            lines = quote.get(lines_field(name) or "", []) or []
+            key = lines_field(name) or ""
+            # the stored lines are on the wire (decimal strings): read them back as decimals
+            lines = wire_shape(name).to_decimals({key: copy.deepcopy(quote.get(key) or [])})[key]
             raw["invoice_lines"] = [_line_to_write(line) for line in lines]
         quote["status"] = self._status_link("INVOICED")
         quote["updated_at"] = now_ts()
@@ -1129,6 +1164,8 @@ class SandboxApp:
         record["displayed_as"] = display_of(res.name, record)
         record["$path"] = f"{res.path}/{rid}"
         record = filter_to_schema(res.name, record)
+        complete(res.name, record)
+        wire_shape(res.name).to_wire(record)
         conn.execute(
             "INSERT INTO records (business, resource, id, created_at, updated_at, deleted_at, "
             "doc_date, search, data) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
@@ -1159,6 +1196,8 @@ class SandboxApp:
         deleted_at: str | None = None,
         record_id: str | None = None,
     ) -> None:
+        res = catalogue.resources().get(resource)
+        wire_shape(resource).to_wire(record, singleton=bool(res and res.singleton))
         conn.execute(
             "UPDATE records SET updated_at = ?, deleted_at = ?, doc_date = ?, search = ?, "
             "data = ? WHERE business = ? AND resource = ? AND id = ?",
@@ -1193,6 +1232,8 @@ class SandboxApp:
                 row_id = str(row[0])
             else:
                 current, _ = self._load(conn, biz, res, key)
+            if res.name == "contacts":
+                _check_contact_reference(conn, biz, raw, key)
             status_id = raw.pop("status_id", None)
             raw.pop("idempotency_id", None)
             if res.name == "attachments":
@@ -1235,7 +1276,7 @@ class SandboxApp:
                     raise SageError(422, "RecordInvalid", "The document is already void", "status")
                 record["status"] = self._status_link("VOID")
                 record["void_reason"] = reason
-                record["outstanding_amount"] = 0.0
+                record["outstanding_amount"] = Decimal(0)
                 record["editable"] = False
                 record["updated_at"] = now
                 self._save(conn, biz, res.name, record)
@@ -1322,6 +1363,23 @@ class _Answer(Exception):
         self.response = response
 
 
+def _parse_body(request: Request) -> Any:
+    """A JSON body with its decimals as ``Decimal`` (never a float); ``ValueError`` if bad."""
+    return json.loads(request.get_data(as_text=True) or "null", parse_float=Decimal)
+
+
+def _amount(value: Any, name: str, default: Decimal | None = None) -> Decimal:
+    """A body or stored amount as ``Decimal`` (``default``, else 0, when unset); a value that
+    is no decimal answers 422 naming the field."""
+    try:
+        number = wire.as_decimal(value, name)
+    except wire.WireValueError as exc:
+        raise SageError(422, "RecordInvalid", str(exc), name) from None
+    if number is None:
+        return default if default is not None else Decimal(0)
+    return number
+
+
 def _select(record: dict[str, Any], attributes: str | None) -> dict[str, Any]:
     if attributes == "all":
         return record
@@ -1332,6 +1390,46 @@ def _select(record: dict[str, Any], attributes: str | None) -> dict[str, Any]:
             if name and name in record:
                 out[name] = record[name]
     return out
+
+
+#: Longest contact reference Sage takes (integrators' notes, v3.1; NOTES.md "Validation quirks").
+CONTACT_REFERENCE_MAX = 10
+
+
+def _check_contact_reference(
+    conn: sqlite3.Connection, biz: str, raw: dict[str, Any], own_id: str | None
+) -> None:
+    """A contact's ``reference``: at most 10 characters, and unique among the business's
+    contacts, deleted ones included (a deleted contact's reference stays taken)."""
+    reference = raw.get("reference")
+    if not isinstance(reference, str) or not reference:
+        return
+    if len(reference) > CONTACT_REFERENCE_MAX:
+        raise SageError(
+            422,
+            "RecordInvalid",
+            f"Reference is too long (maximum is {CONTACT_REFERENCE_MAX} characters)",
+            "reference",
+        )
+    taken = conn.execute(
+        "SELECT 1 FROM records WHERE business = ? AND resource = 'contacts' AND id != ? "
+        "AND json_extract(data, '$.reference') = ? LIMIT 1",
+        (biz, own_id or "", reference),
+    ).fetchone()
+    if taken is not None:
+        raise SageError(422, "RecordInvalid", "Reference has already been taken", "reference")
+
+
+def _sort_column(field_name: str, props: dict[str, Any]) -> str | None:
+    """The SQL of a ``sort`` field: ``created_at``, ``updated_at``, and where the item has them
+    ``date``, ``due_date``, ``expiry_date`` (NOTES.md, "sort"); ``None`` for anything else."""
+    if field_name in ("updated_at", "created_at"):
+        return field_name
+    if field_name == "date" and "date" in props:
+        return "doc_date"
+    if field_name in ("due_date", "expiry_date") and field_name in props:
+        return f"json_extract(data, '$.{field_name}')"
+    return None
 
 
 def _when(value: str, name: str) -> Any:

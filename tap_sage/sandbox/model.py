@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from tap_sage.sage import catalogue
+from tap_sage.sage import catalogue, wire
 
 #: Position (1-based, cycling) -> (country, edition) of seeded businesses.
 BUSINESS_CYCLE: tuple[tuple[str, str], ...] = (
@@ -51,6 +51,17 @@ EDITION_NAMES = {
     "Standard": "Accounting Standard",
     "Plus": "Accounting Plus",
 }
+
+#: Edition -> the ids of Sage's subscriptions of that edition (NOTES.md, "Editions": Sage tells
+#: editions by subscription id: START/MICRO are Start, ACCOUNTS/ACCOUNTING_10 Standard,
+#: ACCOUNTING Plus, displayed as "Accounting"). Seeded businesses take them in turn.
+EDITION_SUBSCRIPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Start": (("START", "Accounting Start"), ("MICRO", "Accounting Start")),
+    "Standard": (("ACCOUNTS", "Accounting Standard"), ("ACCOUNTING_10", "Accounting Standard")),
+    "Plus": (("ACCOUNTING", "Accounting"),),
+}
+#: Fields a live record does not carry although its schema has them.
+ABSENT_WHEN_LIVE = frozenset({"deleted_at"})
 
 
 def utc_ts(epoch: float) -> str:
@@ -168,7 +179,7 @@ def string_props(resource: str) -> frozenset[str]:
     for name, spec in catalogue.list_schema(resource).get("properties", {}).items():
         types = spec.get("type", [])
         types = set(types if isinstance(types, list) else [types]) - {"null"}
-        if types == {"string"}:
+        if types == {"string"} and not wire.is_decimal(spec):  # decimals: see wire_shape
             out.add(name)
     return frozenset(out)
 
@@ -187,3 +198,25 @@ def filter_to_schema(resource: str, record: dict[str, Any]) -> dict[str, Any]:
                 value = str(value)
             out[key] = value
     return out
+
+
+@functools.cache
+def wire_shape(resource: str) -> wire.Shape:
+    """The wire shape (decimals, dates) of one item of ``resource`` (``tap_sage.sage.wire``)."""
+    return wire.read_shape(resource)
+
+
+def complete(resource: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Every top-level attribute of the read schema, ``None`` when unset: Sage's
+    ``attributes=all`` items carry them all (recorded: ``source_guid: null``,
+    ``usual_supplier: null``), except ``deleted_at`` on a live record."""
+    for key in catalogue.list_schema(resource).get("properties", {}):  # in schema order
+        if key not in record and key not in ABSENT_WHEN_LIVE:
+            record[key] = None
+    return record
+
+
+def web_links(resource: str, number: int) -> list[dict[str, str]]:
+    """The ``links`` Sage gives an item: its page in the web app (recorded, products list)."""
+    href = f"https://accounts-extra.sageone.com/advanced_uk/{resource}/{20800000 + number}"
+    return [{"href": href, "rel": "alternate", "type": "text/html"}]

@@ -197,8 +197,10 @@ def consume(conn: sqlite3.Connection, token: str) -> bool:
 
 
 def revoke_family(conn: sqlite3.Connection, family: str) -> None:
-    """Revoke every token issued from one authorization."""
-    conn.execute("UPDATE tokens SET revoked = 1 WHERE family = ?", (family,))
+    """Revoke the refresh tokens (and codes) issued from one authorization. Access tokens stay
+    valid until they expire, as Sage's do: revoking ends the grant, not the short-lived bearer
+    tokens already handed out (Sage's authentication guide; NOTES.md, "The wire, as recorded")."""
+    conn.execute("UPDATE tokens SET revoked = 1 WHERE family = ? AND kind != 'access'", (family,))
 
 
 def business_ids_of(row: dict[str, Any]) -> tuple[str, ...] | None:

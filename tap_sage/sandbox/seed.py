@@ -26,15 +26,17 @@ import random
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tap_sage.sage import catalogue
+from tap_sage.sage import catalogue, wire
 from tap_sage.sandbox import store
 from tap_sage.sandbox.model import (
     BUSINESS_CYCLE,
     COUNTRIES,
-    EDITION_NAMES,
+    EDITION_SUBSCRIPTIONS,
+    complete,
     display_of,
     filter_to_schema,
     lines_field,
@@ -44,6 +46,8 @@ from tap_sage.sandbox.model import (
     search_text,
     utc_date,
     utc_ts,
+    web_links,
+    wire_shape,
 )
 
 DEFAULT_END = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -656,7 +660,7 @@ class _Business:
         self.records: dict[str, list[dict[str, Any]]] = {}
         self.rows: list[Row] = []
         self.start = seeder.end - SPAN_SECONDS
-        self.tax_rates: list[tuple[dict[str, Any], float]] = []
+        self.tax_rates: list[tuple[dict[str, Any], Decimal]] = []
         self.counter = 0
         self.seen: set[str] = set()
         self._ledger_cache: dict[tuple[int, ...], dict[str, Any]] = {}
@@ -728,6 +732,11 @@ class _Business:
             record.setdefault("displayed_as", display_of(resource, record))
             record["$path"] = f"/{resource}/{rid}"
             record = filter_to_schema(resource, record)
+            if "links" in props and "links" not in record:
+                record["links"] = web_links(resource, self.counter)
+                self.counter += 1
+        complete(resource, record)
+        wire_shape(resource).to_wire(record, singleton=singleton)
         deleted_at: str | None = None
         if deletable and deletions and updated is not None and self.rng.random() < 0.02:
             gone = updated + self.rng.randint(0, max(0, self.seeder.end - updated))
@@ -781,8 +790,13 @@ class _Business:
             "country": link("countries", self.country, self.country_name),
         }
 
-    def money(self, low: float, high: float) -> float:
-        return round(self.rng.uniform(low, high), 2)
+    def money(self, low: float, high: float) -> Decimal:
+        """A random amount with two decimals (a ``Decimal``: money never becomes a float)."""
+        return Decimal(f"{self.rng.uniform(low, high):.2f}")
+
+    def factor(self, low: float, high: float) -> Decimal:
+        """A random multiplier (its float's shortest text, as a ``Decimal``)."""
+        return Decimal(repr(self.rng.uniform(low, high)))
 
     # -- generation -----------------------------------------------------------------------
     def generate(self) -> None:
@@ -908,7 +922,7 @@ class _Business:
             for code, name in CURRENCIES:
                 if code == self.currency:
                     continue
-                rate = round(self.rng.uniform(0.5, 1.6), 4)
+                rate = Decimal(f"{self.rng.uniform(0.5, 1.6):.4f}")
                 record: dict[str, Any] = {
                     "id": code,
                     "displayed_as": f"{name} ({code})",
@@ -979,11 +993,11 @@ class _Business:
                 "is_combined_rate": False,
             }
             rec = self.add("tax_rates", record, t0, t0, deletable=False)
-            self.tax_rates.append((link("tax_rates", rec["id"], name), pct))
+            self.tax_rates.append((link("tax_rates", rec["id"], name), Decimal(repr(pct))))
 
-    def tax(self) -> tuple[dict[str, Any] | None, float]:
+    def tax(self) -> tuple[dict[str, Any] | None, Decimal]:
         if not self.tax_rates:
-            return None, 0.0
+            return None, Decimal(0)
         weights = [6] + [1] * (len(self.tax_rates) - 1)
         return self.rng.choices(self.tax_rates, weights=weights)[0]
 
@@ -1000,8 +1014,9 @@ class _Business:
                     "account_number": f"{self.rng.randint(10**7, 10**8 - 1)}",
                     "sort_code": f"{self.rng.randint(10, 99)}-"
                     f"{self.rng.randint(10, 99)}-{self.rng.randint(10, 99)}",
-                    "bic": None,
-                    "iban": None,
+                    # as recorded (bank_accounts_list_full.json): set on bank accounts, null on cash
+                    "bic": None if type_id == "CASH_IN_HAND" else "HLFXGB21F08",
+                    "iban": None if type_id == "CASH_IN_HAND" else "GB29 NWBK 6016 1331 9268 19",
                 },
                 "ledger_account": self.ledger(code),
                 "bank_account_type": link("bank_account_types", type_id, type_id.title()),
@@ -1013,7 +1028,11 @@ class _Business:
                 "currency": link("currencies", self.currency, self.currency),
                 "default_payment_method": link("payment_methods", "BACS", "Bank Transfer"),
                 "displayed_as": f"{name} ({code})",
-                "main_address": self.address(),
+                "main_address": {
+                    **link("addresses", self.new_id(), self.country_name),
+                    **self.address(),
+                },
+                "main_contact_person": link("contact_persons", self.new_id(), "Main Contact"),
             }
             self.add("bank_accounts", record, c, u, deletable=False)
 
@@ -1073,7 +1092,7 @@ class _Business:
                 "locale": self.locale.split("-")[0],
                 "tax_number": f"{self.country}{rng.randint(100000000, 999999999)}",
                 "balance": self.money(0, 20000) if rng.random() < 0.6 else 0.0,
-                "credit_limit": float(rng.choice((0, 1000, 5000, 10000))),
+                "credit_limit": Decimal(rng.choice((0, 1000, 5000, 10000))),
                 "credit_days": rng.choice((14, 30, 30, 60)),
                 "credit_terms": "date_from_invoice",
                 "currency": link("currencies", self.currency, self.currency),
@@ -1122,15 +1141,16 @@ class _Business:
             record: dict[str, Any] = {
                 "item_code": f"{resource[:3].upper()}-{i + 1:04d}",
                 "description": name,
-                "purchase_description": name,
-                "notes": None,
+                "purchase_description": name if i % 3 else "",
+                "notes": "",  # Sage sends "" for an unset note (recorded, products list)
                 "sales_ledger_account": self.ledger(4000 if item_type != "SERVICE" else 4010),
                 "purchase_ledger_account": self.ledger(5000),
                 "sales_tax_rate": tax_link,
                 "purchase_tax_rate": tax_link,
                 "usual_supplier": None,
                 "cost_price": cost,
-                "active": rng.random() > 0.08,
+                # Sage sends ``active: null`` for some items (recorded, products list)
+                "active": (rng.random() > 0.08) if i % 17 != 5 else None,
                 "deletable": True,
                 "deactivatable": True,
                 "used_on_recurring_invoice": False,
@@ -1138,8 +1158,12 @@ class _Business:
                 "displayed_as": name,
             }
             price_entry = {
+                "id": self.new_id(),
+                "displayed_as": "Selling Price",
+                "created_at": utc_ts(c),
+                "updated_at": utc_ts(u),
                 "price_name": "Selling Price",
-                "price": round(cost * rng.uniform(1.2, 2.0), 2),
+                "price": round(cost * self.factor(1.2, 2.0), 2),
                 "price_includes_tax": False,
                 "product_sales_price_type": link(
                     "product_sales_price_types", "SELLING_PRICE", "Selling Price"
@@ -1159,11 +1183,11 @@ class _Business:
             if resource == "stock_items":
                 record.update(
                     {
-                        "reorder_level": float(rng.randint(0, 20)),
-                        "reorder_quantity": float(rng.randint(10, 100)),
+                        "reorder_level": Decimal(rng.randint(0, 20)),
+                        "reorder_quantity": Decimal(rng.randint(10, 100)),
                         "location": f"Aisle {rng.randint(1, 12)}",
                         "barcode": f"{rng.randint(10**12, 10**13 - 1)}",
-                        "quantity_in_stock": float(rng.randint(0, 500)),
+                        "quantity_in_stock": Decimal(rng.randint(0, 500)),
                         "last_cost_price": cost,
                         "average_cost_price": cost,
                     }
@@ -1237,9 +1261,9 @@ class _Business:
         for i, (c, u) in enumerate(self.timeline(n, bulk=bulk)):
             contact = rng.choice(contacts) if contacts else None
             lines = []
-            net_total = tax_total = 0.0
+            net_total = tax_total = Decimal(0)
             for _ in range(rng.choice((1, 1, 1, 2, 2, 3))):
-                qty = float(rng.choice((1, 1, 2, 3, 5, 10)))
+                qty = Decimal(rng.choice((1, 1, 2, 3, 5, 10)))
                 unit = self.money(5, 800)
                 net = round(qty * unit, 2)
                 tax_link, pct = self.tax()
@@ -1276,7 +1300,9 @@ class _Business:
             paid = (
                 total
                 if status == "PAID"
-                else (round(total * rng.uniform(0.1, 0.9), 2) if status == "PART_PAID" else 0.0)
+                else (
+                    round(total * self.factor(0.1, 0.9), 2) if status == "PART_PAID" else Decimal(0)
+                )
             )
             date = utc_date(c)
             due = utc_date(c + 30 * 86400)
@@ -1297,7 +1323,7 @@ class _Business:
                 "net_amount": round(net_total, 2),
                 "tax_amount": round(tax_total, 2),
                 "total_amount": total,
-                "total_quantity": sum(float(line["quantity"]) for line in lines),
+                "total_quantity": sum(line["quantity"] for line in lines),
                 "total_paid": paid,
                 "outstanding_amount": round(total - paid, 2) if status != "VOID" else 0.0,
                 "currency": link("currencies", self.currency, self.currency),
@@ -1597,7 +1623,7 @@ class _Business:
             record = {
                 "date": utc_date(c),
                 "details": f"Stock count adjustment {i + 1}",
-                "quantity": float(self.rng.randint(-20, 50)),
+                "quantity": Decimal(self.rng.randint(-20, 50)),
                 "cost_price": self.money(1, 100),
                 "stock_item": self.pick("stock_items"),
                 "movement_number": i + 1,
@@ -1649,12 +1675,14 @@ class _Business:
             kinds = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
             kind = kinds[0] if kinds else None
             value: Any = None
-            if kind == "object" and "id" in spec.get("properties", {}):
+            if wire.is_decimal(spec):
+                value = self.money(0, 1000)
+            elif kind == "object" and "id" in spec.get("properties", {}):
                 target = ref_resource(key)
                 value = self.pick(target) if target else None
             elif kind == "string":
-                if "enum" in spec:
-                    value = rng.choice([e for e in spec["enum"] if e is not None] or [None])
+                if "examples" in spec:
+                    value = rng.choice([e for e in spec["examples"] if e is not None] or [None])
                 elif spec.get("format") == "date":
                     value = utc_date(rng.randint(self.start, self.seeder.end))
                 elif spec.get("format") == "date-time":
@@ -1671,8 +1699,6 @@ class _Business:
                 value = key.startswith(("is_", "active", "visible", "enabled")) or key == "active"
             elif kind == "integer":
                 value = rng.randint(0, 30)
-            elif kind == "number":
-                value = self.money(0, 1000)
             if value is not None:
                 record[key] = value
         if "name" in props and "name" not in record:
@@ -1773,7 +1799,14 @@ class Seeder:
         t = utc_ts(biz.start)
         city, postcode = CITIES[biz.country][0]
         name = f"Sandbox {biz.country_name} {biz.position}"
-        edition = EDITION_NAMES[biz.edition]
+        choices = EDITION_SUBSCRIPTIONS[biz.edition]
+        # the n-th business of an edition takes the edition's n-th subscription id, in turn
+        earlier = sum(
+            1
+            for p in range(1, biz.position)
+            if BUSINESS_CYCLE[(p - 1) % len(BUSINESS_CYCLE)][1] == biz.edition
+        )
+        sub_id, sub_name = choices[earlier % len(choices)]
         data = {
             "id": biz.id,
             "displayed_as": name,
@@ -1794,10 +1827,10 @@ class Seeder:
             "ni_based": False,
             "subscriptions": [
                 {
-                    "id": hashlib.sha256(f"{self.seed}:{biz.id}:sub".encode()).hexdigest()[:32],
-                    "displayed_as": edition,
+                    "id": sub_id,
+                    "displayed_as": sub_name,
                     "active": True,
-                    "status": "active",
+                    "status": "paying",
                     "created_at": t,
                     "updated_at": t,
                 }

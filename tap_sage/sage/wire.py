@@ -1,0 +1,379 @@
+"""Sage's JSON wire types, in one place: which fields are decimals, dates and the like, and how
+Sage writes them. The generator, the sandbox, the tap and the target all go through here, so
+reading, writing and emulating cannot disagree.
+
+What Sage sends (``../shared/sage-api/NOTES.md``, "The wire, as recorded"; the recordings in
+``../shared/sage-api/recorded/``), where it differs from its own spec:
+
+- every field the spec types ``number`` (``format: double``) is a decimal, sent as a JSON string
+  in Rails' BigDecimal form: ``"-430035.84"``, ``"10.0"``, ``"0.0"`` (recorded:
+  ``bank_accounts.balance``, ``products.cost_price``, ``products.sales_prices[].price``,
+  ``financial_settings.default_irpf_rate``); the spec's ``integer`` fields are JSON numbers;
+- an unset date, date-time or string of a settings singleton may be ``""``
+  (``financial_settings.mtd_authenticated_date: ""``); booleans and codes may be ``null``
+  (``products.active: null``, ``bank_accounts.nominal_code: null``): every field is nullable.
+
+The read schemas (``scripts/generate_catalogue.py`` builds them with ``leaf_schema``) mark
+decimals as ``DECIMAL_SCHEMA``; ``Shape.of(schema)`` compiles a schema into the few paths that
+need work, and then:
+
+- ``Shape.to_record(item)`` (the tap) turns Sage's item into a Singer record: a decimal stays
+  the string Sage sent, digit for digit (checked to be a finite decimal; a JSON number there
+  becomes its exact text), typed ``DECIMAL_SCHEMA``; ``""`` in a decimal, date or date-time
+  becomes ``None``;
+- ``Shape.to_wire(record)`` (the sandbox) writes a record as Sage does: decimals as Rails
+  strings, and for a settings singleton unset strings and dates as ``""``.
+
+No binary float is ever made from a decimal here: a float met on the way (a JSON decoder that
+was not told to make decimals) is read back through its shortest ``repr``, which is the text
+the JSON had.
+
+This module imports nothing from singer-sdk (the shared layer's rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+#: How the read schemas (and so the tap's records) type a decimal: the string Sage sent, with the
+#: format singer-sdk's SQL loaders map to NUMERIC / DECIMAL (``x-singer.decimal``; README,
+#: "Decimals"). No ``precision``/``scale``: Sage documents none, and with them PostgreSQL pads
+#: ``10.0`` and rounds longer values. Not ``singer.decimal`` (what ``th.SingerDecimalType``
+#: writes): target-postgres types that ``text``.
+DECIMAL_FORMAT = "x-singer.decimal"
+DECIMAL_SCHEMA: dict[str, Any] = {"type": ["string", "null"], "format": DECIMAL_FORMAT}
+
+#: The kinds of leaf ``Shape`` knows.
+DECIMAL = "decimal"
+DATE = "date"  # a date or date-time: "" means unset
+STRING = "string"  # a plain string (only settings singletons write "" for it)
+
+
+class WireValueError(ValueError):
+    """A value Sage sent that its field's wire type cannot hold; ``path`` names the field."""
+
+    def __init__(self, path: str, value: Any, expected: str, context: str = "") -> None:
+        text = f"field {path}: {value!r} is not {expected}"
+        super().__init__(f"{context}: {text}" if context else text)
+        self.path = path
+        self.value = value
+        self.expected = expected
+
+    def within(self, context: str) -> WireValueError:
+        """The same error, its message prefixed by ``context`` (stream and record)."""
+        return WireValueError(self.path, self.value, self.expected, context)
+
+
+def _types(node: dict[str, Any]) -> set[str]:
+    raw = node.get("type", [])
+    return set(raw if isinstance(raw, list) else [raw]) - {"null"}
+
+
+def leaf_schema(spec_node: dict[str, Any]) -> dict[str, Any]:
+    """The read-schema leaf (nullable) for a spec leaf of type ``spec_node["type"]``: a decimal
+    for ``number``, ``integer`` and ``boolean`` as they are, strings with their ``date`` /
+    ``date-time`` format kept. A spec ``enum`` becomes ``examples`` (Sage sends ``""`` and
+    values the spec does not list, so an enum would refuse real records)."""
+    typ = spec_node.get("type", "string")
+    if typ == "number":
+        return dict(DECIMAL_SCHEMA)
+    out: dict[str, Any] = {"type": [typ, "null"]}
+    fmt = spec_node.get("format")
+    if typ == "string" and fmt in ("date", "date-time"):
+        out["format"] = fmt
+    if "enum" in spec_node:
+        out["examples"] = list(spec_node["enum"])
+    return out
+
+
+def is_decimal(node: dict[str, Any]) -> bool:
+    """Whether a schema node is a decimal (a JSON ``number``, or a string of decimal format)."""
+    types = _types(node)
+    if "number" in types:
+        return True
+    return types == {"string"} and node.get("format") in (DECIMAL_FORMAT, "singer.decimal")
+
+
+def rails_decimal(value: Any) -> str:
+    """``value`` as Rails writes a BigDecimal (``to_s("F")``): plain digits, no exponent, at
+    least one digit after the point, no trailing zeros beyond it: ``10`` -> ``"10.0"``,
+    ``Decimal("30.00")`` -> ``"30.0"``, ``"-430035.84"`` unchanged."""
+    number = as_decimal(value, "value")
+    if number is None:
+        msg = "rails_decimal needs a value"
+        raise ValueError(msg)
+    text = format(number, "f")
+    if "." in text:
+        text = text.rstrip("0")
+        if text.endswith("."):
+            text += "0"
+    else:
+        text += ".0"
+    return "0.0" if text == "-0.0" else text
+
+
+def as_decimal(value: Any, path: str) -> Decimal | None:
+    """``value`` (a Sage decimal string, a JSON number or ``Decimal``) as a finite ``Decimal``;
+    ``None`` for ``None`` or ``""``; ``WireValueError`` naming ``path`` for anything else."""
+    cls = value.__class__
+    number: Decimal
+    if cls is Decimal:
+        number = value
+    elif cls is str:
+        if not value:
+            return None
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise WireValueError(path, value, "a decimal") from None
+    elif cls is int:
+        return Decimal(value)
+    elif cls is float:
+        number = Decimal(repr(value))  # the JSON text the float came from
+    elif value is None:
+        return None
+    else:
+        raise WireValueError(path, value, "a decimal")
+    if not number.is_finite():
+        raise WireValueError(path, value, "a finite decimal")
+    return number
+
+
+def decimal_text(value: Any, path: str) -> str | None:
+    """A decimal as the record carries it: Sage's plain string (``-430035.84``) unchanged; any
+    other decimal text (``1e5``, `` 2.50``) or a JSON number as its plain fixed-point text;
+    ``None`` for ``None`` or ``""``; ``WireValueError`` naming ``path`` for what is no finite
+    decimal."""
+    if value.__class__ is str:
+        if not value:
+            return None
+        if _PLAIN_DECIMAL(value):  # the usual case costs one regex match
+            return value
+    number = as_decimal(value, path)
+    return None if number is None else format(number, "f")
+
+
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
+
+
+# A plan is a tuple of steps ``(key, op, sub)``; ``sub`` is the plan of a nested object.
+_DEC, _DATE, _STR, _OBJ, _ARR_OBJ, _ARR_DEC = range(6)
+
+
+class Plan:
+    """The fields of one object schema that need wire work: ``steps`` in schema order, and
+    the same sorted by kind for the record reader (``_record``), which checks all the
+    decimals of an object at once."""
+
+    __slots__ = ("arrays", "dates", "decimal_lists", "decimals", "keys", "objects", "steps")
+
+    def __init__(self, steps: tuple[tuple[str, int, Plan | None], ...]) -> None:
+        self.steps = steps
+        self.keys = frozenset(key for key, _, _ in steps)
+        self.decimals = tuple(key for key, op, _ in steps if op == _DEC)
+        self.dates = tuple(key for key, op, _ in steps if op == _DATE)
+        self.objects: tuple[tuple[str, Plan], ...] = tuple(
+            (key, sub) for key, op, sub in steps if op == _OBJ and sub is not None
+        )
+        self.arrays: tuple[tuple[str, Plan], ...] = tuple(
+            (key, sub) for key, op, sub in steps if op == _ARR_OBJ and sub is not None
+        )
+        self.decimal_lists = tuple(key for key, op, _ in steps if op == _ARR_DEC)
+
+    def __iter__(self) -> Any:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def _plan(schema: dict[str, Any], *, strings: bool) -> Plan:
+    steps: list[tuple[str, int, Plan | None]] = []
+    for key, node in (schema.get("properties") or {}).items():
+        types = _types(node)
+        if is_decimal(node):
+            steps.append((key, _DEC, None))
+        elif types == {"string"} and node.get("format") in ("date", "date-time"):
+            steps.append((key, _DATE, None))
+        elif types == {"string"} and strings:
+            steps.append((key, _STR, None))
+        elif "object" in types:
+            sub = _plan(node, strings=False)
+            if sub:
+                steps.append((key, _OBJ, sub))
+        elif "array" in types:
+            items = node.get("items") or {}
+            if is_decimal(items):
+                steps.append((key, _ARR_DEC, None))
+            elif "object" in _types(items):
+                sub = _plan(items, strings=False)
+                if sub:
+                    steps.append((key, _ARR_OBJ, sub))
+    return Plan(tuple(steps))
+
+
+_DECIMAL_CHARS = frozenset("0123456789.-")
+
+
+def _record(plan: Plan, obj: dict[str, Any]) -> None:
+    """The tap's per-record work, kept cheap (it runs on every record): the decimals of an
+    object are checked all at once in C (plain decimal strings stay as they are: no copy, no
+    parse); only an object with an empty string or a non-string decimal goes field by field.
+    Names no path (``Shape.to_record`` finds it again on an error)."""
+    get = obj.get
+    if plan.decimals:
+        values = list(map(get, plan.decimals))
+        try:  # every value None or a plain decimal string? (a number makes join raise, a 0 is
+            # caught by ``0 in``; an empty string by ``"" in``)
+            plain = (
+                "" not in values
+                and 0 not in values
+                and _DECIMAL_CHARS.issuperset("".join(filter(None, values)))
+            )
+        except TypeError:
+            plain = False
+        if not plain:
+            for key, value in zip(plan.decimals, values, strict=True):
+                if value is not None:
+                    obj[key] = decimal_text(value, key)
+    if plan.dates and "" in list(map(get, plan.dates)):
+        for key in plan.dates:
+            if get(key) == "":
+                obj[key] = None
+    for key, sub in plan.objects:
+        value = get(key)
+        # most nested objects are links ({id, displayed_as, $path}): nothing to do there
+        if value.__class__ is dict and not sub.keys.isdisjoint(value):
+            _record(sub, value)
+    for key, sub in plan.arrays:
+        value = get(key)
+        if value.__class__ is list:
+            keys = sub.keys
+            for item in value:
+                if item.__class__ is dict and not keys.isdisjoint(item):
+                    _record(sub, item)
+    for key in plan.decimal_lists:
+        value = get(key)
+        if value.__class__ is list:
+            obj[key] = [decimal_text(v, key) for v in value]
+
+
+_EMPTY = Plan(())
+
+
+def _read(plan: Plan, obj: dict[str, Any], where: str, number: Any = None) -> None:
+    """``number``: how a decimal is read (``decimal_text`` for records, ``as_decimal`` for
+    arithmetic). Names the path of a bad value."""
+    convert = number or decimal_text
+    for key, op, sub in plan:
+        value = obj.get(key)
+        if value is None:
+            continue
+        if op == _DEC:
+            obj[key] = convert(value, where + key)
+        elif op == _DATE:
+            if value == "":
+                obj[key] = None
+        elif op == _OBJ:
+            if value.__class__ is dict:
+                _read(sub or _EMPTY, value, f"{where}{key}.", number)
+        elif op == _ARR_OBJ:
+            if value.__class__ is list:
+                for i, item in enumerate(value):
+                    if item.__class__ is dict:
+                        _read(sub or _EMPTY, item, f"{where}{key}.{i}.", number)
+        elif op == _ARR_DEC and value.__class__ is list:
+            obj[key] = [convert(v, f"{where}{key}.{i}") for i, v in enumerate(value)]
+
+
+def _write(plan: Plan, obj: dict[str, Any], *, blank: bool) -> None:
+    for key, op, sub in plan:
+        value = obj.get(key)
+        if value is None:
+            if blank and op in (_DATE, _STR):
+                obj[key] = ""
+            continue
+        if op == _DEC:
+            obj[key] = rails_decimal(value) if value != "" else None
+        elif op == _OBJ:
+            if isinstance(value, dict):
+                _write(sub or _EMPTY, value, blank=False)
+        elif op == _ARR_OBJ:
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, dict):
+                        _write(sub or _EMPTY, item, blank=False)
+        elif op == _ARR_DEC and isinstance(value, list):
+            obj[key] = [None if v is None else rails_decimal(v) for v in value]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The wire work one item schema needs (see the module docstring)."""
+
+    plan: Plan
+    blank_plan: Plan  # with the top-level plain strings, for settings singletons
+
+    @classmethod
+    def of(cls, schema: dict[str, Any]) -> Shape:
+        """Compile a read schema (an object schema with ``properties``)."""
+        return cls(_plan(schema, strings=False), _plan(schema, strings=True))
+
+    def to_record(self, item: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """Sage's item as a record, in place: decimals as checked strings, ``""`` as ``None``.
+        ``WireValueError`` names the field (prefixed by ``where``) of a value that is no
+        decimal."""
+        try:
+            _record(self.plan, item)
+        except WireValueError:
+            pass  # read it again below, to name the field's whole path
+        else:
+            return item
+        _read(self.plan, item, where)  # raises the error, with the path
+        return item
+
+    def to_decimals(self, item: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """Sage's item with its decimals as ``Decimal``, in place (to compute with them, or to
+        send them back in a write body); ``""`` as ``None``."""
+        _read(self.plan, item, where, as_decimal)
+        return item
+
+    def to_wire(self, record: dict[str, Any], *, singleton: bool = False) -> dict[str, Any]:
+        """A record as Sage sends it, in place: decimals as Rails strings; in a settings
+        ``singleton`` unset (``None`` or missing) top-level strings and dates as ``""``."""
+        if singleton:
+            _write(self.blank_plan, record, blank=True)
+        else:
+            _write(self.plan, record, blank=False)
+        return record
+
+    @property
+    def decimal_paths(self) -> list[str]:
+        """Every decimal field, as dotted paths (``sales_prices[].price``), for reports."""
+        out: list[str] = []
+
+        def walk(plan: Plan, prefix: str) -> None:
+            for key, op, sub in plan:
+                if op == _DEC:
+                    out.append(prefix + key)
+                elif op == _ARR_DEC:
+                    out.append(f"{prefix}{key}[]")
+                elif op == _OBJ:
+                    walk(sub or _EMPTY, f"{prefix}{key}.")
+                elif op == _ARR_OBJ:
+                    walk(sub or _EMPTY, f"{prefix}{key}[].")
+
+        walk(self.plan, "")
+        return out
+
+
+@functools.cache
+def read_shape(resource: str) -> Shape:
+    """The shape of one item of catalogue resource ``resource`` (its read schema)."""
+    from tap_sage.sage import catalogue  # the catalogue is data; imported late, no cycle
+
+    return Shape.of(catalogue.list_schema(resource))
