@@ -204,7 +204,7 @@ def test_a_sorted_stream_read_20_times_under_writes_loses_nothing(sandbox_factor
     """Issue 9 over HTTP: a multi-page read (pages of 4) of a list sorted by updated_at, at
     ``max_concurrency`` 4 and 8, while another client creates, updates and deletes its
     records; 20 times, each followed by the next incremental run without writes."""
-    box: SandboxProcess = sandbox_factory(latency_ms=15)
+    box: SandboxProcess = sandbox_factory(latency_ms=5)
     business = business_ids(box.db)[0]
     granted = box.grant()
     config = {
