@@ -257,3 +257,4 @@ def test_a_sorted_stream_read_20_times_under_writes_loses_nothing(sandbox_factor
     # the writer really wrote during the reads, every kind of change
     assert writes["create"] and writes["update"] and writes["delete"], writes
     assert sum(writes.values()) >= 40, writes
+    print(f"max_concurrency {workers}: {dict(writes)} during 20 reads")  # shown by pytest -rP
