@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
 LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts)
 
-.PHONY: test lint typecheck pytest demo bench schemas check-schemas clean postgres loaders warehouse-all
+.PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean postgres loaders warehouse-all
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,15 @@ check-schemas: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The list reader under concurrent writes, thousands of seeds (not part of `make test`):
+# STRESS_SEEDS seeds x 16 cases (workers 1/2/4/8, sortable or not, deletion feed or not),
+# stopping after STRESS_SECONDS. A failure names its seed: replay it with
+# `$(BIN)/python scripts/stress_reader.py --seed N`.
+STRESS_SEEDS ?= 3000
+STRESS_SECONDS ?= 300
+stress: $(STAMP)
+	$(BIN)/python scripts/stress_reader.py --seeds $(STRESS_SEEDS) --seconds $(STRESS_SECONDS)
 
 demo: $(STAMP)
 	bash scripts/demo.sh

@@ -16,7 +16,7 @@ import typing as t
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
@@ -27,7 +27,8 @@ from singer_sdk.streams import Stream
 from typing_extensions import override
 
 from tap_sage.sage import catalogue, wire
-from tap_sage.sage.errors import SageAccessDenied, SageNotFound
+from tap_sage.sage.client import decode_json
+from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
 from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
 
 if t.TYPE_CHECKING:
@@ -73,6 +74,16 @@ def stream_schema(resource: Resource) -> dict[str, Any]:
     return schema
 
 
+def _decode_list(response: t.Any, path: str) -> t.Any:
+    """Sage's JSON body; an answer that is not JSON (an HTML page from a gateway) is a
+    ``SageAPIError`` naming the status, the path and the request id, never a decoding
+    traceback."""
+    try:
+        return _decode(response.content)
+    except msgspec.DecodeError:
+        return decode_json(response, "GET", urlsplit(path).path)
+
+
 def _server_time(headers: Mapping[str, str]) -> int | None:
     value = headers.get("Date")
     if not value:
@@ -83,11 +94,36 @@ def _server_time(headers: Mapping[str, str]) -> int | None:
         return None
 
 
-def _requested_page(path: str, params: Mapping[str, Any] | None) -> int:
+def _query(path: str, params: Mapping[str, Any] | None) -> dict[str, str]:
     if params is not None:
-        return int(params.get("page", 1))
-    query = dict(parse_qsl(urlsplit(path).query))
-    return int(query.get("page", "1"))
+        return {k: str(v) for k, v in params.items()}
+    return dict(parse_qsl(urlsplit(path).query))
+
+
+def _requested_page(path: str, params: Mapping[str, Any] | None) -> int:
+    return int(_query(path, params).get("page", "1"))
+
+
+def missing_next(
+    path: str, params: Mapping[str, Any] | None, body: Mapping[str, Any]
+) -> str | None:
+    """The link to the next page when an answer has no ``$next`` but its ``$total`` says more
+    records follow it (else None): the scan must not end silently there."""
+    if body.get("$next"):
+        return None
+    items = body.get("$items") or []
+    query = _query(path, params)
+    try:
+        page = int(body.get("$page") or query.get("page", "1"))
+        per_page = int(body.get("$itemsPerPage") or body.get("$items_per_page")
+                       or query.get("items_per_page", "20"))  # fmt: skip
+        total = int(str(body.get("$total")))
+    except (TypeError, ValueError):
+        return None
+    if not items or total <= (page - 1) * per_page + len(items):
+        return None
+    rest = [(k, v) for k, v in query.items() if k != "page"]
+    return urlsplit(path).path + "?" + urlencode([("page", str(page + 1)), *rest])
 
 
 class SageStream(Stream):
@@ -101,6 +137,9 @@ class SageStream(Stream):
         self.resource = resource
         self._sage_tap = tap
         self._everything_selected: bool | None = None
+        #: items_per_page of this stream's lists: lowered for good when pages keep failing as
+        #: too heavy (``_smaller_pages``)
+        self._page_size: int | None = None
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self._wire = wire.Shape.of(self.schema)
         self.primary_keys = ["business_id", resource.key or "id"]
@@ -239,22 +278,54 @@ class SageStream(Stream):
             started = time.time()
             response = client.request("GET", path, business_id=business_id, params=params)
             elapsed = time.time() - started
-            body = _decode(response.content)
+            body = _decode_list(response, path)
             served = _server_time(response.headers)
             if served is None:
                 served = math.floor(time.time())
             items = body.get("$items") or []
             total = body.get("$total")
+            link = body.get("$next")
+            guessed = missing_next(path, params, body)
+            if guessed is not None:
+                self.logger.warning(
+                    "Sage answered page %s of %s for business %s without $next although "
+                    "$total (%s) says more records follow; asking for the next page anyway",
+                    body.get("$page"), urlsplit(path).path, business_id, total,
+                )  # fmt: skip
+                link = guessed
             return Page(
                 number=int(body.get("$page") or _requested_page(path, params)),
                 items=items,
                 total=int(total) if total is not None else len(items),
-                next=body.get("$next"),
+                next=link,
                 served_at=served,
                 sent_at=served - math.ceil(elapsed),
             )
 
         return fetch
+
+    @staticmethod
+    def _heavy(error: Exception) -> bool:
+        """Whether a list page failed in a way smaller pages may cure: a 5xx (HTML 52x
+        included) or a timeout / dropped connection, after every retry. Sage's lists with
+        ``attributes=all`` time out on large pages (500/504) and answer smaller ones."""
+        if isinstance(error, SageAPIError):
+            return error.status >= 500
+        return isinstance(error, SageNetworkError)
+
+    def _smaller_pages(self, business_id: str) -> t.Callable[[int, Exception], None]:
+        def smaller(size: int, error: Exception) -> None:
+            first = self._page_size is None
+            self._page_size = size
+            self.logger.log(
+                logging.WARNING if first else logging.DEBUG,
+                "Pages of %s kept failing (%s); reading it with pages of %d from now on (for "
+                "business %s and the next ones), %s",
+                self.name, error, size, business_id,
+                "the records, their order and the bookmarks are the same",
+            )  # fmt: skip
+
+        return smaller
 
     def _skip(self, business_id: str, error: Exception) -> None:
         reason = getattr(error, "sage_message", None) or str(error)
@@ -286,7 +357,9 @@ class SageStream(Stream):
             self._fetch(business_id),
             self.resource.path,
             params=tap.stream_filters.get(self.name, {}),
-            page_size=tap.connection.page_size,
+            page_size=self._page_size or tap.connection.page_size,
+            # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
+            **({"max_page_size": self._page_size} if self._page_size else {}),
             since=since,
             incremental=self.resource.incremental,
             sortable=self.resource.sortable,
@@ -299,13 +372,16 @@ class SageStream(Stream):
             resume=self._resume(context, since),
             on_start=self._on_start(context, since),
             logger=self.logger,
+            heavy=self._heavy,
+            on_smaller_pages=self._smaller_pages(business_id),
         )
         properties = self.schema["properties"]
         try:
             for item, tombstone in reader.records():
                 if tombstone:
                     record = {k: v for k, v in item.items() if k in properties}
-                    record[DELETED_AT] = item.get("deleted_at")
+                    # a deleted item may come without ``deleted_at``: it was deleted by now
+                    record[DELETED_AT] = item.get("deleted_at") or iso(math.floor(time.time()))
                 else:
                     record = item
                 record["business_id"] = business_id
@@ -348,7 +424,7 @@ class SageSingletonStream(SageStream):
         except (SageAccessDenied, SageNotFound) as error:
             self._skip(business_id, error)
             return
-        body = _decode(response.content)
+        body = _decode_list(response, self.resource.path)
         if isinstance(body, dict):
             body["business_id"] = business_id
             yield body

@@ -16,41 +16,83 @@ alone, once every other page has been answered, and the walk goes on from there 
 as long as the list grows. With no concurrent writes this costs exactly one request per
 ``items_per_page`` records, the page-1 request included.
 
-**Detection.** A record can only be skipped at the boundary between pages k and k+1 if some
-record at an earlier position left the list after page k was read and before page k+1 was. Such a
-record left in one of two ways, both of which the reader sees:
+**Why a record can be skipped (issue 9).** Keys only grow: a record created or updated gets
+``updated_at`` = now, so (sorted by ``updated_at``) it goes to the end of the list, and (in
+creation order) a new record goes to the end and an update moves nothing. So the position of a
+record whose key does not change can only FALL, and only when a record before it leaves (is
+deleted, or updated and so moved past it). Take such a record R, present throughout, on no page
+of a scan. Page 1 starts at the list's start, so it is wholly before R; the last page (no
+``$next``) is not wholly before R. So some boundary k has page k wholly before R and page k+1
+wholly after it: R sat after offset ``k*size - 1`` when page k was answered and before offset
+``k*size`` when page k+1 was. Its position fell, so (i) page k+1 was answered AFTER page k and
+(ii) in between some record before it left. This holds whatever order the pages were answered
+in. What the old reader missed (issue 9): read concurrently, the record that left need not be
+one the scan READ. Page 5 answered, then a record of page 4's range deleted or updated, then
+page 4 and page 6 answered: the record is on no page (it left first), page 4 and 5 share a
+record, and the first record of page 6's old range is lost at the 5/6 boundary. And the reads
+that repaired a skip were themselves scans under writes that nothing checked.
 
-* it was updated: with ``sort=updated_at`` it moved to the end of the list, so the same scan
-  meets it again with a newer ``updated_at`` (the last page is read after every other page was
-  answered, so the scan's tail holds every update made while it ran); without a sort it did
-  not move and shifted nothing;
-* it was deleted: the deletion pass (``deleted_since``) lists it.
+**The lemma (scans read in order).** A scan whose pages are answered one after another reads
+every record present when its last page is answered, unless a record it read on one of its
+pages but the last left the list before that last page was answered. (By induction: while no
+record read so far leaves, the first ``k*size`` records of the list are exactly those of pages
+1..k, since nothing enters before them, so page k+1 continues exactly where page k ended.) One
+page is one atomic query: it needs no check.
 
-Each page keeps the server times (``Date`` header, less the request's duration) around its
-query, and each emitted record's page is remembered (20 bytes per record), so only boundaries a
-removal can have shifted are suspect: those after the removed record's page whose next page was
-queried after the removal could have happened (a deletion's ``deleted_at`` in creation order;
-in ``updated_at`` order only the query that read the record bounds it, since an earlier update
-may have moved it before it was deleted). With concurrent fetches a removal can also hit a page
-that was answered before an earlier page was fetched; that shows up as the same record on two
-neighbouring pages, which makes the following boundaries suspect. Two neighbouring pages that
-share a record cannot hide one. Resources without ``deleted_since`` fall back to ``$total``:
-fresh records seen (``created_at``/``updated_at`` after the scan began) minus the change of
-``$total`` counts the records that left; a positive count makes the scan suspect.
+**Detection.** The scan's suspect boundaries are those where (i) and (ii) are possible: some
+record left after page k's query could have begun (``sent_at``, the ``Date`` header less the
+request's duration) and before page k+1 was answered (``served_at``), from a position before
+that boundary. The records that left are all known, with the times they left:
+
+* deleted: the deletion pass (``deleted_since``) lists them with ``deleted_at``; tombstones
+  only accumulate, so reading that feed over pages loses none;
+* updated (sorted by ``updated_at``): they are among the records changed since the scan began,
+  which the reader reads COMPLETELY (``_complete_tail``: one page of up to 200, or several checked
+  by the lemma and read again until proven) whenever the scan met any changed record. The last
+  page is read after every other page was answered, so an update made before it ends the list
+  and shows on it (or makes it all fresh records); a scan that met no changed record had none
+  that matters. A changed record created during the scan sat after every older record and
+  shifted none; in creation order an update moves nothing.
+
+A record the scan read sat, read in order (one worker), on that page or later (the lemma), and
+left after that page's query began; read concurrently, it may have sat anywhere. A record the
+scan never read (it left before its page came, or it was itself skipped and then left) may have
+sat anywhere, and, unless its ``deleted_at`` says when (creation order), left any time from the
+scan's start. A removal is never after its ``deleted_at`` / new ``updated_at``, so boundaries
+whose first page was sent after it are not suspect on its account. Two neighbouring pages
+that share a record cannot hide one. Resources without ``deleted_since`` fall back to ``$total``:
+fresh records seen (``created_at``/``updated_at`` after the scan began, including those of a
+page answered past the shrunken end) minus the change of ``$total`` counts the records that
+left; a positive count makes the scan suspect (a deletion masked by a create the reader never
+saw escapes this: such resources give nothing better).
+
+**Why nothing is lost.** A record R present throughout the sync either (a) kept its key during
+the main scan and the repairs, or (b) was updated during them. (a): if the scan skipped R, R's
+boundary is suspect (above) and its repair is a chain of atomic pages each starting at or before
+the end of the previous one, reaching past the boundary's far side, so R is on one of them;
+where a single second holds more records than a page, the repair spans pages and is checked by
+the lemma. (b): after every repair, the records changed since the scan began are read once more,
+completely (proven by the lemma, else read again, ``MAX_ROUNDS`` times); R, changed before that
+read, is on it. A read that cannot be proven keeps the bookmark where it was.
 
 **Repair.** Where the list is sorted by ``updated_at``, the records skipped at boundary k lie,
 in (``updated_at``, creation) order, strictly between the last record of page k and the first of
 page k+1; they are re-read by keyset: ``updated_or_created_since=<updated_at of the last record
-of page k>`` with ``items_per_page=200`` until the window's upper timestamp is passed (several
-pages only when more than 200 records share one timestamp), and finally the records changed
-since the scan began are read once more (a skipped record updated before its window was re-read
-has moved there). In creation order, each suspect boundary is found again in ONE page (an
+of page k>`` with ``items_per_page=200`` until the window's upper timestamp is passed, and
+finally the records changed since the scan began are read once more, completely (a skipped
+record updated before its window was re-read has moved there). In creation order, each suspect boundary is found again in ONE page (an
 ``items_per_page`` chosen so that the page holds remembered records from both sides of it; one
 page is one atomic query) and what lies between them is emitted; failing that, the list is
 scanned again from the first suspect page. Records already emitted (same id and ``updated_at``)
 are not emitted twice. A repair that itself spans pages is checked the same way, for at most
 ``MAX_ROUNDS`` rounds; a read that cannot be proven complete does not move the bookmark, so the
 next run reads the same range again (a record may come twice; none is lost).
+
+**Heavy pages.** When a main-scan page keeps failing after its retries in a way smaller pages
+may cure (``heavy``: a 5xx, an HTML 52x from a gateway, a timeout), the read starts again with
+pages half as big, down to ``page_floor``, and says so (``on_smaller_pages``). The new scan is a
+scan of its own, proven as above; what the given-up one emitted is not emitted again, so the
+records, their order and the bookmark are those of one read.
 
 **Bookmark.** ``min(latest updated_at or deleted_at read, server time when the scan began - 1 s)``: every
 change made during the sync carries an ``updated_at`` at or after the scan began and is read
@@ -77,6 +119,7 @@ import math
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -96,6 +139,9 @@ MAX_PAGE_SIZE = 200
 
 #: Records remembered at each end of each page, to find a page boundary again.
 ANCHORS = 4
+
+#: Smallest page the reader falls back to when pages keep failing as too heavy.
+PAGE_FLOOR = 10
 
 #: Repair rounds before a read is declared unproven (bookmark then stays where it was).
 MAX_ROUNDS = 6
@@ -146,6 +192,9 @@ class Page:
     served_at: int
     #: Server clock (epoch seconds) no later than the moment the request was sent.
     sent_at: int
+    #: Asked for page ``number``, Sage answered its last page (a lower number): the list shrank
+    #: under the scan. ``items`` are that last page's, ``next`` is None.
+    past_end: bool = False
 
 
 #: ``fetch(path_or_next, params)`` -> Page. ``params`` is None when following a ``$next``.
@@ -169,14 +218,19 @@ class _PageMeta:
     head: tuple[str, ...] = ()  # ids of its first few records (anchors)
     tail: tuple[str, ...] = ()  # ids of its last few records, last one last
     sent_at: int = -1  # server time no later than its query
+    #: (id, updated_at) of the first and last few records: two pages that share one of these
+    #: (the same record in the same version, so at the same place) cannot hide a record
+    #: between them; sharing only an id may mean it moved (updated) to the later page
+    ends: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass
 class Removal:
     """A record that left the list while it was read: it may have shifted later pages."""
 
-    page: int  # page (of the scan it belongs to) on which it was read
-    at: int  # server time it left (new updated_at or deleted_at); -1 when unknown
+    page: int  # page (of the scan it belongs to) on which it was read; 0 when unknown
+    at: int  # server time it left (new updated_at or deleted_at), or earlier; -1 when unknown
+    until: int = 2**62  # server time by which it had left, or later
 
 
 @dataclass(frozen=True)
@@ -342,6 +396,9 @@ class ListReader:
         checkpoint_pages: int = CHECKPOINT_PAGES,
         on_start: Callable[[str], None] | None = None,
         logger: logging.Logger | None = None,
+        heavy: Callable[[Exception], bool] | None = None,
+        page_floor: int = PAGE_FLOOR,
+        on_smaller_pages: Callable[[int, Exception], None] | None = None,
     ) -> None:
         self.fetch = fetch
         self.path = path
@@ -376,6 +433,11 @@ class ListReader:
         self._max_updated: int | None = None
         self._max_deleted: int | None = None  # latest deleted_at of the deletion pass
         self._scan_start: int | None = None
+        self._fresh_seen = False  # the main scan met a record changed since it began
+        self.heavy = heavy
+        self.page_floor = max(1, min(page_floor, page_size))
+        self.on_smaller_pages = on_smaller_pages
+        self._out_before: set[int] = set()  # versions emitted by a scan given up
         self._lock = threading.Lock()
 
     # -- requests ---------------------------------------------------------------------------
@@ -422,12 +484,18 @@ class ListReader:
             while page.next is not None:
                 page = self._get(page.next, None)
                 if page.number <= number:
-                    yield Page(number + 1, [], page.total, None, page.served_at, page.sent_at)
+                    yield self._past_end(number + 1, page)
                     return
                 number = page.number
                 yield page
             return
         yield from self._concurrent_pages(template, page)
+
+    @staticmethod
+    def _past_end(number: int, answer: Page) -> Page:
+        """The answer to a request for page ``number`` that came back as an earlier page."""
+        return Page(number, answer.items, answer.total, None, answer.served_at, answer.sent_at,
+                    past_end=True)  # fmt: skip
 
     def _concurrent_pages(self, template: str, current: Page) -> Iterator[Page]:
         assert self.executor is not None
@@ -444,7 +512,7 @@ class ListReader:
                         to_submit += 1
                     page = pending.pop(to_yield).result()
                     if page.number < to_yield:  # past the end: the list shrank
-                        yield Page(to_yield, [], page.total, None, page.served_at, page.sent_at)
+                        yield self._past_end(to_yield, page)
                         return
                     to_yield += 1
                     current = page
@@ -461,7 +529,7 @@ class ListReader:
             # the (currently) last page, alone, once every other page was answered
             page = self._get(with_page(template, last), None)
             if page.number < last:
-                yield Page(last, [], page.total, None, page.served_at, page.sent_at)
+                yield self._past_end(last, page)
                 return
             current = page
             yield page
@@ -478,7 +546,7 @@ class ListReader:
     def _accept_main(
         self,
         page: Page,
-        previous: dict[str, str],
+        previous: deque[dict[str, str]],
         removals: list[Removal],
         dups: list[int],
         watch: _TotalWatch | None,
@@ -496,10 +564,15 @@ class ListReader:
                 out.append(item)
                 continue
             here[record_id] = updated_at
-            if previous.get(record_id) == updated_at:
-                dups.append(page.number)  # shifted back across the boundary: read twice
+            if any(seen.get(record_id) == updated_at for seen in previous):
+                # shifted back across a boundary: read twice (read concurrently, pages up to
+                # max_concurrency apart were in flight together, so the same version may come
+                # again that many pages later; sequentially only on the next page)
+                dups.append(page.number)
                 continue
             reseen = False
+            if updated_at and epoch(updated_at) >= tail_from:
+                self._fresh_seen = True
             if sortable and updated_at and epoch(updated_at) >= tail_from:
                 earlier = emitted.page_of(record_id)
                 if earlier is not None and earlier < page.number:
@@ -507,15 +580,53 @@ class ListReader:
                     # it left its place after that page's query: perhaps long before this
                     # version's updated_at (an update before), so that query bounds the time
                     reseen = True
-                    removals.append(Removal(earlier, self._page_sent.get(earlier, -1)))
+                    removals.append(
+                        Removal(
+                            self._position(earlier),
+                            self._page_sent.get(earlier, -1),
+                            epoch(updated_at),
+                        )
+                    )
                     if emitted.has_version(record_id, updated_at):
                         continue
+                elif earlier is None:
+                    removals.extend(self._unread_update(item, tail_from))
             if watch is not None:
                 watch.item(item, reseen=reseen)
             emitted.add(record_id, updated_at, page.number)
             self._note_updated(updated_at)
-            out.append(item)
+            if not self._already_out(record_id, updated_at):
+                out.append(item)
         return out, here
+
+    def _position(self, page: int) -> int:
+        """Where, for the suspect boundaries, a record read on main-scan ``page`` sat.
+
+        Read in order (one worker), a record that left from page ``page`` can only have shifted
+        the boundaries after it. Read concurrently, pages are answered in any order, so a page
+        read late may start past records that were on pages read early: its position is not
+        bounded (0: before every boundary)."""
+        return page if self._sequential else 0
+
+    @property
+    def _sequential(self) -> bool:
+        return self.executor is None or self.max_concurrency <= 1
+
+    def _unread_update(self, item: Mapping[str, Any], tail_from: int) -> list[Removal]:
+        """A record updated during the scan whose earlier version this scan never read.
+
+        Read concurrently, it may have sat anywhere below a page answered before it left and
+        above one answered after (see the module docstring); read in order, it may have been
+        skipped (by an earlier departure) and then left. Its position is unknown and it left at
+        some time between the scan's start and this version's ``updated_at``. A record created
+        during the scan never sat below one that existed before it, and shifts nothing.
+        """
+        created = item.get("created_at")
+        if isinstance(created, str) and created and epoch(created) >= tail_from:
+            return []
+        updated = item.get("updated_at")
+        until = epoch(updated) if isinstance(updated, str) and updated else 2**62
+        return [Removal(0, tail_from, until)]
 
     @staticmethod
     def _meta(page: Page) -> _PageMeta:
@@ -530,6 +641,10 @@ class ListReader:
             tuple(str(i.get("id")) for i in items[:ANCHORS]),
             tuple(str(i.get("id")) for i in items[-ANCHORS:]),
             page.sent_at,
+            frozenset(
+                (str(i.get("id")), str(i.get("updated_at") or ""))
+                for i in items[:ANCHORS] + items[-ANCHORS:]
+            ),
         )
 
     def _accept_repair(self, item: dict[str, Any]) -> bool:
@@ -537,7 +652,9 @@ class ListReader:
         if not isinstance(record_id, str):
             return False
         updated_at = item.get("updated_at") or ""
-        if self._emitted.has_version(record_id, updated_at):
+        if self._emitted.has_version(record_id, updated_at) or self._already_out(
+            record_id, updated_at
+        ):
             return False
         self._emitted.add(record_id, updated_at, 0)
         self._note_updated(updated_at)
@@ -592,37 +709,21 @@ class ListReader:
 
     def records(self) -> Iterator[tuple[dict[str, Any], bool]]:
         """Every record to emit, in order, as ``(record, is_tombstone)``."""
-        metas: list[_PageMeta] = []
-        removals: list[Removal] = []
-        dups: list[int] = []
-        watch = None if self.deletions else _TotalWatch(self.since is not None)
-        previous: dict[str, str] = {}
         started = int(time.time())
-        for page in self._scan(self._params(self.since), concurrent=True):
-            if self._scan_start is None:
-                self._scan_start = page.sent_at - 1
-                if self.on_start is not None and self.deletions:
-                    # before any record: the deletion pass of whatever run follows this one
-                    # (even if this one is killed) must reach back to here
-                    self.on_start(iso(self._scan_start - CLOCK_MARGIN - 1))
-            metas.append(self._meta(page))
-            self._page_sent.setdefault(page.number, page.sent_at)
-            if not page.items and page.next is None and len(metas) > 1 and page.number > 1:
-                # the list shrank under the scan: the end may have moved onto read pages
-                removals.append(Removal(metas[-2].number, -1))
-                continue
-            if watch is not None:
-                watch.page(page)
-            if self.resume is not None:
-                self._check_resumed(page)
-            out, previous = self._accept_main(page, previous, removals, dups, watch)
-            self.result.emitted += len(out)
-            for item in out:
-                yield item, False
-            # every record of this page is written now: a checkpoint may follow it
-            self._maybe_checkpoint(metas, removals, dups)
+        while True:
+            metas: list[_PageMeta] = []
+            removals: list[Removal] = []
+            dups: list[int] = []
+            watch = None if self.deletions else _TotalWatch(self.since is not None)
+            previous: deque[dict[str, str]] = deque(maxlen=self.max_concurrency + 1)
+            try:
+                yield from self._main_scan(metas, removals, dups, watch, previous)
+                break
+            except Exception as exc:
+                if not self._smaller_pages(exc):
+                    raise
         scan_start = self._scan_start if self._scan_start is not None else started - 1
-        previous = {}
+        previous.clear()
 
         watch_from = scan_start - CLOCK_MARGIN
         killed_from = (
@@ -648,10 +749,38 @@ class ListReader:
                     continue
                 deleted_count += 1
                 page_no = self._emitted.page_of(record_id)
+                until = when if when >= 0 else 2**62
                 if page_no is not None:
                     # sorted by updated_at, an update may have moved it before it was deleted
                     at = self._page_sent.get(page_no, -1) if self.sortable else when
-                    removals.append(Removal(page_no, at))
+                    removals.append(Removal(self._position(page_no), at, until))
+                else:
+                    # never read: it may still have sat below a boundary (``_unread_update``);
+                    # it left at ``deleted_at``, or, sorted by updated_at, perhaps earlier by
+                    # an update
+                    at = watch_from if self.sortable else when
+                    removals.append(Removal(0, at, until))
+
+        verified = True
+        if self.sortable and self._fresh_seen and len(metas) > 1:
+            # records changed during the scan may have left places it had passed: find every
+            # one of them (the scan's own tail may have missed some)
+            held, changed = yield from self._complete_tail()
+            verified = held
+            for item, earlier in changed:
+                changed_id = item.get("id")
+                changed_at = item.get("updated_at")
+                if (
+                    not isinstance(changed_id, str)
+                    or not isinstance(changed_at, str)
+                    or not changed_at
+                ):
+                    continue
+                if earlier is None:
+                    removals.extend(self._unread_update(item, watch_from))
+                elif earlier > 0:
+                    sent = self._page_sent.get(earlier, -1)
+                    removals.append(Removal(self._position(earlier), sent, epoch(changed_at)))
 
         if len(metas) > 1:
             if watch is not None and watch.lost:
@@ -661,12 +790,12 @@ class ListReader:
                 removals.append(Removal(max(1, min(dups) - 1), -1))
                 self.result.notes.append("a record was read on two pages")
 
-        verified = True
         suspects = self._suspect_boundaries(metas, removals)
         if suspects:
             self.result.rounds += 1
             if self.sortable:
-                verified = yield from self._repair_windows(metas, suspects)
+                repaired = yield from self._repair_windows(metas, suspects)
+                verified = verified and repaired
             else:
                 verified = yield from self._repair_gaps(metas, suspects, removals)
                 if not verified:
@@ -682,7 +811,8 @@ class ListReader:
             verified = yield from self._repair_windows_range(low, epoch(self.resume.through))
         if self.sortable and (suspects or self._resume_suspect):
             # last: a skipped record updated before its window was re-read has moved here
-            yield from self._read_tail()
+            held, _changed = yield from self._complete_tail()
+            verified = verified and held
 
         self.result.verified = verified
         if not verified:
@@ -704,6 +834,80 @@ class ListReader:
                 (v for v in (self._max_updated, self._max_deleted) if v is not None), default=None
             )
             self.result.bookmark = self.since if latest is None else iso(min(latest, scan_start))
+
+    def _main_scan(
+        self,
+        metas: list[_PageMeta],
+        removals: list[Removal],
+        dups: list[int],
+        watch: _TotalWatch | None,
+        previous: deque[dict[str, str]],
+    ) -> Iterator[tuple[dict[str, Any], bool]]:
+        """The walk (module docstring), with its bookkeeping in the given lists."""
+        for page in self._scan(self._params(self.since), concurrent=True):
+            if self._scan_start is None:
+                self._scan_start = page.sent_at - 1
+                if self.on_start is not None and self.deletions:
+                    # before any record: the deletion pass of whatever run follows this one
+                    # (even if this one is killed) must reach back to here
+                    self.on_start(iso(self._scan_start - CLOCK_MARGIN - 1))
+            if page.past_end:
+                # the list shrank under the scan: the end may have moved onto read pages. The
+                # answer is the list's last page now: what it holds that was not read is
+                # emitted (and counted, without a deletion feed: a record created during the
+                # scan and met only here must not hide a deletion from ``$total``)
+                metas.append(self._meta(Page(page.number, [], page.total, None, page.served_at,
+                                             page.sent_at)))  # fmt: skip
+                removals.append(Removal(metas[-2].number if len(metas) > 1 else 1, -1))
+                self._fresh_seen = True
+                if watch is not None:
+                    watch.page(page)
+                for item in page.items:
+                    if self._accept_repair(item):
+                        if watch is not None:
+                            watch.item(item)
+                        self.result.emitted += 1
+                        yield item, False
+                continue
+            metas.append(self._meta(page))
+            self._page_sent.setdefault(page.number, page.sent_at)
+            if watch is not None:
+                watch.page(page)
+            if self.resume is not None:
+                self._check_resumed(page)
+            out, here = self._accept_main(page, previous, removals, dups, watch)
+            previous.append(here)
+            self.result.emitted += len(out)
+            for item in out:
+                yield item, False
+            # every record of this page is written now: a checkpoint may follow it
+            self._maybe_checkpoint(metas, removals, dups)
+
+    def _smaller_pages(self, error: Exception) -> bool:
+        """After a page kept failing as too heavy (``heavy``): read again with pages half as big
+        (down to ``page_floor``), and say so. The new scan is a scan of its own (the proof of
+        the module docstring is about it alone); what the failed one emitted is not emitted
+        again, so the records, their order and the bookmark are those of one read."""
+        if self.heavy is None or not self.heavy(error):
+            return False
+        smaller = max(self.page_floor, self.page_size // 2)
+        if smaller >= self.page_size:
+            return False
+        self.page_size = smaller
+        self.max_page_size = smaller
+        self._wide = {"items_per_page": smaller}
+        self._out_before.update(self._emitted.versions)
+        self._emitted = _Emitted()
+        self._page_sent = {}
+        self._fresh_seen = True  # the failed scan's changes are not known to the new one
+        self.result.notes.append(f"pages of {smaller} after {error}")
+        if self.on_smaller_pages is not None:
+            self.on_smaller_pages(smaller, error)
+        return True
+
+    def _already_out(self, record_id: str, updated_at: str) -> bool:
+        """Emitted by a scan given up for smaller pages."""
+        return bool(self._out_before) and hash((record_id, updated_at)) in self._out_before
 
     def _check_resumed(self, page: Page) -> None:
         """While resuming: a record changed after the interrupted read began, created before
@@ -758,10 +962,13 @@ class ListReader:
         out: list[int] = []
         for index in range(len(metas) - 1):
             number = metas[index].number
+            sent = metas[index].sent_at
             later = metas[index + 1]
             for removal in removals:
-                if removal.page <= number and (
-                    removal.at < 0 or later.served_at + CLOCK_MARGIN >= removal.at
+                if (
+                    removal.page <= number
+                    and (removal.at < 0 or later.served_at + CLOCK_MARGIN >= removal.at)
+                    and (sent < 0 or sent - CLOCK_MARGIN <= removal.until)
                 ):
                     out.append(index)
                     break
@@ -773,7 +980,7 @@ class ListReader:
         """Re-read by keyset the (updated_at) windows around suspect boundaries."""
         windows: list[tuple[int, int | None]] = []
         for index in suspects:
-            if set(metas[index].tail) & set(metas[index + 1].head):
+            if metas[index].ends & metas[index + 1].ends:
                 continue  # the pages overlap: nothing can lie between them
             low_meta = metas[index].last or metas[index].first
             high_meta = metas[index + 1].first
@@ -799,20 +1006,124 @@ class ListReader:
             windows = again
         return False
 
-    def _read_tail(self) -> Iterator[tuple[dict[str, Any], bool]]:
-        """Emit what changed since the scan began and was not emitted yet: a record skipped at
-        a boundary and updated before its window was repaired has moved here."""
+    def _complete_tail(
+        self,
+    ) -> Generator[
+        tuple[dict[str, Any], bool], None, tuple[bool, list[tuple[dict[str, Any], int | None]]]
+    ]:
+        """Read, completely, every record changed since the scan began; emit what was not.
+
+        Returns whether the read is proven complete and each record met with the page of the
+        main scan on which an older version of it was emitted (None: no older version emitted
+        before; 0: by a repair). One page is one atomic query and complete; a read over several pages (in
+        order) is complete unless a record read on one of its pages but the last left the list
+        (was updated or deleted) before its last page was answered (module docstring, "the
+        lemma"); that is checked, and the read done again when it fails, ``MAX_ROUNDS`` times.
+        """
         since = (self._scan_start or 0) - CLOCK_MARGIN
-        for page in self._scan(self._params(iso(since), self._wide), concurrent=False):
-            for item in page.items:
-                if self._accept_repair(item):
-                    self.result.emitted += 1
-                    yield item, False
+        met: list[tuple[dict[str, Any], int | None]] = []
+        for round_no in range(MAX_ROUNDS):
+            if round_no:
+                self.result.rounds += 1
+            pages: list[Page] = []
+            read_on: dict[str, tuple[int, str]] = {}  # id -> (index of its page, updated_at)
+            for page in self._scan(self._params(iso(since), self._wide), concurrent=False):
+                pages.append(page)
+                for item in page.items:
+                    record_id = item.get("id")
+                    if not isinstance(record_id, str):
+                        continue
+                    read_on.setdefault(record_id, (len(pages) - 1, item.get("updated_at") or ""))
+                    updated = item.get("updated_at") or ""
+                    known = self._emitted.has_version(record_id, updated)
+                    met.append((item, None if known else self._emitted.page_of(record_id)))
+                    if self._accept_repair(item):
+                        self.result.emitted += 1
+                        yield item, False
+            if not pages or (len(pages) == 1 and pages[0].next is None):
+                return True, met
+            if pages[-1].past_end:
+                continue  # the list shrank under the read: something left it
+            held = yield from self._tail_held(pages, read_on)
+            if held:
+                return True, met
+        return False, met
+
+    def _tail_held(
+        self, pages: list[Page], read_on: dict[str, tuple[int, str]]
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        """Whether no record read on ``pages`` (one read, in order) but on the last left the
+        list before the last was answered: then the read missed nothing (the lemma)."""
+        last = len(pages) - 1
+        started = pages[0].sent_at - 1 - CLOCK_MARGIN
+        ended = pages[-1].served_at + CLOCK_MARGIN
+        if self.deletions:
+            for item in self._deleted(started - 1):
+                record_id = item.get("id")
+                deleted_at = item.get("deleted_at")
+                when = epoch(deleted_at) if isinstance(deleted_at, str) and deleted_at else -1
+                if (
+                    isinstance(record_id, str)
+                    and record_id in read_on
+                    and when <= ended
+                    and read_on[record_id][0] < last
+                ):
+                    return False
+        else:
+            watch = _TotalWatch(True)
+            for page in pages:
+                watch.page(page)
+                for item in page.items:
+                    watch.item(item)
+            if watch.lost:
+                return False
+        # updated since the read began: one page, one atomic query, or no proof
+        check = self._get(self.path, self._params(iso(started), self._wide))
+        for item in check.items:
+            record_id = item.get("id")
+            if isinstance(record_id, str) and record_id in read_on:
+                index, version = read_on[record_id]
+                if index < last and (item.get("updated_at") or "") != version:
+                    return False
+            if self._accept_repair(item):
+                self.result.emitted += 1
+                yield item, False
+        return check.next is None
 
     def _repair_window(
         self, low: int, high: int | None
     ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
-        """One keyset pass over ``low <= updated_at <= high``; False when it must run again."""
+        """Emit what is in ``low <= updated_at <= high`` (to the end when ``high`` is None).
+
+        A chain of page-1 queries, each one atomic and starting (``updated_or_created_since``,
+        inclusive) at the second of the previous one's last record, until one passes ``high``
+        or ends the list: a record that keeps its key lies on one of them. Only a second holding
+        more records than a page makes the chain page within it (``_repair_window_offsets``,
+        checked). False when it must run again."""
+        since = low
+        while True:
+            page = self._get(self.path, self._params(iso(since), self._wide))
+            beyond = False
+            for item in page.items:
+                updated_at = item.get("updated_at") or ""
+                if high is not None and updated_at and epoch(updated_at) > high:
+                    beyond = True
+                    break
+                if self._accept_repair(item):
+                    self.result.emitted += 1
+                    yield item, False
+            if beyond or page.next is None or not page.items:
+                return True
+            stamp = page.items[-1].get("updated_at")
+            last = epoch(stamp) if isinstance(stamp, str) and stamp else since
+            if last <= since:  # one second fills the page: page within it
+                return (yield from self._repair_window_offsets(since, high))
+            since = last
+
+    def _repair_window_offsets(
+        self, low: int, high: int | None
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        """One keyset pass over ``low <= updated_at <= high`` by pages, checked."""
         pages: list[_PageMeta] = []
         where: dict[str, int] = {}
         started: int | None = None
@@ -873,7 +1184,7 @@ class ListReader:
         and emit what lies between. False when a boundary cannot be found again."""
         for index in suspects:
             before, after = metas[index], metas[index + 1]
-            if set(before.tail) & set(after.head):
+            if before.ends & after.ends:
                 continue  # the pages overlap: nothing can lie between them
             if not before.tail:
                 return False
@@ -890,16 +1201,20 @@ class ListReader:
         tails, heads = set(before.tail), set(after.head)
         width = shift + 2 * ANCHORS + 2  # records expected from the first anchor to the last
         guess = before.number * size - 1 - shift  # 0-based position of the last tail anchor
+        asked: set[tuple[int, int]] = set()
         for _ in range(8):
+            start = max(0, guess - ANCHORS)
             per_page = self.max_page_size
             for candidate in range(max(size, 2 * width), width, -1):
-                if (
-                    candidate <= self.max_page_size
-                    and max(0, guess - ANCHORS) % candidate + width < candidate
-                ):
+                if candidate <= self.max_page_size and start % candidate + width < candidate:
                     per_page = candidate
                     break
-            page_no = max(0, guess - ANCHORS) // per_page + 1
+            else:  # no page holds the whole width: the one reaching furthest past ``start``
+                per_page = max(range(2, self.max_page_size + 1), key=lambda c: c - start % c)
+            page_no = start // per_page + 1
+            if (page_no, per_page) in asked:
+                return False
+            asked.add((page_no, per_page))
             extra = {"page": page_no, "items_per_page": per_page}
             page = self._get(self.path, self._params(self.since, extra))
             ids = [str(item.get("id")) for item in page.items]
@@ -932,7 +1247,10 @@ class ListReader:
             if low is not None:
                 guess = base + low
             elif high is not None:
-                guess = base + high - 1 - shift
+                # no tail anchor on this page, a head one: the tail lies before the page (what
+                # precedes the head here is between the two); this page is the list as it is
+                # now, so the shift is in it already
+                guess = base - 1
             else:
                 pages = [p for p in (self._emitted.page_of(x) for x in ids) if p]
                 if not pages:

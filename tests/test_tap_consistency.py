@@ -16,8 +16,13 @@ import random
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
 
 from tap_sage.sandbox.runner import SandboxProcess
+from tap_sage.tap import TapSage
 from tests.tap_helpers import live_records, run_tap
 from tests.test_tap_sync import Api, business_ids, with_settings
 
@@ -141,3 +146,115 @@ def test_a_sync_under_concurrent_writes_loses_nothing(sandbox_factory, connectio
             if r.get("_sdc_deleted_at")
         }
         assert deleted <= tombstones, f"{stream}: deletions not emitted"
+
+
+class TransferWriter(threading.Thread):
+    """Creates, updates and deletes bank transfers (sorted by updated_at, with a deletion feed)
+    over HTTP until stopped."""
+
+    def __init__(self, api: Api, ids: list[str], accounts: list[str], seed: int) -> None:
+        super().__init__(daemon=True)
+        self.api, self.ids, self.accounts = api, list(ids), accounts
+        self.rng = random.Random(seed)
+        self.stop = threading.Event()
+        self.done: Counter[str] = Counter()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001 - reported by the test
+                self.errors.append(repr(exc))
+                return
+
+    def step(self) -> None:
+        roll = self.rng.random()
+        if roll < 0.4 or len(self.ids) < 30:
+            source, target = self.rng.sample(self.accounts, 2)
+            body = {"bank_transfer": {"from_bank_account_id": source,
+                                      "to_bank_account_id": target, "date": "2026-11-01",
+                                      "amount": self.rng.randint(1, 999)}}  # fmt: skip
+            response = self.api.post("/bank_transfers", body)
+            assert response.status_code == 201, response.text
+            self.ids.append(response.json()["id"])
+            self.done["create"] += 1
+        elif roll < 0.65:
+            victim = self.rng.choice(self.ids)
+            body = {"bank_transfer": {"reference": f"ref {self.rng.randint(0, 10**6)}"}}
+            response = self.api.put(f"/bank_transfers/{victim}", body)
+            assert response.status_code == 200, response.text
+            self.done["update"] += 1
+        else:
+            victim = self.ids.pop(self.rng.randrange(len(self.ids)))
+            response = self.api.delete(f"/bank_transfers/{victim}")
+            assert response.status_code == 204, response.text
+            self.done["delete"] += 1
+
+
+def _bank_transfers(tap: TapSage, business: str) -> list[dict[str, Any]]:
+    """One read of ``bank_transfers`` by the tap's own stream, in this process, over HTTP, from
+    the tap's state (a second read of the same tap is the next run from the first one's last
+    state)."""
+    return list(tap.streams["bank_transfers"].get_records({"business_id": business}))
+
+
+@pytest.mark.parametrize("workers", [4, 8])
+def test_a_sorted_stream_read_20_times_under_writes_loses_nothing(sandbox_factory, tmp_path: Path, workers: int) -> None:  # fmt: skip
+    """Issue 9 over HTTP: a multi-page read (pages of 4) of a list sorted by updated_at, at
+    ``max_concurrency`` 4 and 8, while another client creates, updates and deletes its
+    records; 20 times, each followed by the next incremental run without writes."""
+    box: SandboxProcess = sandbox_factory(latency_ms=5)
+    business = business_ids(box.db)[0]
+    granted = box.grant()
+    config = {
+        "connection_name": "test", "initiate_oauth": "REFRESH",
+        "client_id": granted["client_id"], "client_secret": granted["client_secret"],
+        "access_token": granted["access_token"], "refresh_token": granted["refresh_token"],
+        "oauth_settings_location": str(tmp_path / "tokens.json"),
+        "advanced_config": {"api_url": box.api_url, "token_url": box.token_url, "page_size": 4},
+        "business_ids": [business], "max_concurrency": workers,
+    }  # fmt: skip
+    api = Api(box, business)
+    accounts = [
+        a["id"]
+        for a in requests.get(api.url + "/bank_accounts", headers=api.headers, timeout=30).json()[
+            "$items"
+        ]
+    ]
+    writes: Counter[str] = Counter()
+    for repeat in range(20):
+        before = live_records(box.db, "bank_transfers", business)
+        assert len(before) > 4 * 4, "the read must span several pages"
+        writer = TransferWriter(api, sorted(before), accounts, seed=100 * workers + repeat)
+        writer.start()
+        tap = TapSage(config=config, validate_config=True, setup_mapper=False)
+        try:
+            first = _bank_transfers(tap, business)
+        finally:
+            writer.stop.set()
+            writer.join(timeout=30)
+        assert not writer.errors, writer.errors
+        writes += writer.done
+        after = live_records(box.db, "bank_transfers", business)
+        assert tap.state["bookmarks"]["bank_transfers"], "the first read left a bookmark"
+        second = _bank_transfers(tap, business)
+        where = f"repeat {repeat} at max_concurrency {workers}"
+        live1 = [r for r in first if not r.get("_sdc_deleted_at")]
+        versions1 = Counter((r["id"], r["updated_at"]) for r in live1)
+        assert not [v for v, n in versions1.items() if n > 1], f"{where}: a version twice"
+        throughout = set(before) & set(after)
+        missing = throughout - {r["id"] for r in live1}
+        assert not missing, f"{where}: lost {sorted(missing)[:5]}"
+        versions = set(versions1) | {
+            (r["id"], r["updated_at"]) for r in second if not r.get("_sdc_deleted_at")
+        }
+        stale = {i for i, u in after.items() if (i, u) not in versions}
+        assert not stale, f"{where}: final versions not emitted: {sorted(stale)[:5]}"
+        tombstones = {r["id"] for r in first + second if r.get("_sdc_deleted_at")}
+        deleted = set(before) - set(after)
+        assert deleted <= tombstones, f"{where}: deletions not emitted"
+    # the writer really wrote during the reads, every kind of change
+    assert writes["create"] and writes["update"] and writes["delete"], writes
+    assert sum(writes.values()) >= 40, writes
+    print(f"max_concurrency {workers}: {dict(writes)} during 20 reads")  # shown by pytest -rP

@@ -65,3 +65,46 @@ def test_settings_are_documented_for_the_readme() -> None:
     properties = TapSage.config_jsonschema["properties"]
     assert properties["max_concurrency"]["default"] == 4
     assert properties["include_deleted"]["default"] is True
+
+
+def test_a_page_without_next_while_total_says_more_gets_one() -> None:
+    from tap_sage.streams import missing_next
+
+    body = {"$items": [{"id": "a"}] * 20, "$total": 45, "$page": 1, "$next": None}
+    link = missing_next("/contacts", {"page": 1, "items_per_page": 20, "attributes": "all"}, body)
+    assert link == "/contacts?page=2&items_per_page=20&attributes=all"
+    # following a $next of its own (no params): the same from the path's query
+    body2 = {"$items": [{"id": "b"}] * 20, "$total": 45, "$page": 2}
+    assert missing_next("/v3.1/contacts?page=2&items_per_page=20", None, body2) == (
+        "/v3.1/contacts?page=3&items_per_page=20"
+    )
+    # the real end, a $next given, or no $total: nothing to add
+    last = {"$items": [{"id": "c"}] * 5, "$total": 45, "$page": 3}
+    assert missing_next("/contacts", {"page": 3, "items_per_page": 20}, last) is None
+    given = dict(body, **{"$next": "/contacts?page=2"})
+    assert missing_next("/contacts", {"page": 1, "items_per_page": 20}, given) is None
+    assert missing_next("/contacts", {"page": 1}, {"$items": [{"id": "d"}]}) is None
+
+
+def test_a_tombstone_without_deleted_at_still_says_deleted(tmp_path) -> None:
+    """A deleted item that comes without ``deleted_at`` becomes a deletion record all the same
+    (``_sdc_deleted_at`` set to when it was read). The stream's own fetch is replaced (a unit)."""
+    from tap_sage.sync import Page
+
+    config = {"connection_name": "unit", "initiate_oauth": "REFRESH", "client_id": "c",
+              "client_secret": "s", "access_token": "a", "refresh_token": "r",
+              "oauth_settings_location": str(tmp_path / "tokens.json")}  # fmt: skip
+    tap = TapSage(config=config, validate_config=False, setup_mapper=False)
+    stream = tap.streams["contacts"]
+
+    def fetch(path: str, params: object) -> Page:
+        if isinstance(params, dict) and "deleted_since" in params:
+            return Page(1, [{"id": "gone"}], 1, None, 1_800_000_000, 1_800_000_000)
+        item = {"id": "kept", "updated_at": "2026-01-01T00:00:00Z"}
+        return Page(1, [item], 1, None, 1_800_000_000, 1_800_000_000)
+
+    stream._fetch = lambda business_id: fetch  # type: ignore[method-assign]
+    records = list(stream.get_records({"business_id": "b1"}))
+    gone = [r for r in records if r["id"] == "gone"]
+    assert gone and gone[0]["_sdc_deleted_at"]
+    assert next(r for r in records if r["id"] == "kept").get("_sdc_deleted_at") is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Generator, Mapping
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("sage.http")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Retried: 429, 5xx, and the 52x a CDN in front of Sage answers with an HTML page (520-525:
+#: origin error, down, connection timed out, unreachable, timeout, TLS handshake failed).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 525})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
@@ -127,11 +130,30 @@ def api_error(response: requests.Response, method: str, path: str) -> SageAPIErr
         method,
         path,
         parse_errors(response),
-        response.headers.get("x_request_id") or response.headers.get("X-Request-Id"),
-        response.text
-        if not response.headers.get("content-type", "").startswith("application/json")
-        else "",
+        request_id_of(response),
+        body_summary(response),
     )
+
+
+def request_id_of(response: requests.Response) -> str | None:
+    """Sage's request id of an answer (``x-request-id``; ``x_request_id`` in older answers)."""
+    return response.headers.get("x-request-id") or response.headers.get("x_request_id")
+
+
+def body_summary(response: requests.Response) -> str:
+    """A short, readable account of a body that is not Sage's JSON (never the page itself).
+
+    A gateway or CDN in front of Sage answers 502/503/504/52x with an HTML page: its
+    ``<title>`` says what happened."""
+    kind = response.headers.get("content-type", "")
+    if kind.startswith("application/json"):
+        return ""
+    text = response.text or ""
+    if "html" in kind or text.lstrip()[:1] == "<":
+        match = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        title = " ".join(match.group(1).split())[:120] if match else ""
+        return f"an HTML page, not JSON{f' ({title!r})' if title else ''}"
+    return " ".join(text.split())[:300]
 
 
 class SageClient:
@@ -318,7 +340,7 @@ class SageClient:
                 with self._count_lock:
                     self.request_count += 1
             elapsed = (time.monotonic() - started) * 1000
-            request_id = response.headers.get("x_request_id", "-")
+            request_id = request_id_of(response) or "-"
             LOGGER.debug(
                 "%s %s -> %s in %.0f ms (x_request_id %s)",
                 method, log_path, response.status_code, elapsed, request_id,
@@ -333,8 +355,10 @@ class SageClient:
                 self.tokens.invalidate(token)
                 continue
             if response.status_code in RETRY_STATUSES:
+                what = body_summary(response)
                 raise RetryableError(
-                    f"{response.status_code} on {method} {log_path} (x_request_id {request_id})",
+                    f"{response.status_code} on {method} {log_path} (x_request_id {request_id})"
+                    + (f": {what}" if what else ""),
                     parse_retry_after(response.headers.get("Retry-After")),
                     response,
                 )
@@ -344,17 +368,33 @@ class SageClient:
     def get_json(
         self, path: str, *, business_id: str | None = None, params: Mapping[str, Any] | None = None
     ) -> Any:
-        """GET and decode JSON."""
-        return self.request("GET", path, business_id=business_id, params=params).json()
+        """GET and decode JSON; an answer that is not JSON is a ``SageAPIError`` naming it."""
+        response = self.request("GET", path, business_id=business_id, params=params)
+        return decode_json(response, "GET", urlsplit(self.url(path)).path)
 
     def businesses(self) -> list[dict[str, Any]]:
-        """Every business the token can reach, with every attribute (all pages of ``/businesses``)."""
+        """Every business the token can reach (``/businesses``).
+
+        Sage's ``/businesses`` takes no parameters and answers every business in one page
+        (``$items_per_page: 2147483647``, ../shared/sage-api/recorded/businesses_list.json);
+        a ``$next`` would still be followed."""
         out: list[dict[str, Any]] = []
         next_path: str | None = "/businesses"
-        params: dict[str, Any] | None = {"items_per_page": 200, "attributes": "all"}
+        params: dict[str, Any] | None = None
         while next_path:
             body = self.get_json(next_path, params=params)
             out.extend(body.get("$items", []))
             next_path = body.get("$next")
             params = None
         return out
+
+
+def decode_json(response: requests.Response, method: str, path: str) -> Any:
+    """The JSON body of a successful answer, or a ``SageAPIError`` saying what came instead."""
+    try:
+        return response.json()
+    except ValueError:
+        raise SageAPIError(
+            response.status_code, method, path, [], request_id_of(response),
+            body_summary(response) or "a body that is not JSON",
+        ) from None  # fmt: skip

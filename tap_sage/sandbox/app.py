@@ -55,6 +55,14 @@ API_PREFIX = "/v3.1"
 MAX_ITEMS_PER_PAGE = 200
 DEFAULT_ITEMS_PER_PAGE = 20
 FAULT_KINDS = ("500", "503", "429", "drop", "commit500", "commitdrop")
+#: Faults drawn only when named (``--fault-kinds``): ``html``, an HTML error page (not JSON) with
+#: 502, 503, 504 or 520-525 as a gateway or CDN in front of Sage answers; ``429bare``, a 429
+#: without ``Retry-After``.
+EXTRA_FAULT_KINDS = ("html", "429bare")
+ALL_FAULT_KINDS = FAULT_KINDS + EXTRA_FAULT_KINDS
+HTML_STATUSES = (502, 503, 504, 520, 521, 522, 523, 524, 525)
+#: Sage's default ``items_per_page`` (a list request without it)
+DEFAULT_ITEMS_PER_PAGE = 20
 WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 BASE_FIELDS = ("id", "displayed_as", "$path")
 INVOICE_LIKE_DRAFTABLE = "DRAFT"
@@ -107,6 +115,10 @@ class Settings:
     oauth_fault_rate: float = 0.0
     fault_seed: int | None = None
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    #: Heavy pages: a GET with ``attributes=all`` asking for more than this many items per page
+    #: fails (500 or an HTML 504) with probability ``heavy_fault_rate`` (0: never).
+    heavy_page_size: int = 0
+    heavy_fault_rate: float = 1.0
     token_ttl: int = oauth.DEFAULT_TOKEN_TTL
     max_concurrent: int = 150
     idempotency_ttl: float = 0.0  # 0: Sage's 7 days (IDEMPOTENCY_TTL)
@@ -122,6 +134,28 @@ IDEMPOTENCY_TTL = 7 * 86400.0
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(store.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+HTML_TITLES = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+    520: "Web server is returning an unknown error",
+    521: "Web server is down",
+    522: "Connection timed out",
+    523: "Origin is unreachable",
+    524: "A timeout occurred",
+    525: "SSL handshake failed",
+}
+
+
+def _html(status: int, title: str) -> Response:
+    """An error page as a gateway or CDN in front of Sage sends it: HTML, not Sage's JSON."""
+    page = (
+        f"<!DOCTYPE html>\n<html><head><title>{status} {title}</title></head>"
+        f"<body><h1>{status} {title}</h1><p>The origin did not answer.</p></body></html>\n"
+    )
+    return Response(page, status=status, mimetype="text/html")
 
 
 def _raw_json(status: int, text: str) -> Response:
@@ -215,8 +249,32 @@ class SandboxApp:
             kind = "500" if kind == "commit500" else "drop"
         return kind
 
-    @staticmethod
-    def _pre_fault(kind: str | None) -> None:
+    def _heavy_fault(self, request: Request) -> None:
+        """Fail a heavy list page (``attributes=all`` above ``heavy_page_size`` items)."""
+        limit = self.settings.heavy_page_size
+        if limit <= 0 or request.method != "GET" or request.args.get("attributes") != "all":
+            return
+        try:
+            size = int(request.args.get("items_per_page", DEFAULT_ITEMS_PER_PAGE))
+        except ValueError:
+            return
+        if size <= limit:
+            return
+        with self._fault_lock:
+            if self._fault_rng.random() >= self.settings.heavy_fault_rate:
+                return
+            gateway = self._fault_rng.random() < 0.5
+        if gateway:
+            raise _Answer(_html(504, "Gateway Time-out"))
+        raise SageError(500, "UnexpectedError", "Sandbox fault injected: page too heavy")
+
+    def _pre_fault(self, kind: str | None) -> None:
+        if kind == "html":
+            with self._fault_lock:
+                status = self._fault_rng.choice(HTML_STATUSES)
+            raise _Answer(_html(status, HTML_TITLES.get(status, "Error")))
+        if kind == "429bare":
+            raise _Answer(_json(429, SageError(429, "TooManyRequests", "Rate limit").items))
         if kind == "drop":
             raise DropConnection
         if kind == "429":
@@ -424,6 +482,7 @@ class SandboxApp:
         try:
             if kind is not None and not kind.startswith("commit"):
                 self._pre_fault(kind)
+            self._heavy_fault(request)
             with self.pool.connection() as conn:
                 grant = self._access(request, conn)
                 if request.method in WRITE_METHODS and grant.scope != "full_access":

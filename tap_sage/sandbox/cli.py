@@ -15,7 +15,7 @@ from typing_extensions import override
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tap_sage.sandbox import oauth, store
-from tap_sage.sandbox.app import FAULT_KINDS, SandboxApp, Settings
+from tap_sage.sandbox.app import ALL_FAULT_KINDS, FAULT_KINDS, SandboxApp, Settings
 from tap_sage.sandbox.seed import DEFAULT_CLIENT_ID, seed
 
 DEFAULT_DB = "./sage-sandbox.db"
@@ -47,9 +47,9 @@ def _rate(text: str) -> float:
 
 def _kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    unknown = [k for k in kinds if k not in ALL_FAULT_KINDS]
     if unknown or not kinds:
-        raise argparse.ArgumentTypeError(f"choose among {','.join(FAULT_KINDS)}")
+        raise argparse.ArgumentTypeError(f"choose among {','.join(ALL_FAULT_KINDS)}")
     return kinds
 
 
@@ -94,8 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=FAULT_KINDS,
         help="comma-separated faults to draw from: 500 (answered before any work), 503, "
         "429 (with Retry-After: 1), drop (socket closed, no answer), commit500 (a write is "
-        "committed, then answered 500), commitdrop (committed, then dropped); "
-        f"default all: {','.join(FAULT_KINDS)}",
+        "committed, then answered 500), commitdrop (committed, then dropped), html (an HTML "
+        "error page, not JSON, with 502/503/504/520-525), 429bare (429 without Retry-After); "
+        f"default: {','.join(FAULT_KINDS)}",
+    )
+    serve.add_argument(
+        "--heavy-page-size",
+        type=int,
+        default=0,
+        help="heavy pages: a GET with attributes=all asking for more items per page than this "
+        "fails with 500 or an HTML 504 (default 0: never)",
+    )
+    serve.add_argument(
+        "--heavy-fault-rate",
+        type=float,
+        default=1.0,
+        help="share of heavy pages that fail (default 1: every one)",
     )
     serve.add_argument(
         "--token-ttl",
@@ -173,6 +187,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         oauth_fault_rate=args.oauth_fault_rate,
         fault_seed=args.fault_seed,
         fault_kinds=args.fault_kinds,
+        heavy_page_size=args.heavy_page_size,
+        heavy_fault_rate=args.heavy_fault_rate,
         token_ttl=args.token_ttl,
         max_concurrent=args.max_concurrent,
         idempotency_ttl=args.idempotency_ttl,

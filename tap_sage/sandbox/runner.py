@@ -73,9 +73,17 @@ class SandboxProcess:
         latency_ms: int = 0,
         fault_rate: float = 0.0,
         token_ttl: int = 300,
+        fault_kinds: Sequence[str] = (),
+        heavy_page_size: int = 0,
+        heavy_fault_rate: float = 1.0,
+        fault_seed: int | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.db = Path(db)
+        self.fault_kinds = tuple(fault_kinds)  # () = the server's default kinds
+        self.heavy_page_size = heavy_page_size
+        self.heavy_fault_rate = heavy_fault_rate
+        self.fault_seed = fault_seed
         self.port = port
         self.latency_ms = latency_ms
         self.fault_rate = fault_rate
@@ -130,6 +138,18 @@ class SandboxProcess:
             str(self.fault_rate),
             "--token-ttl",
             str(self.token_ttl),
+            *(["--fault-kinds", ",".join(self.fault_kinds)] if self.fault_kinds else []),
+            *(
+                [
+                    "--heavy-page-size",
+                    str(self.heavy_page_size),
+                    "--heavy-fault-rate",
+                    str(self.heavy_fault_rate),
+                ]
+                if self.heavy_page_size
+                else []
+            ),
+            *(["--fault-seed", str(self.fault_seed)] if self.fault_seed is not None else []),
             *self.extra_args,
         ]
 

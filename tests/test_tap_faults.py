@@ -1,0 +1,173 @@
+"""Issue 11, the faults Sage really has, over HTTP: HTML error pages (502/503/504/520-525, not
+JSON), 429 without ``Retry-After``, and heavy pages (lists with ``attributes=all`` above some
+``items_per_page`` fail with 500/504); the sandbox's knobs for them, and what tap-sage does."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tap_sage.sage.client import SageClient, sage_wait
+from tap_sage.sandbox.app import HTML_STATUSES
+from tap_sage.sandbox.runner import SandboxProcess
+from tests.tap_helpers import run_tap
+from tests.test_tap_sync import business_ids, with_settings
+
+STREAMS = ["contacts", "sales_invoices"]  # creation order; sorted by updated_at
+
+
+def _get(box: SandboxProcess, path: str, **params: Any) -> requests.Response:
+    business = business_ids(box.db)[0]
+    headers = {"Authorization": f"Bearer {box.grant()['access_token']}", "X-Business": business}
+    return requests.get(box.api_url + path, params=params, headers=headers, timeout=30)
+
+
+def _config(box: SandboxProcess, base: dict[str, Any], tmp_path: Path, **advanced: Any) -> dict[str, Any]:  # fmt: skip
+    granted = box.grant()
+    port = box.url.rsplit(":", 1)[1]
+    return with_settings(
+        base,
+        connection_name=f"faults-{port}",
+        access_token=granted["access_token"],
+        refresh_token=granted["refresh_token"],
+        client_id=granted["client_id"],
+        client_secret=granted["client_secret"],
+        oauth_settings_location=str(tmp_path / f"{port}.json"),
+        advanced_config={"api_url": box.api_url, "token_url": box.token_url, **advanced},
+    )
+
+
+def test_sandbox_answers_html_error_pages_and_bare_429s(sandbox_factory) -> None:
+    box = sandbox_factory(fault_rate=1.0, fault_kinds=["html"], fault_seed=1)
+    statuses = set()
+    for _ in range(30):
+        response = _get(box, "/contacts")
+        assert response.headers["content-type"].startswith("text/html")
+        assert "<html>" in response.text and str(response.status_code) in response.text
+        with_json = True
+        try:
+            response.json()
+        except ValueError:
+            with_json = False
+        assert not with_json
+        statuses.add(response.status_code)
+    assert statuses <= set(HTML_STATUSES)
+    assert len(statuses) >= 4  # several kinds of gateway page, 52x among them
+    assert any(s >= 520 for s in statuses)
+
+    bare = sandbox_factory(fault_rate=1.0, fault_kinds=["429bare"])
+    response = _get(bare, "/contacts")
+    assert response.status_code == 429
+    assert "Retry-After" not in response.headers
+
+
+def test_sandbox_fails_heavy_pages_only(sandbox_factory) -> None:
+    box = sandbox_factory(heavy_page_size=20, heavy_fault_rate=1.0, fault_seed=2)
+    heavy = [_get(box, "/contacts", attributes="all", items_per_page=50) for _ in range(8)]
+    assert {r.status_code for r in heavy} == {500, 504}  # Sage's two ways of giving up
+    assert any(r.headers["content-type"].startswith("text/html") for r in heavy)
+    assert _get(box, "/contacts", attributes="all", items_per_page=20).status_code == 200
+    assert _get(box, "/contacts", attributes="all").status_code == 200  # Sage's default: 20
+    assert _get(box, "/contacts", items_per_page=50).status_code == 200  # not attributes=all
+    # at a lower rate, some heavy pages get through
+    some = sandbox_factory(heavy_page_size=20, heavy_fault_rate=0.5, fault_seed=3)
+    codes = [_get(some, "/contacts", attributes="all", items_per_page=50).status_code
+             for _ in range(20)]  # fmt: skip
+    assert 200 in codes and set(codes) - {200}
+
+
+def test_html_pages_and_bare_429s_are_retried(sandbox_factory, connection_config, tmp_path: Path) -> None:  # fmt: skip
+    clean_box = sandbox_factory()
+    faulty_box = sandbox_factory(fault_rate=0.25, fault_kinds=["html", "429bare"], fault_seed=5)
+    runs = []
+    for box in (clean_box, faulty_box):
+        config = _config(box, connection_config, tmp_path, page_size=50, max_backoff=0.2)
+        runs.append(run_tap(tmp_path, config, STREAMS, tag=box.url.rsplit(":", 1)[1]))
+    clean, faulty = runs
+    assert "Retrying" in faulty.stderr
+    assert "an HTML page, not JSON" in faulty.stderr  # the retry log says what came
+    assert "<html" not in faulty.stderr
+    for stream in STREAMS:
+        assert [json.dumps(r) for r in faulty.records(stream)] == [
+            json.dumps(r) for r in clean.records(stream)
+        ], stream
+    assert faulty.state == clean.state
+
+
+def test_heavy_pages_fall_back_to_smaller_ones(sandbox_factory, connection_config, tmp_path: Path) -> None:  # fmt: skip
+    clean_box = sandbox_factory()
+    heavy_box = sandbox_factory(heavy_page_size=20, heavy_fault_rate=1.0, fault_seed=6)
+    runs = []
+    for box in (clean_box, heavy_box):
+        config = _config(box, connection_config, tmp_path, page_size=100, max_retries=1,
+                         max_backoff=0.1)  # fmt: skip
+        runs.append(run_tap(tmp_path, config, STREAMS, tag=box.url.rsplit(":", 1)[1]))
+    clean, heavy = runs
+    assert len(clean.records("contacts")) > 20  # more than one page of the floor
+    for stream in STREAMS:  # the same records in the same order, and the same bookmarks
+        assert [json.dumps(r) for r in heavy.records(stream)] == [
+            json.dumps(r) for r in clean.records(stream)
+        ], stream
+    assert heavy.state == clean.state
+    # said once per stream (a warning), whatever the number of halvings and businesses
+    for stream in STREAMS:
+        said = [line for line in heavy.stderr.splitlines()
+                if f"Pages of {stream} kept failing" in line and "WARNING" in line]  # fmt: skip
+        assert len(said) == 1, (stream, said)
+    assert "Pages of contacts kept failing" not in clean.stderr
+
+
+def test_when_retries_run_out_the_error_names_status_path_and_request_id(sandbox_factory, connection_config, tmp_path: Path) -> None:  # fmt: skip
+    box = sandbox_factory(fault_rate=1.0, fault_kinds=["html"], fault_seed=7)
+    config = _config(box, connection_config, tmp_path, page_size=20, max_retries=1,
+                     max_backoff=0.05)  # fmt: skip
+    # tokens come from the sandbox's OAuth endpoint, which the API faults leave alone
+    run = run_tap(tmp_path, config, ["contacts"], tag="html", check=False)
+    assert run.returncode != 0
+    # the first request to give up is /businesses (the partitions) or /contacts
+    named = re.search(r"Sage answered (50[234]|52[0-5]) to GET /v3\.1/(businesses|contacts): "
+                      r"an HTML page, not JSON \('\d+ [^']+'\), x_request_id [0-9a-f-]{36}",
+                      run.stderr)  # fmt: skip
+    assert named, run.stderr[-2000:]
+    for noise in ("JSONDecodeError", "DecodeError", "Expecting value", "<html", "<body"):
+        assert noise not in run.stderr, noise
+
+
+def test_a_429_without_retry_after_backs_off_exponentially() -> None:
+    class Bare(Exception):
+        retry_after = None
+
+    waits = sage_wait(factor=0.5, max_value=60.0)
+    next(waits)
+    ceilings = []
+    for attempt in range(6):
+        wait = waits.send(Bare())
+        ceiling = 0.5 * 2**attempt
+        assert 0 <= wait <= ceiling
+        ceilings.append(ceiling)
+    assert ceilings == [0.5, 1, 2, 4, 8, 16]
+    # the waits themselves grow: over many draws, the mean of the 6th is far above the 1st
+    firsts, sixths = [], []
+    for _ in range(200):
+        gen = sage_wait(factor=0.5, max_value=60.0)
+        next(gen)
+        draws = [gen.send(Bare()) for _ in range(6)]
+        firsts.append(draws[0])
+        sixths.append(draws[5])
+    assert sum(sixths) / 200 > 10 * (sum(firsts) / 200)
+
+
+def test_businesses_are_read_without_parameters(sandbox, connection_config) -> None:
+    """Sage's /businesses takes none (../shared/sage-api/recorded/businesses_list.json)."""
+    client = SageClient.for_config(connection_config)
+    assert client.businesses()
+    client.get_json("/contacts", business_id=client.businesses()[0]["id"],
+                    params={"items_per_page": 5})  # fmt: skip
+    lines = sandbox.log_path.read_text(encoding="utf-8").splitlines()
+    asked = [line for line in lines if "GET /v3.1/businesses" in line]
+    assert asked and all("/v3.1/businesses?" not in line for line in asked)
+    assert any("GET /v3.1/contacts?items_per_page=5" in line for line in lines)  # queries show
