@@ -159,7 +159,13 @@ class TargetSage(Target):
         for line in report.lines():
             print(line, file=sys.stderr)
         if not report.ok:
-            cause = report.error["message"] if report.error else "no usable business"
+            # The code and the fix go on the one line that Meltano shows the user.
+            if report.error:
+                error = report.error
+                fix = f"; fix: {error['fix']}" if error.get("fix") else ""
+                cause = f"({error['code']}) {error['message']}{fix}"
+            else:
+                cause = "no usable business"
             raise TargetFailure(f"connection test failed: {cause}")
 
     # -- plumbing for the sinks ------------------------------------------------------------------

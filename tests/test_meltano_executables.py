@@ -152,6 +152,10 @@ def test_meltano_probe_with_a_refused_grant_fails_and_says_why(
     proc = _run("target-sage", config, singer(MELTANO_PROBE), tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "connection test failed:" in proc.stderr
+    # Meltano shows the user only the last line: it must carry the OAuth error code and the fix.
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "(invalid_client)" in last, last
+    assert "fix:" in last, last
     assert re.search("error", proc.stderr, re.I), "Meltano must see the failure"
     assert "not-the-secret" not in proc.stdout + proc.stderr
     assert _writes(sandbox) == []
