@@ -49,7 +49,8 @@ from tap_sage.sage.errors import (
 )
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
 from tap_sage.sage.settings import ConnectionSettings
-from tap_sage.sage.tokens import TokenStore, fingerprint
+from tap_sage.sage.stores import Store, open_store
+from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
 
@@ -156,7 +157,7 @@ class RotatingTokenSource:
     ) -> None:
         self.settings = settings
         self.new_session = new_session
-        self.store = TokenStore(settings.oauth_settings_location, settings.lock_timeout)
+        self.store: Store = open_store(settings)
         self.oauth = OAuthEndpoints(settings, new_session)
         self.is_interactive = is_interactive
         self._lock = threading.RLock()
@@ -308,6 +309,15 @@ class RotatingTokenSource:
         if changed:
             self.store.write(data)
             data = self.store.read()
+        moved = data.get("moved_to")
+        if moved and not data.get("refresh_token"):
+            raise SageAuthError(
+                "store_moved",
+                f"The tokens of connection {settings.connection_name!r} were moved from "
+                f"{self.store.location} to {moved} (`sage-auth move`); this store no longer "
+                "holds them",
+                f"set oauth_settings_location to {moved} in every config of this connection",
+            )
         return data
 
     def _refresh_locked(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -392,7 +402,19 @@ class RotatingTokenSource:
             refreshed_at=now,
             refresh_count=int(data.get("refresh_count") or 0) + 1,
         )
-        self.store.write(data)
+        try:
+            self.store.write(data)
+        except SageAuthError as unsaved:
+            if unsaved.code not in {"store_unreachable", "store_unwritable", "store_changed"}:
+                raise
+            raise SageAuthError(
+                "refresh_unsaved",
+                f"Connection {self.settings.connection_name!r}: Sage rotated the tokens, but the "
+                f"new pair could not be kept ({unsaved.message}); Sage has consumed the stored "
+                "refresh token",
+                f"once the token store is back, authorise the connection again: "
+                f"`{login_command()}`",
+            ) from None
         _pause_point("after_write")
         self.refreshes += 1
         LOGGER.info(
@@ -467,7 +489,7 @@ class RotatingTokenSource:
             raise SageConfigError(
                 "refresh_token",
                 f"is required when initiate_oauth is REFRESH and the token store "
-                f"{self.store.path} holds no usable token ({need.reason}). Set refresh_token, "
+                f"{self.store.location} holds no usable token ({need.reason}). Set refresh_token, "
                 f"or run `{login_command()}` once, or set initiate_oauth to GETANDREFRESH",
             )
         if not self.is_interactive():
@@ -497,13 +519,13 @@ class _LoginNeeded(Exception):
         super().__init__(reason)
 
 
-def check_owner(store: TokenStore, data: dict[str, Any], settings: ConnectionSettings) -> None:
+def check_owner(store: Store, data: dict[str, Any], settings: ConnectionSettings) -> None:
     """Raise ``store_conflict`` when the store belongs to another client id (never overwrite)."""
     owner = data.get("client_id")
     if owner and settings.client_id and owner != settings.client_id:
         raise SageAuthError(
             "store_conflict",
-            f"The token store {store.path} belongs to another Sage app (client id "
+            f"The token store {store.location} belongs to another Sage app (client id "
             f"{_short(owner)}), not to client_id {_short(settings.client_id)} of connection "
             f"{settings.connection_name!r}; it is left untouched",
             "give this connection its own store: a connection_name no other app uses, or "
@@ -536,7 +558,8 @@ def token_source_for(
         key: tuple[Any, ...] = ("OFF", settings.connection_name, settings.access_token)
     else:
         key = (
-            str(settings.oauth_settings_location),
+            settings.token_store,
+            settings.oauth_settings_key,
             settings.initiate_oauth,
             settings.client_id,
             settings.client_secret,
