@@ -110,6 +110,9 @@ class DatabaseTokenStore:
     _engines: ClassVar[dict[str, Engine]] = {}
     _schema_ready: ClassVar[set[str]] = set()
     _registry_lock = threading.Lock()
+    #: The lock can be lost while its holder lives on (its session ended): an in-flight marker
+    #: found under the lock may still be finished by its writer (``auth.py`` waits for it).
+    markers_outlive_locks = True
 
     def __init__(
         self,
