@@ -410,3 +410,29 @@ def test_nothing_secret_in_debug_output_of_a_database_store(
     for run in runs:
         for secret in secrets:
             assert secret not in run.stdout + run.stderr
+
+
+def test_an_unfinished_refresh_of_another_machine_is_waited_for_then_tried(
+    sandbox: Any, pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database lock is lost with its session while its holder may live on: an in-flight
+    marker of another host is given twice lock_timeout (from its start) to clear; then the
+    stored token is tried once (here Sage had not consumed it, so the run connects)."""
+    config = db_config(sandbox, pg_database, access_token=None)
+    config["advanced_config"]["lock_timeout"] = 2
+    tokens = tokens_of(config)
+    store = tokens.store
+    with store.locked():
+        data = tokens.read_store()
+        data["in_flight"] = {"fingerprint": "sha256:x", "pid": 1, "host": "another-machine",
+                             "started_at": time.time() - 2.5}  # fmt: skip
+        store.write(data)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="sage.auth"):
+        tokens.refresh_now()
+    waited = time.monotonic() - started
+    assert 1.2 < waited < 6, waited
+    assert "another-machine" in caplog.text and "has not finished" in caplog.text
+    after = store.read()
+    assert after["in_flight"] is None and after["refresh_count"] == 1
+    assert used_refresh_tokens(sandbox.db) == 1
