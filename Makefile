@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
 LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts)
 
-.PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean postgres loaders warehouse-all
+.PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean postgres loaders warehouse-all store-soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The two-machine proof of the database token store for 60 s (make test runs it for 12 s).
+store-soak: $(STAMP) postgres
+	SAGE_MACHINES_SECONDS=60 $(BIN)/pytest -q -s tests/test_store_db_machines.py
 
 # Regenerate the catalogue and schemas from Sage's spec (never committed).
 schemas: $(STAMP)

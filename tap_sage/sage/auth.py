@@ -49,7 +49,8 @@ from tap_sage.sage.errors import (
 )
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
 from tap_sage.sage.settings import ConnectionSettings
-from tap_sage.sage.tokens import TokenStore, fingerprint
+from tap_sage.sage.stores import Store, open_store
+from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
 
@@ -156,7 +157,7 @@ class RotatingTokenSource:
     ) -> None:
         self.settings = settings
         self.new_session = new_session
-        self.store = TokenStore(settings.oauth_settings_location, settings.lock_timeout)
+        self.store: Store = open_store(settings)
         self.oauth = OAuthEndpoints(settings, new_session)
         self.is_interactive = is_interactive
         self._lock = threading.RLock()
@@ -165,6 +166,7 @@ class RotatingTokenSource:
         self._lifetime: float | None = None
         self._refused: str | None = None
         self.refreshes = 0  # refreshes done by this process
+        self._waiting_logged = False
 
     def __repr__(self) -> str:
         return f"RotatingTokenSource({self.settings.connection_name!r}, {self.store!r})"
@@ -229,29 +231,61 @@ class RotatingTokenSource:
         return token
 
     def _from_store(self, *, force: bool) -> str:
-        with self.store.locked():
-            data = self._reconcile(self.store.read())
-            access = data.get("access_token")
-            if (
-                not force
-                and access
-                and access != self._refused
-                and self._usable(
-                    data.get("access_token_expires_at"), data.get("access_token_lifetime")
-                )
-            ):
-                return self._adopt(data)
-            if not data.get("refresh_token"):
-                last = data.get("last_error") or {}
-                if last.get("message"):
-                    raise _LoginNeeded(f"the last refresh failed: {last['message']}")
-                raise _LoginNeeded(
-                    "Sage refused the access token and there is no refresh token"
-                    if access
-                    else "there is no token yet"
-                )
-            data = self._refresh_locked(data)
-            return self._adopt(data)
+        while True:
+            with self.store.locked():
+                data = self._reconcile(self.store.read())
+                access = data.get("access_token")
+                if (
+                    not force
+                    and access
+                    and access != self._refused
+                    and self._usable(
+                        data.get("access_token_expires_at"), data.get("access_token_lifetime")
+                    )
+                ):
+                    return self._adopt(data)
+                if not data.get("refresh_token"):
+                    last = data.get("last_error") or {}
+                    if last.get("message"):
+                        raise _LoginNeeded(f"the last refresh failed: {last['message']}")
+                    raise _LoginNeeded(
+                        "Sage refused the access token and there is no refresh token"
+                        if access
+                        else "there is no token yet"
+                    )
+                if not self._refresh_elsewhere(data.get("in_flight")):
+                    data = self._refresh_locked(data)
+                    return self._adopt(data)
+            time.sleep(0.25)  # outside the lock, so that the other refresh can finish
+
+    def _refresh_elsewhere(self, marker: Any) -> bool:
+        """Whether an unfinished refresh of another process may still finish.
+
+        With a file store, never: the file lock is free only once its holder ended, so a marker
+        found under the lock is an interrupted refresh. A database store's lock is lost with
+        its session (database restarted, network cut) while the holder lives on and keeps
+        trying to store the new pair; its marker is then given twice ``lock_timeout`` (from its
+        start) to clear before the token is tried again. A marker of a dead process of this
+        host, or of this process, is not waited for.
+        """
+        if not isinstance(marker, dict) or not getattr(self.store, "markers_outlive_locks", False):
+            return False
+        pid = marker.get("pid")
+        here = marker.get("host") == socket.gethostname() and isinstance(pid, int)
+        if here and (pid == os.getpid() or not _process_alive(int(str(pid)))):
+            return False
+        age = time.time() - float(marker.get("started_at") or 0)
+        if age >= 2 * self.settings.lock_timeout:
+            return False
+        if not self._waiting_logged:
+            self._waiting_logged = True
+            LOGGER.warning(
+                "Connection %r: a refresh started %.0fs ago by process %s on %s has not finished; "
+                "waiting for it (up to %.0fs in all) rather than spending the same token",
+                self.settings.connection_name, age, pid, marker.get("host"),
+                2 * self.settings.lock_timeout,
+            )  # fmt: skip
+        return True
 
     def _reconcile(self, data: dict[str, Any]) -> dict[str, Any]:
         """Check the store's owner and apply tokens newly put into the config (under the lock)."""
@@ -308,6 +342,15 @@ class RotatingTokenSource:
         if changed:
             self.store.write(data)
             data = self.store.read()
+        moved = data.get("moved_to")
+        if moved and not data.get("refresh_token"):
+            raise SageAuthError(
+                "store_moved",
+                f"The tokens of connection {settings.connection_name!r} were moved from "
+                f"{self.store.location} to {moved} (`sage-auth move`); this store no longer "
+                "holds them",
+                f"set oauth_settings_location to {moved} in every config of this connection",
+            )
         return data
 
     def _refresh_locked(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -392,7 +435,19 @@ class RotatingTokenSource:
             refreshed_at=now,
             refresh_count=int(data.get("refresh_count") or 0) + 1,
         )
-        self.store.write(data)
+        try:
+            self.store.write(data)
+        except SageAuthError as unsaved:
+            if unsaved.code not in {"store_unreachable", "store_unwritable", "store_changed"}:
+                raise
+            raise SageAuthError(
+                "refresh_unsaved",
+                f"Connection {self.settings.connection_name!r}: Sage rotated the tokens, but the "
+                f"new pair could not be kept ({unsaved.message}); Sage has consumed the stored "
+                "refresh token",
+                f"once the token store is back, authorise the connection again: "
+                f"`{login_command()}`",
+            ) from None
         _pause_point("after_write")
         self.refreshes += 1
         LOGGER.info(
@@ -467,7 +522,7 @@ class RotatingTokenSource:
             raise SageConfigError(
                 "refresh_token",
                 f"is required when initiate_oauth is REFRESH and the token store "
-                f"{self.store.path} holds no usable token ({need.reason}). Set refresh_token, "
+                f"{self.store.location} holds no usable token ({need.reason}). Set refresh_token, "
                 f"or run `{login_command()}` once, or set initiate_oauth to GETANDREFRESH",
             )
         if not self.is_interactive():
@@ -490,6 +545,16 @@ class RotatingTokenSource:
         return self._from_store(force=False)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 class _LoginNeeded(Exception):
     def __init__(self, reason: str, cause: SageAuthError | None = None) -> None:
         self.reason = reason
@@ -497,13 +562,13 @@ class _LoginNeeded(Exception):
         super().__init__(reason)
 
 
-def check_owner(store: TokenStore, data: dict[str, Any], settings: ConnectionSettings) -> None:
+def check_owner(store: Store, data: dict[str, Any], settings: ConnectionSettings) -> None:
     """Raise ``store_conflict`` when the store belongs to another client id (never overwrite)."""
     owner = data.get("client_id")
     if owner and settings.client_id and owner != settings.client_id:
         raise SageAuthError(
             "store_conflict",
-            f"The token store {store.path} belongs to another Sage app (client id "
+            f"The token store {store.location} belongs to another Sage app (client id "
             f"{_short(owner)}), not to client_id {_short(settings.client_id)} of connection "
             f"{settings.connection_name!r}; it is left untouched",
             "give this connection its own store: a connection_name no other app uses, or "
@@ -536,7 +601,8 @@ def token_source_for(
         key: tuple[Any, ...] = ("OFF", settings.connection_name, settings.access_token)
     else:
         key = (
-            str(settings.oauth_settings_location),
+            settings.token_store,
+            settings.oauth_settings_key,
             settings.initiate_oauth,
             settings.client_id,
             settings.client_secret,

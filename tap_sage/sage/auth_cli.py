@@ -23,6 +23,7 @@ from typing import Any
 
 from tap_sage.sage.errors import SageAuthError, SageConfigError, SageError, SageProxyError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
+from tap_sage.sage.tokens import TokenStore
 
 ENV_PREFIXES = ("TARGET_SAGE_", "TAP_SAGE_")  # later wins
 
@@ -175,7 +176,7 @@ def cmd_url(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[dic
     result = {
         "authorization_url": url,
         "redirect_uri": settings.callback_url,
-        "pending_in": str(settings.oauth_settings_location),
+        "pending_in": settings.token_store_display,
     }
     return result, [
         url,
@@ -191,7 +192,7 @@ def _after_grant(settings: ConnectionSettings, data: Mapping[str, Any], what: st
     result: dict[str, Any] = {"connection_name": settings.connection_name, **store_summary(data)}
     lines = [
         f"{what}: connection {settings.connection_name!r} is authorised; tokens are in "
-        f"{settings.oauth_settings_location}",
+        f"{settings.token_store_display}",
         f"access token valid until {_left(data.get('access_token_expires_at'))}",
         f"refresh token valid until {_left(data.get('refresh_token_expires_at'))}",
     ]
@@ -264,14 +265,21 @@ def cmd_status(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
     if settings.initiate_oauth != "OFF":
         _client, tokens = _rotating(settings)
         store = tokens.store
-        data = store.read() if store.exists() else {}
+        exists = store.exists()
+        data = store.read() if exists else {}
         summary = store_summary(data)
-        result["token_store"] = str(store.path)
-        result["token_store_mode"] = oct(store.mode()) if store.exists() else None
+        mode = oct(store.mode()) if exists and isinstance(store, TokenStore) else None
+        result["token_store"] = store.location
+        result["token_store_mode"] = mode
         result.update(summary)
+        if not exists:
+            protection = " (not created yet)"
+        elif mode:
+            protection = f" (mode {mode})"
+        else:
+            protection = f" (encrypted, key {data.get('key_id') or '?'})"
         lines += [
-            f"token store: {store.path}"
-            + (f" (mode {oct(store.mode())})" if store.exists() else " (not created yet)"),
+            f"token store: {store.location}{protection}",
             f"client id: {summary['client_id'] or '-'}",
             f"access token: valid until {_left(data.get('access_token_expires_at'))}"
             if summary["has_access_token"]
@@ -325,7 +333,7 @@ def cmd_revoke(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
         if not token:
             raise _Failure(
                 "nothing_to_revoke",
-                f"the token store {store.path} holds no refresh token",
+                f"the token store {store.location} holds no refresh token",
                 "nothing to do; `sage-auth login` authorises the connection again",
             )
         status = tokens.oauth.revoke(str(token))
@@ -342,8 +350,112 @@ def cmd_revoke(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
         store.write(data)
     return {"connection_name": settings.connection_name, "revoked": True}, [
         f"Revoked the tokens of connection {settings.connection_name!r} and removed them from "
-        f"{store.path}. `sage-auth login` authorises it again."
+        f"{store.location}. `sage-auth login` authorises it again."
     ]
+
+
+#: What a move leaves in the store it leaves (besides ``moved_to``): who owns it, and which
+#: config tokens were already applied, so that an old config pointing there never re-seeds it.
+_KEPT_BY_A_MOVE = ("connection_name", "client_id", "created_at", "seed_fingerprint",
+                   "seed_fingerprints", "access_seed_fingerprints", "refresh_count")  # fmt: skip
+
+
+def cmd_move(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """Copy the connection's tokens to another store, check them there, clear the source."""
+    from tap_sage.sage.auth import check_owner
+    from tap_sage.sage.stores import open_store
+
+    if settings.initiate_oauth == "OFF":
+        _rotating(settings)
+    try:
+        dest_settings = settings.with_store(args.to)
+    except SageConfigError as exc:
+        raise SageConfigError("--to", exc.problem) from None
+    source, dest = open_store(settings), open_store(dest_settings)
+    if settings.token_store == dest_settings.token_store:
+        raise _Failure(
+            "same_store",
+            f"the connection's token store already is {source.location}",
+            "give --to another location",
+        )
+    with source.locked(), dest.locked():
+        data = source.read()
+        token = data.get("refresh_token")
+        if not token:
+            moved = data.get("moved_to")
+            raise _Failure(
+                "nothing_to_move",
+                f"the token store {source.location} holds no refresh token"
+                + (f" (it was moved to {moved})" if moved else ""),
+                f"set oauth_settings_location to {moved}" if moved else
+                "authorise the connection first: `sage-auth login`",
+            )  # fmt: skip
+        there = dest.read()
+        check_owner(dest, there, settings)
+        if there.get("refresh_token") and there["refresh_token"] != token and not args.force:
+            raise _Failure(
+                "store_conflict",
+                f"{dest.location} already holds other tokens of connection "
+                f"{settings.connection_name!r}; nothing was moved",
+                "move to another location, or give --force to replace them (they are then "
+                "lost; revoke them first with `sage-auth revoke` on a config pointing there)",
+            )
+        now = time.time()
+        record = {k: v for k, v in data.items()
+                  if k not in ("generation", "version", "key_id", "updated_at")}  # fmt: skip
+        record.update(moved_from=settings.token_store_display, moved_at=now, moved_to=None)
+        if there.get("generation"):
+            record["generation"] = there["generation"]
+        dest.write(record)
+        if dest.read().get("refresh_token") != token:
+            raise _Failure(
+                "move_failed",
+                f"{dest.location} does not hold the tokens after writing them; the source "
+                f"{source.location} keeps them",
+                "check the destination (its key, its permissions) and run the move again",
+            )
+        left: dict[str, Any] = {k: data[k] for k in _KEPT_BY_A_MOVE if k in data}
+        left.update(generation=data.get("generation"), moved_to=dest_settings.token_store_display,
+                    moved_at=now, access_token=None, refresh_token=None, in_flight=None,
+                    pending_login=None, last_error=None)  # fmt: skip
+        source.write(left)
+    summary = store_summary(record)
+    return {
+        "connection_name": settings.connection_name,
+        "moved_from": settings.token_store_display,
+        "moved_to": dest_settings.token_store_display,
+        **summary,
+    }, [
+        f"Moved the tokens of connection {settings.connection_name!r} from "
+        f"{source.location} to {dest.location} (no token was spent).",
+        f"Now set oauth_settings_location to {dest_settings.token_store_display} in every config "
+        "of this connection; a run still pointing at the old store stops with `store_moved`.",
+    ]
+
+
+def cmd_keygen(settings: ConnectionSettings | None, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """A new Fernet key for a database token store (on stdout, or in --out with mode 0600)."""
+    try:
+        from tap_sage.sage.token_store_db import new_key
+    except ImportError:  # pragma: no cover - cryptography is in the postgres extra
+        raise _Failure("missing_extra", "cryptography is not installed",
+                       "pip install 'tap-sage[postgres]'") from None  # fmt: skip
+    key = new_key()
+    if args.out:
+        path = Path(args.out).expanduser()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise _Failure("key_exists", f"{path} exists; it is not overwritten",
+                           "give --out a new file name") from None  # fmt: skip
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+        return {"key_file": str(path)}, [
+            f"Wrote a new key to {path} (mode 0600). Set oauth_settings_key to file:{path} on "
+            "every machine of the connection (copy the file there), and keep a copy safe: "
+            "without it the tokens of the store cannot be read."
+        ]
+    return {"key": key}, [key]
 
 
 COMMANDS = {
@@ -387,6 +499,21 @@ COMMANDS = {
         "Check the credentials, list the businesses, and for each say which resources Sage "
         "offers in its country and edition and which of those the user's role can read "
         "(one GET items_per_page=1 each). Exits 1 when the connection cannot be used.",
+    ),
+    "move": (
+        cmd_move,
+        "move the connection's tokens to another store (file <-> database), spending none",
+        "Copy the tokens of this connection from its token store (oauth_settings_location) to "
+        "the store given by --to (a file path or a postgresql:// URL), under both stores' "
+        "locks, without refreshing; check them there; then clear them from the old store, "
+        "which keeps a note of where they went. Then point oauth_settings_location at the new "
+        "store in every config of the connection.",
+    ),
+    "keygen": (
+        cmd_keygen,
+        "print a new encryption key for a database token store (oauth_settings_key)",
+        "Print a new random Fernet key (or write it to --out FILE, mode 0600), for the "
+        "oauth_settings_key of a database token store. Needs no config.",
     ),
     "revoke": (
         cmd_revoke,
@@ -450,6 +577,16 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif name == "exchange":
             p.add_argument("code", metavar="CODE", help="the code, or the whole callback URL")
+        elif name == "move":
+            p.add_argument(
+                "--to",
+                required=True,
+                metavar="LOCATION",
+                help="the new token store: a file path or a postgresql:// URL",
+            )
+            p.add_argument("--force", action="store_true", help="replace other tokens held there")
+        elif name == "keygen":
+            p.add_argument("--out", metavar="FILE", help="write the key to FILE (mode 0600)")
         elif name == "status":
             p.add_argument("--offline", action="store_true", help="do not list the businesses")
         elif name == "test":
@@ -487,9 +624,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     func = COMMANDS[args.command][0]
     try:
-        config = load_config(args.config, os.environ)
-        settings = ConnectionSettings.from_config(config)
-        result, lines = func(settings, args)
+        if args.command == "keygen":
+            result, lines = cmd_keygen(None, args)
+        else:
+            config = load_config(args.config, os.environ)
+            settings = ConnectionSettings.from_config(config)
+            result, lines = func(settings, args)
     except SageConfigError as exc:
         return _fail(args.json, "config", str(exc), "correct the setting named above", 2)
     except _Failure as exc:

@@ -179,7 +179,7 @@ class SageClient:
             if isinstance(config, ConnectionSettings)
             else ConnectionSettings.from_config(config)
         )
-        key = (settings.connection_name, str(settings.oauth_settings_location), settings.api_url)
+        key = (settings.connection_name, settings.token_store, settings.api_url)
         with cls._instances_lock:
             client = cls._instances.get(key)
             if client is None or client.settings != settings:

@@ -272,9 +272,7 @@ def check(
         ok=False,
         connection_name=settings.connection_name,
         mode=settings.initiate_oauth,
-        token_store=None
-        if settings.initiate_oauth == "OFF"
-        else str(settings.oauth_settings_location),
+        token_store=None if settings.initiate_oauth == "OFF" else settings.token_store_display,
     )
     wanted = set(business_ids) if business_ids else None
     try:

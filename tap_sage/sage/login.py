@@ -32,7 +32,8 @@ from tap_sage.sage.auth import SEEN_KEEP, check_owner, seen_fingerprints
 from tap_sage.sage.errors import SageAuthError
 from tap_sage.sage.oauth import OAuthEndpoints, authorization_url, new_state, pkce_pair
 from tap_sage.sage.settings import ConnectionSettings
-from tap_sage.sage.tokens import TokenStore, fingerprint
+from tap_sage.sage.stores import Store, open_store
+from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
 
@@ -41,7 +42,7 @@ PENDING_TTL = 1800.0
 
 
 def store_grant(
-    settings: ConnectionSettings, store: TokenStore, answer: dict[str, Any], how: str
+    settings: ConnectionSettings, store: Store, answer: dict[str, Any], how: str
 ) -> dict[str, Any]:
     """Write the tokens of a new grant (login or exchange) to the store, under its lock."""
     with store.locked():
@@ -65,6 +66,7 @@ def store_grant(
             in_flight=None,
             last_error=None,
             pending_login=None,
+            moved_to=None,
             login_at=now,
             login_how=how,
         )
@@ -83,8 +85,8 @@ def store_grant(
         return store.read()
 
 
-def _store_for(settings: ConnectionSettings) -> TokenStore:
-    return TokenStore(settings.oauth_settings_location, settings.lock_timeout)
+def _store_for(settings: ConnectionSettings) -> Store:
+    return open_store(settings)
 
 
 def start_authorization(settings: ConnectionSettings) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,6 +24,8 @@ SAGE_TOKEN_URL = "https://oauth.accounting.sage.com/token"
 SAGE_REVOKE_URL = "https://oauth.accounting.sage.com/revoke"
 SAGE_AUTHORIZE_URL = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"
 DEFAULT_CALLBACK_URL = "http://localhost:8765/callback"
+#: Where the key of a database token store is by default (``oauth_settings_key``).
+DEFAULT_STORE_KEY = "env:SAGE_TOKEN_STORE_KEY"
 
 OAUTH_MODES = ("OFF", "REFRESH", "GETANDREFRESH")
 SCOPES = ("full_access", "readonly")
@@ -138,6 +140,73 @@ def _default_store(connection_name: str) -> Path:
     return base / "sage-singer" / "connections" / f"{safe}.tokens.json"
 
 
+#: A value of oauth_settings_location that is a URL (``scheme://...``), not a path.
+_URL_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_PG_SCHEMES = ("postgresql", "postgres")
+
+
+def database_url(value: str) -> str:
+    """The SQLAlchemy URL of a database token store (``postgresql://`` and ``postgres://``
+    use the psycopg 3 driver). Raises ``SageConfigError`` for another database or a bad URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise SageConfigError(
+            "oauth_settings_location", f"{display_url(value)!r} is not a valid database URL"
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in _PG_SCHEMES:
+        raise SageConfigError(
+            "oauth_settings_location",
+            f"{display_url(value)!r}: a database token store must be PostgreSQL "
+            "(postgresql://user:password@host:5432/database), or give a file path",
+        )
+    if url.drivername in _PG_SCHEMES:
+        url = url.set(drivername="postgresql+psycopg")
+    if not url.database:
+        raise SageConfigError(
+            "oauth_settings_location", f"{display_url(value)!r} names no database (/NAME)"
+        )
+    return url.render_as_string(hide_password=False)
+
+
+def display_url(value: str) -> str:
+    """A database URL without its password (for messages and logs)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(value).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return redact_url(value)
+
+
+def _parse_store(name: str, raw: str | None) -> tuple[Path, str | None]:
+    """``(file path, database URL or None)`` of an ``oauth_settings_location`` value."""
+    store_url = database_url(raw) if raw and _URL_FORM.match(raw) else None
+    store = Path(raw).expanduser() if raw and not store_url else _default_store(name)
+    if not store_url and store.is_dir():
+        raise SageConfigError(
+            "oauth_settings_location", f"{str(store)!r} is a folder; give a file path"
+        )
+    return store, store_url
+
+
+def _store_key(value: Any) -> str:
+    text = str(value or "").strip() or DEFAULT_STORE_KEY
+    kind, _, where = text.partition(":")
+    if kind not in {"env", "file"} or not where.strip():
+        raise SageConfigError(
+            "oauth_settings_key",
+            "must be env:NAME (an environment variable) or file:PATH (a file) holding the "
+            "key, never the key itself (the value given is not repeated here)",
+        )
+    return f"{kind}:{where.strip()}"
+
+
 def _bool(setting: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -217,10 +286,23 @@ CONNECTION_PROPERTIES: dict[str, Any] = {
     },
     "oauth_settings_location": {
         "type": ["string", "null"],
-        "description": "Token store of this connection: a JSON file (mode 0600, in a 0700 "
-        "folder) where rotated tokens are kept between runs and shared by every process of the "
-        "connection. Default: $XDG_STATE_HOME (else ~/.local/state)/sage-singer/connections/"
+        "description": "Token store of this connection, where rotated tokens are kept between "
+        "runs and shared by every process of the connection. A file path: a JSON file (mode "
+        "0600, in a 0700 folder) for the processes of one machine. A PostgreSQL URL "
+        "(`postgresql://user:password@host:5432/db`; needs `tap-sage[postgres]`): one row per "
+        "connection_name in table tap_sage_token_store, tokens encrypted with the key "
+        "oauth_settings_key names, shared by the runs of every machine. Default: "
+        "$XDG_STATE_HOME (else ~/.local/state)/sage-singer/connections/"
         "<connection_name>.tokens.json.",
+    },
+    "oauth_settings_key": {
+        "type": ["string", "null"],
+        "default": DEFAULT_STORE_KEY,
+        "description": "Where the key that encrypts the tokens of a database token store is "
+        "(unused by a file store): `env:NAME` (environment variable NAME) or `file:PATH` (a "
+        "file), holding a Fernet key (`sage-auth keygen` prints a new one); several keys "
+        "separated by commas or new lines rotate: the first encrypts, any of them decrypts. "
+        "Every machine of the connection needs the same key.",
     },
     "use_proxy": {
         "type": "boolean",
@@ -268,7 +350,13 @@ class ConnectionSettings:
     client_secret: str | None = field(default=None, repr=False)
     scope: str = "full_access"
     callback_url: str = DEFAULT_CALLBACK_URL
+    #: The file store's path. With a database store: the connection's default file path,
+    #: never used for tokens (only as the folder of other default files, e.g. target-sage's
+    #: ledger); the store is then ``token_store_url``.
     oauth_settings_location: Path = field(default_factory=lambda: _default_store("default"))
+    #: The SQLAlchemy URL of a database token store (may hold a password: never printed).
+    token_store_url: str | None = field(default=None, repr=False)
+    oauth_settings_key: str = DEFAULT_STORE_KEY
     use_proxy: bool = False
     proxy_url: str | None = field(default=None, repr=False)
     proxy_username: str | None = None
@@ -333,12 +421,8 @@ class ConnectionSettings:
         callback_url = _check_url(
             "callback_url", config.get("callback_url") or DEFAULT_CALLBACK_URL
         )
-        store_raw = _optional_text(config, "oauth_settings_location")
-        store = Path(store_raw).expanduser() if store_raw else _default_store(name)
-        if store.is_dir():
-            raise SageConfigError(
-                "oauth_settings_location", f"{str(store)!r} is a folder; give a file path"
-            )
+        store, store_url = _parse_store(name, _optional_text(config, "oauth_settings_location"))
+        store_key = _store_key(config.get("oauth_settings_key"))
         use_proxy = _bool("use_proxy", config.get("use_proxy", False))
         proxy_url = _optional_text(config, "proxy_url")
         if use_proxy and not proxy_url:
@@ -358,6 +442,8 @@ class ConnectionSettings:
             scope=scope,
             callback_url=callback_url,
             oauth_settings_location=store,
+            token_store_url=store_url,
+            oauth_settings_key=store_key,
             use_proxy=use_proxy,
             proxy_url=proxy_url,
             proxy_username=_optional_text(config, "proxy_username"),
@@ -392,12 +478,34 @@ class ConnectionSettings:
                     key, f"is required when initiate_oauth is {self.initiate_oauth}{hint}"
                 )
 
+    def with_store(self, location: str) -> ConnectionSettings:
+        """These settings with another ``oauth_settings_location`` (``sage-auth move``)."""
+        store, store_url = _parse_store(self.connection_name, location.strip() or None)
+        return replace(self, oauth_settings_location=store, token_store_url=store_url)
+
+    @property
+    def token_store(self) -> str:
+        """The token store's identity: its database URL or its file path (may hold a password:
+        for keys, never for messages)."""
+        return self.token_store_url or str(self.oauth_settings_location)
+
+    @property
+    def token_store_display(self) -> str:
+        """The token store for messages: its path, or its URL without the password."""
+        if self.token_store_url:
+            return display_url(self.token_store_url)
+        return str(self.oauth_settings_location)
+
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret value of these settings (to scrub from messages)."""
         values = [getattr(self, k) for k in _SECRET_FIELDS]
         if self.proxy_url and "@" in urlsplit(self.proxy_url).netloc:
             values.append(urlsplit(self.proxy_url).password)
+        if self.token_store_url:
+            from sqlalchemy.engine import make_url
+
+            values.append(make_url(self.token_store_url).password)
         return tuple(v for v in values if v)
 
     @property

@@ -123,6 +123,11 @@ class TokenStore:
     def __repr__(self) -> str:
         return f"TokenStore({str(self.path)!r})"
 
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (``tap_sage.sage.stores.Store``)."""
+        return str(self.path)
+
     # -- folder and locks ------------------------------------------------------------------------
 
     def ensure_folder(self) -> None:

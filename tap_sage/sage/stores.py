@@ -1,0 +1,64 @@
+"""The token store interface, and the choice of a store from ``oauth_settings_location``.
+
+Two implementations keep the same promises (see ``tap_sage.sage.tokens`` for the protocol of
+a refresh): ``TokenStore``, a locked JSON file for the processes of one machine, and
+``DatabaseTokenStore`` (``tap_sage.sage.token_store_db``), a row of a PostgreSQL table, locked
+with an advisory lock and encrypted with the user's key, for the processes of many machines.
+``oauth_settings_location`` picks one by its form: a path, or a ``postgresql://`` URL.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from tap_sage.sage.settings import ConnectionSettings
+from tap_sage.sage.tokens import TokenStore
+
+
+class Store(Protocol):
+    """What the token sources, the login and ``sage-auth`` need from a token store.
+
+    ``locked()`` is re-entrant and excludes every other process of the connection (on any
+    machine that shares the store) and every other thread; ``read()`` under it sees the last
+    ``write()`` of anyone; ``write()`` replaces the whole record atomically (and, under the
+    lock, only if no one else wrote since this process last read or wrote it).
+    """
+
+    lock_timeout: float
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (never a password)."""
+        ...
+
+    def exists(self) -> bool:
+        """Whether the store holds a record for this connection."""
+        ...
+
+    def read(self) -> dict[str, Any]:
+        """The stored record (``{}`` when there is none yet)."""
+        ...
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Replace the record with ``data``. Call under ``locked()``."""
+        ...
+
+    def locked(self) -> AbstractContextManager[None]:
+        """Hold the store's exclusive lock (raises ``lock_timeout`` after ``lock_timeout`` s)."""
+        ...
+
+
+def open_store(settings: ConnectionSettings) -> Store:
+    """The token store of a connection: a database row when ``oauth_settings_location`` is a
+    database URL, else the JSON file."""
+    if settings.token_store_url:
+        from tap_sage.sage.token_store_db import DatabaseTokenStore
+
+        return DatabaseTokenStore(
+            settings.token_store_url,
+            settings.connection_name,
+            key_source=settings.oauth_settings_key,
+            lock_timeout=settings.lock_timeout,
+        )
+    return TokenStore(settings.oauth_settings_location, settings.lock_timeout)
