@@ -49,7 +49,7 @@ from tap_sage.sage.errors import (
 )
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
 from tap_sage.sage.settings import ConnectionSettings
-from tap_sage.sage.stores import Store, open_store
+from tap_sage.sage.stores import SEEN_KEEP, Store, check_owner, open_store, seen_fingerprints
 from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
@@ -71,10 +71,6 @@ def _pause_point(name: str) -> None:
         with open(marker, "w", encoding="utf-8") as handle:
             handle.write(f"{os.getpid()} {name}\n")
     time.sleep(600)
-
-
-#: How many fingerprints of applied config tokens a store remembers.
-SEEN_KEEP = 20
 
 
 class TokenSource(Protocol):
@@ -560,32 +556,6 @@ class _LoginNeeded(Exception):
         self.reason = reason
         self.cause = cause
         super().__init__(reason)
-
-
-def check_owner(store: Store, data: dict[str, Any], settings: ConnectionSettings) -> None:
-    """Raise ``store_conflict`` when the store belongs to another client id (never overwrite)."""
-    owner = data.get("client_id")
-    if owner and settings.client_id and owner != settings.client_id:
-        raise SageAuthError(
-            "store_conflict",
-            f"The token store {store.location} belongs to another Sage app (client id "
-            f"{_short(owner)}), not to client_id {_short(settings.client_id)} of connection "
-            f"{settings.connection_name!r}; it is left untouched",
-            "give this connection its own store: a connection_name no other app uses, or "
-            "another oauth_settings_location",
-        )
-
-
-def seen_fingerprints(data: dict[str, Any], key: str, legacy: str) -> list[str]:
-    """Fingerprints of config tokens already applied to a store (oldest first)."""
-    seen = [str(f) for f in data.get(key) or []]
-    if not seen and data.get(legacy):
-        seen = [str(data[legacy])]
-    return seen
-
-
-def _short(client_id: str) -> str:
-    return client_id if len(client_id) <= 12 else client_id[:8] + "..."
 
 
 class _SourceCache:

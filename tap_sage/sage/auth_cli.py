@@ -362,8 +362,7 @@ _KEPT_BY_A_MOVE = ("connection_name", "client_id", "created_at", "seed_fingerpri
 
 def cmd_move(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """Copy the connection's tokens to another store, check them there, clear the source."""
-    from tap_sage.sage.auth import check_owner
-    from tap_sage.sage.stores import open_store
+    from tap_sage.sage.stores import check_owner, open_store
 
     if settings.initiate_oauth == "OFF":
         _rotating(settings)

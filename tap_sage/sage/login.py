@@ -28,11 +28,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 from typing_extensions import override
 
-from tap_sage.sage.auth import SEEN_KEEP, check_owner, seen_fingerprints
 from tap_sage.sage.errors import SageAuthError
 from tap_sage.sage.oauth import OAuthEndpoints, authorization_url, new_state, pkce_pair
 from tap_sage.sage.settings import ConnectionSettings
-from tap_sage.sage.stores import Store, open_store
+from tap_sage.sage.stores import SEEN_KEEP, Store, check_owner, open_store, seen_fingerprints
 from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")

@@ -12,8 +12,12 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from tap_sage.sage.errors import SageAuthError
 from tap_sage.sage.settings import ConnectionSettings
 from tap_sage.sage.tokens import TokenStore
+
+#: How many fingerprints of applied config tokens a store remembers.
+SEEN_KEEP = 20
 
 
 class Store(Protocol):
@@ -62,3 +66,29 @@ def open_store(settings: ConnectionSettings) -> Store:
             lock_timeout=settings.lock_timeout,
         )
     return TokenStore(settings.oauth_settings_location, settings.lock_timeout)
+
+
+def check_owner(store: Store, data: dict[str, Any], settings: ConnectionSettings) -> None:
+    """Raise ``store_conflict`` when the store belongs to another client id (never overwrite)."""
+    owner = data.get("client_id")
+    if owner and settings.client_id and owner != settings.client_id:
+        raise SageAuthError(
+            "store_conflict",
+            f"The token store {store.location} belongs to another Sage app (client id "
+            f"{_short(owner)}), not to client_id {_short(settings.client_id)} of connection "
+            f"{settings.connection_name!r}; it is left untouched",
+            "give this connection its own store: a connection_name no other app uses, or "
+            "another oauth_settings_location",
+        )
+
+
+def seen_fingerprints(data: dict[str, Any], key: str, legacy: str) -> list[str]:
+    """Fingerprints of config tokens already applied to a store (oldest first)."""
+    seen = [str(f) for f in data.get(key) or []]
+    if not seen and data.get(legacy):
+        seen = [str(data[legacy])]
+    return seen
+
+
+def _short(client_id: str) -> str:
+    return client_id if len(client_id) <= 12 else client_id[:8] + "..."
