@@ -25,14 +25,17 @@ from typing import TYPE_CHECKING, Any
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.errors import SageAPIError, SageNotFound
 from target_sage import hooks
-from target_sage.engine import Call
+from target_sage.exactly_once import ambiguous_post, find_created
 from target_sage.ledger import APPLIED, DELETED, PENDING
+from target_sage.operations import resolve_references, void
 from target_sage.payload import RecordError, build_body, canonical, digest, idempotency_id
 from target_sage.results import Result
+from target_sage.work import Call
 
 if TYPE_CHECKING:
-    from target_sage.engine import Engine, WorkItem
+    from target_sage.engine import Engine
     from target_sage.ledger import Entry
+    from target_sage.work import WorkItem
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class Procedure:
             if value is not None and inp.type == "boolean" and not isinstance(value, bool):
                 raise RecordError(item.stream, item.key, inp.name, "must be true or false")
         fields = copy.deepcopy(fields)
-        engine.resolve_references(item, fields)
+        resolve_references(engine, item, fields)
         return self.handler(engine, item, ctx, self, fields)
 
     def about(self) -> str:
@@ -152,7 +155,7 @@ def _void(
         r.operation = "execute"
         return r
 
-    return engine.void(item, res, ctx, sage_id, reason, result, "execute")
+    return void(engine, item, res, ctx, sage_id, reason, result, "execute")
 
 
 # -- release ----------------------------------------------------------------------------------
@@ -186,7 +189,7 @@ def _release(
         message = "released by an interrupted run"
     else:
         try:
-            engine.ambiguous_post(f"{res.path}/{sage_id}/release", ctx, None, released)
+            ambiguous_post(engine, f"{res.path}/{sage_id}/release", ctx, None, released)
         except SageAPIError as exc:
             if exc.status != 422:
                 raise
@@ -250,7 +253,8 @@ def _reissue(
     engine.ledger.record_intent(
         bid, item.stream, item.key, res.name, content_hash, note, at=intent_at
     )
-    answer = engine.ambiguous_post(
+    answer = ambiguous_post(
+        engine,
         f"{res.path}/{original}/reissue",
         ctx,
         None,
@@ -488,7 +492,7 @@ def _upload(
         if k in body_fields
     }
     if entry is not None and entry.state == PENDING:
-        found = engine.find_created(res, lookup, ctx, since=entry.intent_at)
+        found = find_created(engine, res, lookup, ctx, since=entry.intent_at)
         if found:
             engine.ledger.record_applied(bid, item.stream, item.key, res.name, found, content_hash)
             return _result(
@@ -508,8 +512,8 @@ def _upload(
     else:  # attachments are not in Sage's idempotency guide: intent, then lookups
         since = engine.sage_now()
         engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash, at=since)
-        answer = engine.ambiguous_post(
-            res.path, ctx, body, lambda: engine.find_created(res, lookup, ctx, since=since)
+        answer = ambiguous_post(
+            engine, res.path, ctx, body, lambda: find_created(engine, res, lookup, ctx, since=since)
         )
         attachment_id = str(answer["id"])
     engine.ledger.record_applied(

@@ -23,7 +23,8 @@ import tap_sage.about  # noqa: F401 - registers the markdown about formatter
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES
-from target_sage.engine import Engine, TargetFailure, new_run_id
+from target_sage import run_lock
+from target_sage.engine import Engine, new_run_id
 from target_sage.ledger import Ledger
 from target_sage.payload import source_key
 from target_sage.procedures import about_text
@@ -31,6 +32,7 @@ from target_sage.reader import LineReader
 from target_sage.results import DeadLetterFile, Result, ResultsFile
 from target_sage.settings import TARGET_PROPERTIES, TargetSettings
 from target_sage.sinks import SageSink
+from target_sage.work import TargetFailure
 
 LOGGER = logging.getLogger("target_sage")
 
@@ -226,7 +228,7 @@ class TargetSage(Target):
         message = f"Input line {number}: {problem}"
         result = Result("", "read", None, "failed", message=message)
         self.engine.results.write(result)
-        self.engine.count_failure()
+        self.engine.reporter.count_failure()
         if self.target_settings.on_error != "continue":
             self._stop(message)
         self.engine.dead_letter.write_bad_line(number, problem, text)
@@ -248,14 +250,14 @@ class TargetSage(Target):
         result = Result(stream, "upsert", key, "failed", message=text[:1000], source=field)
         if self.target_settings.on_error != "continue":
             self.engine.results.write(result)
-            self.engine.count_failure()
+            self.engine.reporter.count_failure()
             self.drain_all()  # the records before it are applied
             # The SDK's own error, with the one line that says where (its standard tests
             # expect the type); ``invoke`` prints it as `target-sage stopped: ...`.
             exc.args = (f"{text[:1000]} — stopping (on_error is `fail`)",)
             raise exc
         dead = {**message, "input_line": number}
-        self.engine.report_message(result, self._schema_messages.get(stream), dead)
+        self.engine.reporter.report_message(result, self._schema_messages.get(stream), dead)
 
     @override
     def _process_state_message(self, message_dict: dict[str, Any]) -> None:
@@ -282,13 +284,13 @@ class TargetSage(Target):
             self.engine.results.close()
             self.engine.dead_letter.close()
             self.engine.ledger.close()
-            self.engine.release_run_lock()
+            run_lock.release_run_lock(self.engine.settings)
         if self._meltano_probe:
             self._answer_meltano_probe()
         s = self.target_settings
-        if s.dry_run and self.engine.failed and s.on_error == "fail":
+        if s.dry_run and self.engine.reporter.failed and s.on_error == "fail":
             raise TargetFailure(
-                f"dry run: {self.engine.failed} record(s) would fail; see {s.results_path}"
+                f"dry run: {self.engine.reporter.failed} record(s) would fail; see {s.results_path}"
             )
 
     def _summary(self) -> None:

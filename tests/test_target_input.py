@@ -111,7 +111,7 @@ def test_bad_line_under_continue_goes_to_the_dead_letter_with_its_number(
 def test_bad_line_under_fail_stops_after_applying_what_came_before(
     connection_config, tmp_path, api, name, bad, says
 ):
-    from target_sage.engine import TargetFailure
+    from target_sage.work import TargetFailure
 
     config = target_config(connection_config, tmp_path, api)
     with pytest.raises(TargetFailure) as stopped:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tap_sage.sage import catalogue
-from target_sage.engine import TargetFailure
 from target_sage.procedures import PROCEDURES, about_text
+from target_sage.work import TargetFailure
 from tests.test_target_helpers import (
     SageAPI,
     record_msg,
