@@ -162,7 +162,6 @@ class RotatingTokenSource:
         self._lifetime: float | None = None
         self._refused: str | None = None
         self.refreshes = 0  # refreshes done by this process
-        self._waiting_logged = False
 
     def __repr__(self) -> str:
         return f"RotatingTokenSource({self.settings.connection_name!r}, {self.store!r})"
@@ -249,39 +248,10 @@ class RotatingTokenSource:
                         if access
                         else "there is no token yet"
                     )
-                if not self._refresh_elsewhere(data.get("in_flight")):
+                if not self.store.unfinished_elsewhere(data.get("in_flight")):
                     data = self._refresh_locked(data)
                     return self._adopt(data)
             time.sleep(0.25)  # outside the lock, so that the other refresh can finish
-
-    def _refresh_elsewhere(self, marker: Any) -> bool:
-        """Whether an unfinished refresh of another process may still finish.
-
-        With a file store, never: the file lock is free only once its holder ended, so a marker
-        found under the lock is an interrupted refresh. A database store's lock is lost with
-        its session (database restarted, network cut) while the holder lives on and keeps
-        trying to store the new pair; its marker is then given twice ``lock_timeout`` (from its
-        start) to clear before the token is tried again. A marker of a dead process of this
-        host, or of this process, is not waited for.
-        """
-        if not isinstance(marker, dict) or not getattr(self.store, "markers_outlive_locks", False):
-            return False
-        pid = marker.get("pid")
-        here = marker.get("host") == socket.gethostname() and isinstance(pid, int)
-        if here and (pid == os.getpid() or not _process_alive(int(str(pid)))):
-            return False
-        age = time.time() - float(marker.get("started_at") or 0)
-        if age >= 2 * self.settings.lock_timeout:
-            return False
-        if not self._waiting_logged:
-            self._waiting_logged = True
-            LOGGER.warning(
-                "Connection %r: a refresh started %.0fs ago by process %s on %s has not finished; "
-                "waiting for it (up to %.0fs in all) rather than spending the same token",
-                self.settings.connection_name, age, pid, marker.get("host"),
-                2 * self.settings.lock_timeout,
-            )  # fmt: skip
-        return True
 
     def _reconcile(self, data: dict[str, Any]) -> dict[str, Any]:
         """Check the store's owner and apply tokens newly put into the config (under the lock)."""
@@ -539,16 +509,6 @@ class RotatingTokenSource:
         run_login(settings, self.new_session, out=sys.stderr, open_browser=True)
         self._refused = None
         return self._from_store(force=False)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 class _LoginNeeded(Exception):

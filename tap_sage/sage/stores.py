@@ -48,6 +48,13 @@ class Store(Protocol):
         """Replace the record with ``data``. Call under ``locked()``."""
         ...
 
+    def unfinished_elsewhere(self, marker: Any) -> bool:
+        """Whether the in-flight marker found under the lock (``in_flight``, or None) is a
+        refresh another live process may still finish, so the caller should let go of the
+        lock, wait a moment and read again rather than spend the same refresh token. Bounded:
+        a store answers True only for a limited time per marker."""
+        ...
+
     def locked(self) -> AbstractContextManager[None]:
         """Hold the store's exclusive lock (raises ``lock_timeout`` after ``lock_timeout`` s)."""
         ...

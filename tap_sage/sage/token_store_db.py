@@ -110,9 +110,6 @@ class DatabaseTokenStore:
     _engines: ClassVar[dict[str, Engine]] = {}
     _schema_ready: ClassVar[set[str]] = set()
     _registry_lock = threading.Lock()
-    #: The lock can be lost while its holder lives on (its session ended): an in-flight marker
-    #: found under the lock may still be finished by its writer (``auth.py`` waits for it).
-    markers_outlive_locks = True
 
     def __init__(
         self,
@@ -133,6 +130,7 @@ class DatabaseTokenStore:
             self._session = self._sessions.setdefault((url, connection_name), _Session())
         self._fernet: MultiFernet | None = None
         self._key_ids: list[str] = []
+        self._waiting_logged = False
 
     def __repr__(self) -> str:
         return f"DatabaseTokenStore({self.location!r})"
@@ -322,6 +320,32 @@ class DatabaseTokenStore:
         )
 
     # -- the lock --------------------------------------------------------------------------------
+
+    def unfinished_elsewhere(self, marker: Any) -> bool:
+        """Whether an unfinished refresh of another process may still finish.
+
+        A database store's lock is lost with its session (database restarted, network cut)
+        while the holder lives on and keeps trying to store the new pair; its marker is then
+        given twice ``lock_timeout`` (from its start) to clear before the token is tried again.
+        A marker of a dead process of this host, or of this process, is not waited for.
+        """
+        if not isinstance(marker, dict):
+            return False
+        pid = marker.get("pid")
+        here = marker.get("host") == socket.gethostname() and isinstance(pid, int)
+        if here and (pid == os.getpid() or not _process_alive(int(str(pid)))):
+            return False
+        age = time.time() - float(marker.get("started_at") or 0)
+        if age >= 2 * self.lock_timeout:
+            return False
+        if not self._waiting_logged:
+            self._waiting_logged = True
+            LOGGER.warning(
+                "Connection %r: a refresh started %.0fs ago by process %s on %s has not finished; "
+                "waiting for it (up to %.0fs in all) rather than spending the same token",
+                self.connection_name, age, pid, marker.get("host"), 2 * self.lock_timeout,
+            )  # fmt: skip
+        return True
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -567,3 +591,13 @@ def _missing_extra(module: str) -> SageConfigError:
         "PostgreSQL extra (pip install 'tap-sage[postgres]'; in meltano.yml, pip_url: "
         "tap-sage[postgres]), or give a file path",
     )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
