@@ -48,7 +48,7 @@ from tap_sage.sage.errors import (
     SageNetworkError,
 )
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
-from tap_sage.sage.settings import ConnectionSettings
+from tap_sage.sage.settings import ConnectionSettings, OAuthMode
 from tap_sage.sage.stores import SEEN_KEEP, Store, check_owner, open_store, seen_fingerprints
 from tap_sage.sage.tokens import fingerprint
 
@@ -477,7 +477,7 @@ class RotatingTokenSource:
 
     def _login_or_fail(self, need: _LoginNeeded) -> str:
         settings = self.settings
-        if settings.initiate_oauth != "GETANDREFRESH":
+        if settings.initiate_oauth is not OAuthMode.GETANDREFRESH:
             if need.cause is not None:
                 raise SageAuthError(
                     need.cause.code,
@@ -527,8 +527,8 @@ def token_source_for(
     settings: ConnectionSettings, new_session: Callable[[], requests.Session]
 ) -> TokenSource:
     """The one token source of a connection in this process (created on first use)."""
-    if settings.initiate_oauth == "OFF":
-        key: tuple[Any, ...] = ("OFF", settings.connection_name, settings.access_token)
+    if not settings.initiate_oauth.rotates:
+        key: tuple[Any, ...] = (OAuthMode.OFF, settings.connection_name, settings.access_token)
     else:
         key = (
             settings.token_store,
@@ -547,7 +547,7 @@ def token_source_for(
         if source is None:
             source = (
                 StaticToken(settings)
-                if settings.initiate_oauth == "OFF"
+                if not settings.initiate_oauth.rotates
                 else RotatingTokenSource(settings, new_session)
             )
             _SourceCache.sources[key] = source

@@ -138,7 +138,7 @@ def _rotating(settings: ConnectionSettings) -> Any:
     from tap_sage.sage.auth import RotatingTokenSource
     from tap_sage.sage.client import SageClient
 
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         raise _Failure(
             "oauth_off",
             "initiate_oauth is OFF: this connection uses access_token as given and keeps no "
@@ -211,7 +211,7 @@ def cmd_login(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[d
     from tap_sage.sage.client import SageClient
     from tap_sage.sage.login import run_login
 
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         _rotating(settings)
     client = SageClient.for_config(settings)
     data = run_login(
@@ -228,7 +228,7 @@ def cmd_exchange(settings: ConnectionSettings, args: argparse.Namespace) -> tupl
     from tap_sage.sage.client import SageClient
     from tap_sage.sage.login import exchange
 
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         _rotating(settings)
     client = SageClient.for_config(settings)
     data = exchange(settings, client.new_session, args.code)
@@ -251,7 +251,7 @@ def cmd_status(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
 
     result: dict[str, Any] = {
         "connection_name": settings.connection_name,
-        "initiate_oauth": settings.initiate_oauth,
+        "initiate_oauth": settings.initiate_oauth.value,
     }
     lines = [f"Connection {settings.connection_name!r} (initiate_oauth {settings.initiate_oauth})"]
     businesses: list[dict[str, Any]] | None = None
@@ -262,7 +262,7 @@ def cmd_status(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
         except (SageAuthError, SageProxyError) as exc:
             failure = _Failure(getattr(exc, "code", "proxy"), getattr(exc, "message", str(exc)),
                                exc.fix)  # fmt: skip
-    if settings.initiate_oauth != "OFF":
+    if settings.initiate_oauth.rotates:
         _client, tokens = _rotating(settings)
         store = tokens.store
         exists = store.exists()
@@ -364,7 +364,7 @@ def cmd_move(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[di
     """Copy the connection's tokens to another store, check them there, clear the source."""
     from tap_sage.sage.stores import check_owner, open_store
 
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         _rotating(settings)
     try:
         dest_settings = settings.with_store(args.to)
