@@ -19,8 +19,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
-from singer_sdk.helpers._catalog import pop_deselected_record_properties
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
@@ -29,6 +27,7 @@ from typing_extensions import override
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
+from tap_sage.sdk_private import pop_deselected_record_properties, utc_now
 from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
 
 if t.TYPE_CHECKING:

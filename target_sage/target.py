@@ -23,6 +23,7 @@ import tap_sage.about  # noqa: F401 - registers the markdown about formatter
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES
+from tap_sage.sdk_private import active_sinks, env_var_config, latest_state
 from target_sage import run_lock
 from target_sage.engine import Engine, new_run_id
 from target_sage.ledger import Ledger
@@ -116,7 +117,7 @@ class TargetSage(Target):
                 merged = dict(config.config) if config is not None else {}
                 if config is not None and getattr(config, "parse_env", False):
                     # `--config ENV`: the TARGET_SAGE_* variables, read as a run reads them.
-                    merged.update(cls._env_var_config)
+                    merged.update(env_var_config(cls))
                 sys.exit(cls.test_connection(merged))
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
@@ -174,7 +175,7 @@ class TargetSage(Target):
 
     def active_sink(self, stream: str) -> Sink | None:
         """The active sink of a stream, if any."""
-        return self._sinks_active.get(stream)
+        return active_sinks(self).get(stream)
 
     def schema_message(self, stream: str) -> dict[str, Any] | None:
         """The SCHEMA message last received for a (tap-side) stream."""
@@ -237,7 +238,7 @@ class TargetSage(Target):
     def _invalid_record(self, message: dict[str, Any], exc: Exception) -> None:
         stream = str(message.get("stream"))
         record = message.get("record") or {}
-        sink = self._sinks_active.get(stream)
+        sink = active_sinks(self).get(stream)
         keys = list(sink.key_properties) if sink is not None else []
         key: Any = "?"
         if isinstance(record, dict) and all(k in record for k in keys):
@@ -263,10 +264,10 @@ class TargetSage(Target):
     def _process_state_message(self, message_dict: dict[str, Any]) -> None:
         super()._process_state_message(message_dict)
         # STATE goes out only once everything before it is applied: drain, then emit.
-        if any(sink.current_size for sink in self._sinks_active.values()):
+        if any(sink.current_size for sink in active_sinks(self).values()):
             self.drain_all()
-        elif self._latest_state is not None and self._latest_state != self._emitted_state:
-            self._write_state_message(self._latest_state)
+        elif (latest := latest_state(self)) is not None and latest != self._emitted_state:
+            self._write_state_message(latest)
 
     @override
     def _write_state_message(self, state: dict[str, Any]) -> None:
