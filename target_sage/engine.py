@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 
+from tap_sage.checkpoints import checkpoint
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import (
     SageAPIError,
@@ -25,7 +26,7 @@ from tap_sage.sage.errors import (
     SageError,
     SageNetworkError,
 )
-from target_sage import hooks, operations
+from target_sage import operations
 from target_sage.ledger import Ledger, LedgerError
 from target_sage.ordering import Turnstile
 from target_sage.payload import RecordError
@@ -109,7 +110,7 @@ class Engine:
         expected: tuple[int, ...] = (200, 201, 204),
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """One request through the shared client, with the crash-test hooks around it."""
+        """One request through the shared client, with the checkpoints around it."""
         ticket: int | None = getattr(self._local, "ticket", None)
         in_turn = method == "POST" and ticket is not None and self.turnstile is not None
         if in_turn:
@@ -117,7 +118,7 @@ class Engine:
             self.turnstile.wait_turn(ticket)
         write = method != "GET"  # the crash points count writes only
         if write:
-            hooks.reached("before_request")
+            checkpoint("before_request")
         try:
             response = self.client.request(
                 method,
@@ -141,7 +142,7 @@ class Engine:
             "X-Request-Id"
         )
         if write:
-            hooks.reached("after_request")
+            checkpoint("after_request")
         return response
 
     def _note_sage_time(self, response: requests.Response) -> None:

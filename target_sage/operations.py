@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tap_sage.checkpoints import checkpoint
 from tap_sage.sage.errors import SageAPIError, SageNotFound
-from target_sage import hooks
 from target_sage.exactly_once import find_pending, lookup_fields, post_create, within_window
 from target_sage.ledger import APPLIED, DELETED, PENDING, Entry
 from target_sage.payload import (
@@ -256,7 +256,7 @@ def create(
     engine.ledger.record_applied(
         bid, item.stream, item.key, res.name, sage_id, content_hash, item.version
     )
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return result("create", "created", sage_id, message)
 
 
@@ -342,7 +342,7 @@ def update(
     engine.ledger.record_applied(
         bid, item.stream, item.key, res.name, sage_id, content_hash, item.version
     )
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return result(*outcome, sage_id, message)
 
 
@@ -374,7 +374,7 @@ def delete(
     engine.ledger.record_deleted(
         engine.business_id, item.stream, item.key, res.name, sage_id, item.version
     )
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return result("delete", "deleted", sage_id, message)
 
 
@@ -414,7 +414,7 @@ def void(
     engine.ledger.record_deleted(
         engine.business_id, item.stream, item.key, res.name, sage_id, item.version
     )
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     # Sage deletes a draft instead of voiding it (204, no body).
     outcome = "deleted" if ctx.status == 204 else "voided"
     return result(operation, outcome, sage_id, message)

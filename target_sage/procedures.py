@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tap_sage.checkpoints import checkpoint
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.errors import SageAPIError, SageNotFound
-from target_sage import hooks
 from target_sage.exactly_once import ambiguous_post, find_created
 from target_sage.ledger import APPLIED, DELETED, PENDING
 from target_sage.operations import resolve_references, void
@@ -209,7 +209,7 @@ def _release(
                 f"not a draft (status {now}): nothing to release",
             )
     engine.ledger.record_applied(bid, item.stream, item.key, res.name, sage_id, content_hash)
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return _result(engine, item, ctx, "executed", sage_id, message)
 
 
@@ -262,7 +262,7 @@ def _reissue(
     )
     new_id = str(answer["id"])
     engine.ledger.record_applied(bid, item.stream, item.key, res.name, new_id, content_hash)
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return _result(
         engine,
         item,
@@ -395,7 +395,7 @@ def _convert(
     engine.ledger.record_applied(
         bid, item.stream, item.key, invoices.name, invoice_id, content_hash
     )
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return _result(
         engine, item, ctx, "executed", invoice_id, None, {"sales_invoice_id": invoice_id}
     )
@@ -519,7 +519,7 @@ def _upload(
     engine.ledger.record_applied(
         bid, item.stream, item.key, res.name, attachment_id, digest(canonical(fields))
     )
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return _result(
         engine,
         item,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tap_sage.sage.auth import PAUSE_ENV, PAUSE_FILE_ENV
+from tests.checkpoint_support import PAUSE_ENV, PAUSE_FILE_ENV
 from tests.connection_helpers import (
     ROOT,
     WORKER,

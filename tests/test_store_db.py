@@ -23,11 +23,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tap_sage.sage.auth import PAUSE_ENV, PAUSE_FILE_ENV, RotatingTokenSource
+from tap_sage.sage.auth import RotatingTokenSource
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageAuthError, SageConfigError
 from tap_sage.sage.settings import ConnectionSettings
 from tap_sage.sage.token_store_db import LOCK_NAMESPACE, TABLE, DatabaseTokenStore, new_key
+from tests.checkpoint_support import PAUSE_ENV, PAUSE_FILE_ENV
 from tests.connection_helpers import (
     ROOT,
     WORKER,

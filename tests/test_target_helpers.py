@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from tap_sage.sandbox.runner import SandboxProcess
+from tests.checkpoint_support import TARGET_CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "target"
@@ -114,7 +115,7 @@ def run_cli(
         [
             sys.executable,
             "-c",
-            "from target_sage.target import TargetSage; TargetSage.cli()",
+            TARGET_CLI,  # with the kill points of TARGET_SAGE_KILL_AT
             "--config",
             str(config_path),
             "--input",

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.checkpoint_support import TARGET_CLI
 from tests.test_target_helpers import SageAPI, record_msg, schema_msg, singer, state_msg
 
 FULL = os.environ.get("TARGET_MATRIX") == "full"
@@ -55,9 +56,7 @@ CLOCK_HOOK = (
     "import os, time\n"
     "_skew = float(os.environ.get('TARGET_TEST_CLOCK_SKEW', '0'))\n"
     "_real = time.time\n"
-    "time.time = lambda: _real() + _skew\n"
-    "from target_sage.target import TargetSage\n"
-    "TargetSage.cli()\n"
+    "time.time = lambda: _real() + _skew\n" + TARGET_CLI
 )
 
 

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Protocol
 import backoff
 import requests
 
+from tap_sage.checkpoints import checkpoint
 from tap_sage.sage.errors import (
     SageAuthError,
     SageConfigError,
@@ -53,24 +54,6 @@ from tap_sage.sage.stores import SEEN_KEEP, Store, check_owner, open_store, seen
 from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
-
-#: Test-only: name of a point of the refresh where the process pauses (for kill tests).
-PAUSE_ENV = "TAP_SAGE_TEST_PAUSE_AT"
-#: Test-only: file created when the process reaches the pause point.
-PAUSE_FILE_ENV = "TAP_SAGE_TEST_PAUSE_FILE"
-#: Test-only: when "1", the answer of the next refresh POST is dropped (as if lost).
-LOSE_ANSWER_ENV = "TAP_SAGE_TEST_LOSE_REFRESH_ANSWER"
-
-
-def _pause_point(name: str) -> None:
-    """Test hook: stop here (until killed) when ``TAP_SAGE_TEST_PAUSE_AT`` names this point."""
-    if os.environ.get(PAUSE_ENV) != name:
-        return
-    marker = os.environ.get(PAUSE_FILE_ENV)
-    if marker:
-        with open(marker, "w", encoding="utf-8") as handle:
-            handle.write(f"{os.getpid()} {name}\n")
-    time.sleep(600)
 
 
 class TokenSource(Protocol):
@@ -332,7 +315,7 @@ class RotatingTokenSource:
             "host": socket.gethostname(),
         }
         self.store.write(data)
-        _pause_point("after_marker")
+        checkpoint("after_marker")
         try:
             answer = self._post_refresh(refresh_token)
         except TokenAnswerLost as lost:
@@ -382,7 +365,7 @@ class RotatingTokenSource:
                 # at a terminal, else the same explanation and command.
                 raise _LoginNeeded(failure.message, failure) from None
             raise
-        _pause_point("after_answer")
+        checkpoint("after_answer")
         now = time.time()
         lifetime = float(answer.get("expires_in") or 300)
         data.update(
@@ -414,7 +397,7 @@ class RotatingTokenSource:
                 f"once the token store is back, authorise the connection again: "
                 f"`{login_command()}`",
             ) from None
-        _pause_point("after_write")
+        checkpoint("after_write")
         self.refreshes += 1
         LOGGER.info(
             "Connection %r: refreshed the access token (valid for %.0fs; refresh #%d of this "
@@ -457,8 +440,7 @@ class RotatingTokenSource:
             ),
         )(self.oauth.refresh)
         answer: dict[str, Any] = send(refresh_token)
-        if os.environ.pop(LOSE_ANSWER_ENV, None) == "1":
-            raise TokenAnswerLost("the answer to the token refresh was lost (test hook)")
+        checkpoint("refresh_answered")
         return answer
 
     def _interrupted_error(self, marker: dict[str, Any]) -> SageAuthError:
