@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from typing_extensions import override
 
 from tap_sage.sandbox.runner import SandboxProcess
 from tap_sage.tap import TapSage
@@ -30,13 +31,12 @@ from tests.test_tap_sync import Api, business_ids, with_settings
 STREAMS = ("contacts", "sales_invoices", "contact_payments")
 
 
-class Writer(threading.Thread):
-    """Random creates, updates and deletes until stopped."""
+class _RandomWriter(threading.Thread):
+    """Random writes over HTTP (``step``) until stopped; counts them, keeps the first error."""
 
-    def __init__(self, api: Api, ids: dict[str, list[str]], seed: int) -> None:
+    def __init__(self, api: Api, seed: int) -> None:
         super().__init__(daemon=True)
         self.api = api
-        self.ids = {k: list(v) for k, v in ids.items()}
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.done: Counter[str] = Counter()
@@ -50,6 +50,18 @@ class Writer(threading.Thread):
                 self.errors.append(repr(exc))
                 return
 
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class Writer(_RandomWriter):
+    """Random creates, updates and deletes until stopped."""
+
+    def __init__(self, api: Api, ids: dict[str, list[str]], seed: int) -> None:
+        super().__init__(api, seed)
+        self.ids = {k: list(v) for k, v in ids.items()}
+
+    @override
     def step(self) -> None:
         roll = self.rng.random()
         contacts, invoices = self.ids["contacts"], self.ids["sales_invoices"]
@@ -152,26 +164,15 @@ def test_a_sync_under_concurrent_writes_loses_nothing(sandbox_factory, connectio
         assert deleted <= tombstones, f"{stream}: deletions not emitted"
 
 
-class TransferWriter(threading.Thread):
+class TransferWriter(_RandomWriter):
     """Creates, updates and deletes bank transfers (sorted by updated_at, with a deletion feed)
     over HTTP until stopped."""
 
     def __init__(self, api: Api, ids: list[str], accounts: list[str], seed: int) -> None:
-        super().__init__(daemon=True)
-        self.api, self.ids, self.accounts = api, list(ids), accounts
-        self.rng = random.Random(seed)
-        self.stop = threading.Event()
-        self.done: Counter[str] = Counter()
-        self.errors: list[str] = []
+        super().__init__(api, seed)
+        self.ids, self.accounts = list(ids), accounts
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.step()
-            except Exception as exc:  # noqa: BLE001 - reported by the test
-                self.errors.append(repr(exc))
-                return
-
+    @override
     def step(self) -> None:
         roll = self.rng.random()
         if roll < 0.4 or len(self.ids) < 30:
