@@ -91,26 +91,7 @@ def apply_resource(engine: Engine, item: WorkItem, res: Resource, ctx: Call) -> 
     if known_id is None and entry is not None and entry.state == APPLIED and entry.sage_id:
         known_id, from_ledger = entry.sage_id, True
 
-    def result(
-        op: str,
-        outcome: str,
-        sage_id: str | None = None,
-        msg: str | None = None,
-        output: dict[str, Any] | None = None,
-    ) -> Result:
-        return Result(
-            item.stream,
-            op,
-            item.key_display,
-            outcome,
-            sage_id=sage_id,
-            http_status=ctx.status,
-            x_request_id=ctx.request_id,
-            message=msg,
-            output=output,
-            dry_run=s.dry_run,
-        )
-
+    result = result_of(item, ctx, dry_run=s.dry_run)
     if res.singleton:
         ctx.operation = "update"
         if not res.update:
@@ -123,22 +104,7 @@ def apply_resource(engine: Engine, item: WorkItem, res: Resource, ctx: Call) -> 
         return result(operation, "skipped", entry.sage_id, stale)
 
     if operation == "delete":
-        ctx.operation = "delete"
-        if known_id is None and entry is not None and entry.state == PENDING:
-            # An interrupted create: find what it made in Sage, if anything, to delete it.
-            known_id = None if s.dry_run else find_pending(engine, item, res, ctx, entry, True)
-            if known_id is None and not s.dry_run:
-                engine.ledger.record_deleted(
-                    bid, item.stream, item.key, res.name, entry.sage_id, item.version
-                )
-                return result("delete", "skipped", None, "an interrupted create made nothing")
-        if known_id is None:
-            if entry is not None and entry.state == DELETED:
-                if not s.dry_run:
-                    engine.ledger.record_version(bid, item.stream, item.key, item.version)
-                return result("delete", "skipped", entry.sage_id, "already deleted")
-            return result("delete", "skipped", None, "no Sage record known for this key")
-        return delete(engine, item, res, ctx, known_id, result)
+        return _apply_delete(engine, item, res, ctx, entry, known_id, result)
 
     is_update = forced == "update" or (forced != "create" and known_id is not None)
     ctx.operation = "update" if is_update else "create"
@@ -159,6 +125,62 @@ def apply_resource(engine: Engine, item: WorkItem, res: Resource, ctx: Call) -> 
     if entry is not None and entry.state == APPLIED and entry.sage_id:
         return result("create", "skipped", entry.sage_id, "already created (ledger)")
     return create(engine, item, res, ctx, fields, content_hash, entry, result)
+
+
+def result_of(item: WorkItem, ctx: Call, *, dry_run: bool) -> Callable[..., Result]:
+    """The result line of an operation on ``item``: ``result(op, outcome, sage_id, msg,
+    output)``, with the last answer's HTTP status and request id."""
+
+    def result(
+        op: str,
+        outcome: str,
+        sage_id: str | None = None,
+        msg: str | None = None,
+        output: dict[str, Any] | None = None,
+    ) -> Result:
+        return Result(
+            item.stream,
+            op,
+            item.key_display,
+            outcome,
+            sage_id=sage_id,
+            http_status=ctx.status,
+            x_request_id=ctx.request_id,
+            message=msg,
+            output=output,
+            dry_run=dry_run,
+        )
+
+    return result
+
+
+def _apply_delete(
+    engine: Engine,
+    item: WorkItem,
+    res: Resource,
+    ctx: Call,
+    entry: Entry | None,
+    known_id: str | None,
+    result: Callable[..., Result],
+) -> Result:
+    """A deletion (a tombstone, or ``operations: delete``) of the record the key names."""
+    dry_run, bid = engine.settings.dry_run, engine.business_id
+    ctx.operation = "delete"
+    if known_id is None and entry is not None and entry.state == PENDING:
+        # An interrupted create: find what it made in Sage, if anything, to delete it.
+        known_id = None if dry_run else find_pending(engine, item, res, ctx, entry, True)
+        if known_id is None and not dry_run:
+            engine.ledger.record_deleted(
+                bid, item.stream, item.key, res.name, entry.sage_id, item.version
+            )
+            return result("delete", "skipped", None, "an interrupted create made nothing")
+    if known_id is None:
+        if entry is not None and entry.state == DELETED:
+            if not dry_run:
+                engine.ledger.record_version(bid, item.stream, item.key, item.version)
+            return result("delete", "skipped", entry.sage_id, "already deleted")
+        return result("delete", "skipped", None, "no Sage record known for this key")
+    return delete(engine, item, res, ctx, known_id, result)
 
 
 def create(
@@ -192,9 +214,45 @@ def create(
     warn_ignored(engine, item.stream, ignored)
     if engine.settings.dry_run:
         return result("create", "skipped", None, "dry run: would create")
+    pending = entry if entry is not None and entry.state == PENDING else None
+    sage_id, holds = _recover_or_post(engine, item, res, ctx, body, content_hash, pending)
+    if holds != content_hash:
+        # Sage answered with an earlier content (an idempotent replay, an adopted record):
+        # bring it to the newest.
+        return update(
+            engine,
+            item,
+            res,
+            ctx,
+            sage_id,
+            fields,
+            content_hash,
+            None,
+            result,
+            True,
+            outcome=("create", "created"),
+            message="created by an interrupted run, then updated to the newest content",
+        )
+    engine.ledger.record_applied(
+        engine.business_id, item.stream, item.key, res.name, sage_id, content_hash, item.version
+    )
+    checkpoint("after_ledger")
+    return result("create", "created", sage_id, message)
+
+
+def _recover_or_post(
+    engine: Engine,
+    item: WorkItem,
+    res: Resource,
+    ctx: Call,
+    body: dict[str, Any],
+    content_hash: str,
+    pending: Entry | None,
+) -> tuple[str, str | None]:
+    """The Sage id of the create, and the content hash Sage then holds (None: unknown): what
+    an interrupted create made, if that can be known, else the POST (after its intent)."""
     bid = engine.business_id
     inner = body[res.wrapper or ""]
-    pending = entry if entry is not None and entry.state == PENDING else None
     sage_id: str | None = None
     holds: str | None = content_hash  # the content Sage holds once this is done
     if pending is not None:
@@ -236,28 +294,7 @@ def create(
                 body=lookup_fields(inner),
             )
         sage_id = post_create(engine, item, res, ctx, body, since)
-    if holds != content_hash:
-        # Sage answered with an earlier content (an idempotent replay, an adopted record):
-        # bring it to the newest.
-        return update(
-            engine,
-            item,
-            res,
-            ctx,
-            sage_id,
-            fields,
-            content_hash,
-            None,
-            result,
-            True,
-            outcome=("create", "created"),
-            message="created by an interrupted run, then updated to the newest content",
-        )
-    engine.ledger.record_applied(
-        bid, item.stream, item.key, res.name, sage_id, content_hash, item.version
-    )
-    checkpoint("after_ledger")
-    return result("create", "created", sage_id, message)
+    return sage_id, holds
 
 
 def update(
@@ -289,13 +326,7 @@ def update(
         )
     body, ignored = build_body(res.name, "put", fields, stream=item.stream, key=item.key)
     warn_ignored(engine, item.stream, ignored)
-    if (
-        engine.settings.skip_unchanged
-        and entry is not None
-        and entry.state == APPLIED
-        and entry.content_hash == content_hash
-        and (sage_id is None or entry.sage_id == sage_id)
-    ):
+    if _unchanged(engine, entry, content_hash, sage_id):
         if not engine.settings.dry_run:
             engine.ledger.record_version(engine.business_id, item.stream, item.key, item.version)
         return result("update", "skipped", sage_id, "unchanged since last applied (ledger)")
@@ -314,28 +345,7 @@ def update(
                 f"Sage has no {res.name} {sage_id} (404): it was deleted in Sage; give "
                 "the id of a record that exists, or none to create one",
             ) from exc
-        # Gone in Sage (deleted there, or by an interrupted run of ours): the ledger
-        # learns it, and the record is created anew with the newest content.
-        LOGGER.warning(
-            "Stream `%s`, source key %s: Sage %s %s is gone (404); creating it anew",
-            item.stream,
-            item.key,
-            res.name,
-            sage_id,
-        )
-        engine.ledger.record_deleted(bid, item.stream, item.key, res.name, sage_id)
-        fresh = engine.ledger.get(bid, item.stream, item.key)
-        return create(
-            engine,
-            item,
-            res,
-            ctx,
-            fields,
-            content_hash,
-            fresh,
-            result,
-            f"Sage record {sage_id} was gone (404); created anew",
-        )
+        return _create_anew(engine, item, res, ctx, sage_id, fields, content_hash, result)
     if sage_id is None:
         returned = response.json().get("id") if response.content else None
         sage_id = str(returned) if returned else None
@@ -344,6 +354,52 @@ def update(
     )
     checkpoint("after_ledger")
     return result(*outcome, sage_id, message)
+
+
+def _unchanged(engine: Engine, entry: Entry | None, content_hash: str, sage_id: str | None) -> bool:
+    """Whether the ledger says Sage holds this content already (``skip_unchanged``)."""
+    return (
+        engine.settings.skip_unchanged
+        and entry is not None
+        and entry.state == APPLIED
+        and entry.content_hash == content_hash
+        and (sage_id is None or entry.sage_id == sage_id)
+    )
+
+
+def _create_anew(
+    engine: Engine,
+    item: WorkItem,
+    res: Resource,
+    ctx: Call,
+    sage_id: str,
+    fields: dict[str, Any],
+    content_hash: str,
+    result: Callable[..., Result],
+) -> Result:
+    """Gone in Sage (deleted there, or by an interrupted run of ours): the ledger learns it,
+    and the record is created anew with the newest content."""
+    bid = engine.business_id
+    LOGGER.warning(
+        "Stream `%s`, source key %s: Sage %s %s is gone (404); creating it anew",
+        item.stream,
+        item.key,
+        res.name,
+        sage_id,
+    )
+    engine.ledger.record_deleted(bid, item.stream, item.key, res.name, sage_id)
+    fresh = engine.ledger.get(bid, item.stream, item.key)
+    return create(
+        engine,
+        item,
+        res,
+        ctx,
+        fields,
+        content_hash,
+        fresh,
+        result,
+        f"Sage record {sage_id} was gone (404); created anew",
+    )
 
 
 def delete(

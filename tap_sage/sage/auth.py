@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import backoff
 import requests
@@ -50,7 +50,7 @@ from tap_sage.sage.errors import (
 )
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
 from tap_sage.sage.settings import ConnectionSettings, OAuthMode
-from tap_sage.sage.stores import SEEN_KEEP, Store, check_owner, open_store, seen_fingerprints
+from tap_sage.sage.stores import Store, apply_config, open_store
 from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
@@ -238,69 +238,7 @@ class RotatingTokenSource:
 
     def _reconcile(self, data: dict[str, Any]) -> dict[str, Any]:
         """Check the store's owner and apply tokens newly put into the config (under the lock)."""
-        settings = self.settings
-        check_owner(self.store, data, settings)
-        owner = data.get("client_id")
-        changed = not data
-        if not data:
-            data = {"connection_name": settings.connection_name, "created_at": time.time()}
-        if settings.refresh_token:
-            # A refresh token is "new" when its fingerprint was never applied to this store:
-            # a config still holding an older seed (or a second plugin holding another grant)
-            # defers to the rotated stored token instead of flip-flopping the store.
-            seed = fingerprint(settings.refresh_token)
-            seen = seen_fingerprints(data, "seed_fingerprints", "seed_fingerprint")
-            if seed not in seen:
-                if data.get("refresh_token") != settings.refresh_token:
-                    if data.get("refresh_token"):
-                        LOGGER.info(
-                            "Connection %r: the config holds a new refresh token; it replaces "
-                            "the stored one",
-                            settings.connection_name,
-                        )
-                    data["refresh_token"] = settings.refresh_token
-                    data["refresh_token_expires_at"] = None
-                    data["in_flight"] = None
-                    data["last_error"] = None
-                    data["access_token"] = settings.access_token
-                    data["access_token_expires_at"] = None
-                    data["access_token_lifetime"] = None
-                    if settings.access_token:
-                        data["access_seed_fingerprints"] = [
-                            *seen_fingerprints(
-                                data, "access_seed_fingerprints", "access_seed_fingerprint"
-                            ),
-                            fingerprint(settings.access_token),
-                        ][-SEEN_KEEP:]
-                data["seed_fingerprint"] = seed
-                data["seed_fingerprints"] = [*seen, seed][-SEEN_KEEP:]
-                changed = True
-        if settings.access_token:
-            seed = fingerprint(settings.access_token)
-            seen = seen_fingerprints(data, "access_seed_fingerprints", "access_seed_fingerprint")
-            if seed not in seen:
-                if not data.get("access_token"):
-                    data["access_token"] = settings.access_token
-                    data["access_token_expires_at"] = None
-                    data["access_token_lifetime"] = None
-                data["access_seed_fingerprints"] = [*seen, seed][-SEEN_KEEP:]
-                changed = True
-        if settings.client_id and not owner:
-            data["client_id"] = settings.client_id
-            changed = True
-        if changed:
-            self.store.write(data)
-            data = self.store.read()
-        moved = data.get("moved_to")
-        if moved and not data.get("refresh_token"):
-            raise SageAuthError(
-                "store_moved",
-                f"The tokens of connection {settings.connection_name!r} were moved from "
-                f"{self.store.location} to {moved} (`sage-auth move`); this store no longer "
-                "holds them",
-                f"set oauth_settings_location to {moved} in every config of this connection",
-            )
-        return data
+        return apply_config(self.store, data, self.settings)
 
     def _refresh_locked(self, data: dict[str, Any]) -> dict[str, Any]:
         """Spend the stored refresh token once and store the new pair (the lock is held)."""
@@ -319,53 +257,78 @@ class RotatingTokenSource:
         try:
             answer = self._post_refresh(refresh_token)
         except TokenAnswerLost as lost:
-            # Never replay blindly: re-read the store first.
-            current = self.store.read()
-            if current.get("refresh_token") != refresh_token and current.get("access_token"):
-                LOGGER.warning("Connection %r: %s; the store meanwhile holds a newer token",
-                               self.settings.connection_name, lost.reason)  # fmt: skip
-                return current
-            raise SageAuthError(
-                "refresh_unconfirmed",
-                f"Connection {self.settings.connection_name!r}: {lost.reason}. Sage may have "
-                "consumed the refresh token, and its replacement exists only in the lost "
-                "answer; the token store is unchanged, so the refresh is not replayed",
-                "run the sync (or `sage-auth refresh`) again: it tries the stored token once "
-                "more and connects if Sage had not consumed it; if Sage then answers "
-                f"invalid_grant, authorise again with `{login_command()}`",
-            ) from None
+            return self._answer_lost(refresh_token, lost)
         except (TokenRequestNotSent, SageNetworkError) as not_sent:
-            data["in_flight"] = earlier
-            self.store.write(data)
-            if isinstance(not_sent, SageNetworkError):  # proxy or TLS: not retried
-                raise
-            raise SageNetworkError(
-                f"Could not reach Sage's token endpoint for connection "
-                f"{self.settings.connection_name!r} ({not_sent.reason}); the refresh token "
-                "is untouched",
-                "check the network, advanced_config.token_url and the proxy settings; the "
-                "next run refreshes normally",
-            ) from None
+            self._not_sent(data, earlier, not_sent)
         except SageAuthError as refused:
-            data["in_flight"] = None
-            failure = refused
-            if refused.code == "invalid_grant" and interrupted and isinstance(earlier, dict):
-                failure = self._interrupted_error(earlier)
-            data["last_error"] = {
-                "code": failure.code,
-                "message": failure.message,
-                "at": time.time(),
-            }
-            if refused.code == "invalid_grant":
-                data["refresh_token"] = None
-                data["access_token"] = None
-            self.store.write(data)
-            if refused.code == "invalid_grant":
-                # REFRESH: the error with the login command; GETANDREFRESH: the login itself
-                # at a terminal, else the same explanation and command.
-                raise _LoginNeeded(failure.message, failure) from None
-            raise
+            self._refresh_refused(data, earlier if interrupted else None, refused)
         checkpoint("after_answer")
+        return self._keep(data, answer, refresh_token)
+
+    def _answer_lost(self, refresh_token: str, lost: TokenAnswerLost) -> dict[str, Any]:
+        """Never replay blindly: re-read the store first."""
+        current = self.store.read()
+        if current.get("refresh_token") != refresh_token and current.get("access_token"):
+            LOGGER.warning("Connection %r: %s; the store meanwhile holds a newer token",
+                           self.settings.connection_name, lost.reason)  # fmt: skip
+            return current
+        raise SageAuthError(
+            "refresh_unconfirmed",
+            f"Connection {self.settings.connection_name!r}: {lost.reason}. Sage may have "
+            "consumed the refresh token, and its replacement exists only in the lost "
+            "answer; the token store is unchanged, so the refresh is not replayed",
+            "run the sync (or `sage-auth refresh`) again: it tries the stored token once "
+            "more and connects if Sage had not consumed it; if Sage then answers "
+            f"invalid_grant, authorise again with `{login_command()}`",
+        ) from None
+
+    def _not_sent(
+        self,
+        data: dict[str, Any],
+        earlier: Any,
+        not_sent: TokenRequestNotSent | SageNetworkError,
+    ) -> NoReturn:
+        """The refresh never reached Sage: the marker goes back to what it was."""
+        data["in_flight"] = earlier
+        self.store.write(data)
+        if isinstance(not_sent, SageNetworkError):  # proxy or TLS: not retried
+            raise not_sent
+        raise SageNetworkError(
+            f"Could not reach Sage's token endpoint for connection "
+            f"{self.settings.connection_name!r} ({not_sent.reason}); the refresh token "
+            "is untouched",
+            "check the network, advanced_config.token_url and the proxy settings; the "
+            "next run refreshes normally",
+        ) from None
+
+    def _refresh_refused(
+        self, data: dict[str, Any], interrupted: Any, refused: SageAuthError
+    ) -> NoReturn:
+        """Sage refused the refresh; ``interrupted``: the marker of an earlier refresh that
+        spent the same token (so ``invalid_grant`` means that refresh did not finish)."""
+        data["in_flight"] = None
+        failure = refused
+        if refused.code == "invalid_grant" and isinstance(interrupted, dict):
+            failure = self._interrupted_error(interrupted)
+        data["last_error"] = {
+            "code": failure.code,
+            "message": failure.message,
+            "at": time.time(),
+        }
+        if refused.code == "invalid_grant":
+            data["refresh_token"] = None
+            data["access_token"] = None
+        self.store.write(data)
+        if refused.code == "invalid_grant":
+            # REFRESH: the error with the login command; GETANDREFRESH: the login itself
+            # at a terminal, else the same explanation and command.
+            raise _LoginNeeded(failure.message, failure) from None
+        raise refused
+
+    def _keep(
+        self, data: dict[str, Any], answer: dict[str, Any], refresh_token: str
+    ) -> dict[str, Any]:
+        """Store the new pair before it is used; returns the store's data."""
         now = time.time()
         lifetime = float(answer.get("expires_in") or 300)
         data.update(
