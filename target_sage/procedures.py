@@ -318,6 +318,29 @@ _LINE_FIELDS = (
 _LINE_LINKS = ("ledger_account", "tax_rate", "product", "service")
 
 
+def _invoice_fields(source: str, quote: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The write fields of the sales invoice a quote or estimate (as read) becomes."""
+    # Sage sends decimals as strings (tap_sage.sage.wire): back to numbers for the write body
+    quote = wire.read_shape(source).to_decimals(copy.deepcopy(quote))
+    lines_key = "quote_lines" if source == "sales_quotes" else "estimate_lines"
+    lines = []
+    for line in quote.get(lines_key) or []:
+        out = {k: line[k] for k in _LINE_FIELDS if line.get(k) is not None}
+        for link in _LINE_LINKS:
+            if isinstance(line.get(link), dict) and line[link].get("id"):
+                out[f"{link}_id"] = line[link]["id"]
+        lines.append(out)
+    body_fields: dict[str, Any] = {
+        "contact_id": (quote.get("contact") or {}).get("id"),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "invoice_lines": lines,
+        "reference": quote.get("reference"),
+    }
+    body_fields = {k: v for k, v in body_fields.items() if v is not None}
+    body_fields.update({k: v for k, v in fields.items() if k != "sage_id"})
+    return body_fields
+
+
 def _convert(
     engine: Engine, item: WorkItem, ctx: Call, proc: Procedure, fields: dict[str, Any]
 ) -> Result:
@@ -349,24 +372,7 @@ def _convert(
             "the quote or estimate is already invoiced",
             {"sales_invoice_id": invoice_id},
         )
-    # Sage sends decimals as strings (tap_sage.sage.wire): back to numbers for the write body
-    quote = wire.read_shape(source.name).to_decimals(copy.deepcopy(quote))
-    lines_key = "quote_lines" if source.name == "sales_quotes" else "estimate_lines"
-    lines = []
-    for line in quote.get(lines_key) or []:
-        out = {k: line[k] for k in _LINE_FIELDS if line.get(k) is not None}
-        for link in _LINE_LINKS:
-            if isinstance(line.get(link), dict) and line[link].get("id"):
-                out[f"{link}_id"] = line[link]["id"]
-        lines.append(out)
-    body_fields: dict[str, Any] = {
-        "contact_id": (quote.get("contact") or {}).get("id"),
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "invoice_lines": lines,
-        "reference": quote.get("reference"),
-    }
-    body_fields = {k: v for k, v in body_fields.items() if v is not None}
-    body_fields.update({k: v for k, v in fields.items() if k != "sage_id"})
+    body_fields = _invoice_fields(source.name, quote, fields)
     generation = entry.generation if entry is not None else 0
     extra = {
         "original_quote_estimate_id": quote_id,
@@ -425,56 +431,8 @@ def _upload(
     )
     if skipped is not None:
         return skipped
-    path = fields.get("file_path")
-    encoded = fields.get("file_base64")
-    if bool(path) == bool(encoded):
-        raise RecordError(
-            item.stream, item.key, "file_path", "give exactly one of `file_path` and `file_base64`"
-        )
-    if path:
-        data, file = _read_upload(engine, item, str(path))
-        name = str(fields.get("file_name") or file.name)
-    else:
-        try:
-            data = base64.b64decode(str(encoded), validate=True)
-        except (binascii.Error, ValueError):
-            raise RecordError(item.stream, item.key, "file_base64", "is not valid base64") from None
-        name = str(fields.get("file_name") or "")
-        if not name:
-            raise RecordError(item.stream, item.key, "file_name", "is required with `file_base64`")
-    links = [k for k in (*_CONTEXTS, "transaction_id") if fields.get(k)]
-    ctx_type = fields.get("attachment_context_type_id")
-    ctx_id = fields.get("attachment_context_id")
-    if len(links) + (1 if ctx_type or ctx_id else 0) != 1 or (bool(ctx_type) != bool(ctx_id)):
-        raise RecordError(
-            item.stream,
-            item.key,
-            "contact_id",
-            "link the file to exactly one record: `transaction_id`, "
-            f"{', '.join(f'`{k}`' for k in _CONTEXTS)}, or "
-            "`attachment_context_type_id` with `attachment_context_id`",
-        )
-    mime = str(
-        fields.get("mime_type") or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    )
-    body_fields: dict[str, Any] = {
-        "file": base64.b64encode(data).decode("ascii"),
-        "file_name": name,
-        "mime_type": mime,
-        "file_size": len(data),
-        "file_extension": Path(name).suffix or None,
-        "description": fields.get("description"),
-        "is_public": fields.get("is_public"),
-    }
-    if links and links[0] == "transaction_id":
-        body_fields["transaction_id"] = fields["transaction_id"]
-    elif links:
-        body_fields["attachment_context_type_id"] = _CONTEXTS[links[0]]
-        body_fields["attachment_context_id"] = fields[links[0]]
-    else:
-        body_fields["attachment_context_type_id"] = ctx_type
-        body_fields["attachment_context_id"] = ctx_id
-    body_fields = {k: v for k, v in body_fields.items() if v is not None}
+    data, name = _upload_file(engine, item, fields)
+    body_fields = _upload_fields(item, fields, data, name)
     extra: dict[str, Any] = {}
     if res.idempotency:
         generation = entry.generation if entry is not None else 0
@@ -529,6 +487,68 @@ def _upload(
         None,
         {"attachment_id": attachment_id, "file_name": name, "file_size": len(data)},
     )
+
+
+def _upload_file(engine: Engine, item: WorkItem, fields: dict[str, Any]) -> tuple[bytes, str]:
+    """The bytes to upload and their file name, from ``file_path`` or ``file_base64``."""
+    path = fields.get("file_path")
+    encoded = fields.get("file_base64")
+    if bool(path) == bool(encoded):
+        raise RecordError(
+            item.stream, item.key, "file_path", "give exactly one of `file_path` and `file_base64`"
+        )
+    if path:
+        data, file = _read_upload(engine, item, str(path))
+        name = str(fields.get("file_name") or file.name)
+    else:
+        try:
+            data = base64.b64decode(str(encoded), validate=True)
+        except (binascii.Error, ValueError):
+            raise RecordError(item.stream, item.key, "file_base64", "is not valid base64") from None
+        name = str(fields.get("file_name") or "")
+        if not name:
+            raise RecordError(item.stream, item.key, "file_name", "is required with `file_base64`")
+    return data, name
+
+
+def _upload_fields(
+    item: WorkItem, fields: dict[str, Any], data: bytes, name: str
+) -> dict[str, Any]:
+    """The attachment's write fields: the file, and the one record it is linked to."""
+    links = [k for k in (*_CONTEXTS, "transaction_id") if fields.get(k)]
+    ctx_type = fields.get("attachment_context_type_id")
+    ctx_id = fields.get("attachment_context_id")
+    if len(links) + (1 if ctx_type or ctx_id else 0) != 1 or (bool(ctx_type) != bool(ctx_id)):
+        raise RecordError(
+            item.stream,
+            item.key,
+            "contact_id",
+            "link the file to exactly one record: `transaction_id`, "
+            f"{', '.join(f'`{k}`' for k in _CONTEXTS)}, or "
+            "`attachment_context_type_id` with `attachment_context_id`",
+        )
+    mime = str(
+        fields.get("mime_type") or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    )
+    body_fields: dict[str, Any] = {
+        "file": base64.b64encode(data).decode("ascii"),
+        "file_name": name,
+        "mime_type": mime,
+        "file_size": len(data),
+        "file_extension": Path(name).suffix or None,
+        "description": fields.get("description"),
+        "is_public": fields.get("is_public"),
+    }
+    if links and links[0] == "transaction_id":
+        body_fields["transaction_id"] = fields["transaction_id"]
+    elif links:
+        body_fields["attachment_context_type_id"] = _CONTEXTS[links[0]]
+        body_fields["attachment_context_id"] = fields[links[0]]
+    else:
+        body_fields["attachment_context_type_id"] = ctx_type
+        body_fields["attachment_context_id"] = ctx_id
+    body_fields = {k: v for k, v in body_fields.items() if v is not None}
+    return body_fields
 
 
 def _read_upload(engine: Engine, item: WorkItem, raw: str) -> tuple[bytes, Path]:

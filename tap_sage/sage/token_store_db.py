@@ -103,127 +103,65 @@ class _Session:
     generation: int | None = None
 
 
-class DatabaseTokenStore:
-    """The token record of one connection in a PostgreSQL table (``tap_sage.sage.stores``)."""
+def load_keys(key_source: str, connection_name: str) -> tuple[MultiFernet, list[str]]:
+    """The Fernet keys ``oauth_settings_key`` names (``env:NAME`` or ``file:PATH``; several:
+    the first encrypts, all decrypt) and their ids; ``SageConfigError`` names the setting."""
+    try:
+        from cryptography.fernet import Fernet, MultiFernet
+    except ImportError:
+        raise _missing_extra("cryptography") from None
+    kind, _, where = key_source.partition(":")
+    if kind == "env":
+        raw = os.environ.get(where, "")
+        if not raw.strip():
+            raise SageConfigError(
+                "oauth_settings_key",
+                f"names the environment variable {where} (env:{where}), which is not set or "
+                f"empty. Set it to the Fernet key of the token store of connection "
+                f"{connection_name!r} on every machine of the connection (a new store: "
+                "`sage-auth keygen` prints a new key)",
+            )
+        origin = f"environment variable {where}"
+    else:
+        try:
+            raw = Path(where).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SageConfigError(
+                "oauth_settings_key", f"cannot read the key file {where} ({exc.strerror})"
+            ) from None
+        origin = f"file {where}"
+    keys = [k for k in re.split(r"[\s,]+", raw) if k]
+    fernets = []
+    for number, key in enumerate(keys, 1):
+        try:
+            fernets.append(Fernet(key))
+        except ValueError:
+            raise SageConfigError(
+                "oauth_settings_key",
+                f"key #{number} of the {origin} is not a Fernet key (44 characters of "
+                "url-safe base64: 32 random bytes); `sage-auth keygen` prints a new one",
+            ) from None
+    if not fernets:
+        raise SageConfigError("oauth_settings_key", f"the {origin} holds no key")
+    return MultiFernet(fernets), [key_id(k) for k in keys]
 
-    _sessions: ClassVar[dict[tuple[str, str], _Session]] = {}
+
+class _StoreDatabase:
+    """The database of a token store: its engine (one per URL in a process), the table, and
+    database errors turned into the store's errors with their fixes."""
+
     _engines: ClassVar[dict[str, Engine]] = {}
     _schema_ready: ClassVar[set[str]] = set()
     _registry_lock = threading.Lock()
 
-    def __init__(
-        self,
-        url: str,
-        connection_name: str,
-        *,
-        key_source: str,
-        lock_timeout: float = 120.0,
-    ) -> None:
+    def __init__(self, url: str, connection_name: str) -> None:
         self.url = url
         self.connection_name = connection_name
-        self.key_source = key_source
-        self.lock_timeout = lock_timeout
-        self.lock_key = int.from_bytes(
-            hashlib.sha256(f"{TABLE}/{connection_name}".encode()).digest()[:4], "big", signed=True
-        )
-        with self._registry_lock:
-            self._session = self._sessions.setdefault((url, connection_name), _Session())
-        self._fernet: MultiFernet | None = None
-        self._key_ids: list[str] = []
-        self._waiting_logged = False
-
-    def __repr__(self) -> str:
-        return f"DatabaseTokenStore({self.location!r})"
 
     @property
     def location(self) -> str:
         """The URL without its password, and the row: ``URL (table T, connection 'x')``."""
         return f"{display_url(self.url)} (table {TABLE}, connection {self.connection_name!r})"
-
-    # -- the key -------------------------------------------------------------------------------
-
-    def _keys(self) -> MultiFernet:
-        if self._fernet is not None:
-            return self._fernet
-        try:
-            from cryptography.fernet import Fernet, MultiFernet
-        except ImportError:
-            raise _missing_extra("cryptography") from None
-        kind, _, where = self.key_source.partition(":")
-        if kind == "env":
-            raw = os.environ.get(where, "")
-            if not raw.strip():
-                raise SageConfigError(
-                    "oauth_settings_key",
-                    f"names the environment variable {where} (env:{where}), which is not set or "
-                    f"empty. Set it to the Fernet key of the token store of connection "
-                    f"{self.connection_name!r} on every machine of the connection (a new store: "
-                    "`sage-auth keygen` prints a new key)",
-                )
-            origin = f"environment variable {where}"
-        else:
-            try:
-                raw = Path(where).expanduser().read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SageConfigError(
-                    "oauth_settings_key", f"cannot read the key file {where} ({exc.strerror})"
-                ) from None
-            origin = f"file {where}"
-        keys = [k for k in re.split(r"[\s,]+", raw) if k]
-        fernets = []
-        for number, key in enumerate(keys, 1):
-            try:
-                fernets.append(Fernet(key))
-            except ValueError:
-                raise SageConfigError(
-                    "oauth_settings_key",
-                    f"key #{number} of the {origin} is not a Fernet key (44 characters of "
-                    "url-safe base64: 32 random bytes); `sage-auth keygen` prints a new one",
-                ) from None
-        if not fernets:
-            raise SageConfigError("oauth_settings_key", f"the {origin} holds no key")
-        self._key_ids = [key_id(k) for k in keys]
-        self._fernet = MultiFernet(fernets)
-        return self._fernet
-
-    def _decrypt(self, payload: str, stored_key: str) -> dict[str, Any]:
-        from cryptography.fernet import InvalidToken
-
-        fernet = self._keys()
-        try:
-            text = fernet.decrypt(payload.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError):
-            raise SageAuthError(
-                "store_key_wrong",
-                f"The token store {self.location} was encrypted with key {stored_key}, and the "
-                f"key that oauth_settings_key ({self.key_source}) names "
-                f"({', '.join(self._key_ids)}) cannot decrypt it; nothing was changed and no "
-                "token was spent",
-                "set oauth_settings_key to the key this connection was stored with (every "
-                "machine of a connection needs the same key; to change keys, list the new key "
-                "first and the old one after it). If that key is lost, so are the tokens: "
-                f"{self._remove_row_hint()}",
-            ) from None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise SageAuthError(
-                "store_unreadable",
-                f"The token store {self.location} decrypts to something that is not a JSON "
-                "object (it was written by something else)",
-                self._remove_row_hint(),
-            )
-        return data
-
-    def _remove_row_hint(self) -> str:
-        return (
-            f"remove the connection's row from table {TABLE} (connection_name = "
-            f"'{self.connection_name}'), then run `sage-auth login`"
-        )
-
-    # -- the database ----------------------------------------------------------------------------
 
     def _engine(self) -> Engine:
         with self._registry_lock:
@@ -317,6 +255,79 @@ class DatabaseTokenStore:
             f"({self._reason(exc)}); no token was spent",
             "check that the database is up and that the host, port, user and password of "
             "oauth_settings_location are right; the next run goes on from the stored tokens",
+        )
+
+
+class DatabaseTokenStore(_StoreDatabase):
+    """The token record of one connection in a PostgreSQL table (``tap_sage.sage.stores``)."""
+
+    _sessions: ClassVar[dict[tuple[str, str], _Session]] = {}
+
+    def __init__(
+        self,
+        url: str,
+        connection_name: str,
+        *,
+        key_source: str,
+        lock_timeout: float = 120.0,
+    ) -> None:
+        super().__init__(url, connection_name)
+        self.key_source = key_source
+        self.lock_timeout = lock_timeout
+        self.lock_key = int.from_bytes(
+            hashlib.sha256(f"{TABLE}/{connection_name}".encode()).digest()[:4], "big", signed=True
+        )
+        with self._registry_lock:
+            self._session = self._sessions.setdefault((url, connection_name), _Session())
+        self._fernet: MultiFernet | None = None
+        self._key_ids: list[str] = []
+        self._waiting_logged = False
+
+    def __repr__(self) -> str:
+        return f"DatabaseTokenStore({self.location!r})"
+
+    # -- the key -------------------------------------------------------------------------------
+
+    def _keys(self) -> MultiFernet:
+        if self._fernet is None:
+            self._fernet, self._key_ids = load_keys(self.key_source, self.connection_name)
+        return self._fernet
+
+    def _decrypt(self, payload: str, stored_key: str) -> dict[str, Any]:
+        from cryptography.fernet import InvalidToken
+
+        fernet = self._keys()
+        try:
+            text = fernet.decrypt(payload.encode("ascii")).decode("utf-8")
+        except (InvalidToken, UnicodeError):
+            raise SageAuthError(
+                "store_key_wrong",
+                f"The token store {self.location} was encrypted with key {stored_key}, and the "
+                f"key that oauth_settings_key ({self.key_source}) names "
+                f"({', '.join(self._key_ids)}) cannot decrypt it; nothing was changed and no "
+                "token was spent",
+                "set oauth_settings_key to the key this connection was stored with (every "
+                "machine of a connection needs the same key; to change keys, list the new key "
+                "first and the old one after it). If that key is lost, so are the tokens: "
+                f"{self._remove_row_hint()}",
+            ) from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise SageAuthError(
+                "store_unreadable",
+                f"The token store {self.location} decrypts to something that is not a JSON "
+                "object (it was written by something else)",
+                self._remove_row_hint(),
+            )
+        return data
+
+    def _remove_row_hint(self) -> str:
+        return (
+            f"remove the connection's row from table {TABLE} (connection_name = "
+            f"'{self.connection_name}'), then run `sage-auth login`"
         )
 
     # -- the lock --------------------------------------------------------------------------------
