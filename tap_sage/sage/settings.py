@@ -403,18 +403,7 @@ class ConnectionSettings:
 
         Raises ``SageConfigError`` naming the first bad or missing setting.
         """
-        raw_name = config.get("connection_name")
-        name = "default" if raw_name is None else str(raw_name)
-        if not name.strip():
-            raise SageConfigError(
-                "connection_name",
-                "is empty; give a name (1-100 characters without `/` or `:`), or leave the "
-                "setting out for `default`",
-            )
-        if not _NAME.match(name):
-            raise SageConfigError(
-                "connection_name", f"{name!r} must be 1-100 characters without `/` or `:`"
-            )
+        name = _connection_name(config.get("connection_name"))
         mode = str(config.get("initiate_oauth") or OAuthMode.REFRESH).strip().upper()
         if mode not in OAUTH_MODES:
             raise SageConfigError(
@@ -423,22 +412,7 @@ class ConnectionSettings:
         scope = str(config.get("scope") or "full_access").strip()
         if scope not in SCOPES:
             raise SageConfigError("scope", f"{scope!r} is not one of {', '.join(SCOPES)}")
-        advanced_raw: Any = config.get("advanced_config") or {}
-        if isinstance(advanced_raw, str):
-            try:
-                advanced_raw = json.loads(advanced_raw)
-            except ValueError:
-                raise SageConfigError(
-                    "advanced_config", "is not a JSON object of key-value pairs"
-                ) from None
-        if not isinstance(advanced_raw, Mapping):
-            raise SageConfigError("advanced_config", "must be an object of key-value pairs")
-        advanced: dict[str, Any] = {}
-        for key, value in advanced_raw.items():
-            if key not in ADVANCED_KEYS:
-                known = ", ".join(ADVANCED_KEYS)
-                raise SageConfigError(f"advanced_config.{key}", f"unknown key (known: {known})")
-            advanced[key] = ADVANCED_KEYS[key][0](key, value)
+        advanced = _advanced(config.get("advanced_config") or {})
         callback_url = _check_url(
             "callback_url", config.get("callback_url") or DEFAULT_CALLBACK_URL
         )
@@ -544,3 +518,39 @@ class ConnectionSettings:
             host = parts.netloc.rsplit("@", 1)[-1]
             url = parts._replace(netloc=f"{cred}@{host}").geturl()
         return {"http": url, "https": url}
+
+
+def _connection_name(raw_name: Any) -> str:
+    """``connection_name``: ``default`` when unset; 1-100 characters without ``/`` or ``:``."""
+    name = "default" if raw_name is None else str(raw_name)
+    if not name.strip():
+        raise SageConfigError(
+            "connection_name",
+            "is empty; give a name (1-100 characters without `/` or `:`), or leave the "
+            "setting out for `default`",
+        )
+    if not _NAME.match(name):
+        raise SageConfigError(
+            "connection_name", f"{name!r} must be 1-100 characters without `/` or `:`"
+        )
+    return name
+
+
+def _advanced(advanced_raw: Any) -> dict[str, Any]:
+    """``advanced_config`` (an object, or its JSON text): each known key checked."""
+    if isinstance(advanced_raw, str):
+        try:
+            advanced_raw = json.loads(advanced_raw)
+        except ValueError:
+            raise SageConfigError(
+                "advanced_config", "is not a JSON object of key-value pairs"
+            ) from None
+    if not isinstance(advanced_raw, Mapping):
+        raise SageConfigError("advanced_config", "must be an object of key-value pairs")
+    advanced: dict[str, Any] = {}
+    for key, value in advanced_raw.items():
+        if key not in ADVANCED_KEYS:
+            known = ", ".join(ADVANCED_KEYS)
+            raise SageConfigError(f"advanced_config.{key}", f"unknown key (known: {known})")
+        advanced[key] = ADVANCED_KEYS[key][0](key, value)
+    return advanced
