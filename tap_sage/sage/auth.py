@@ -372,53 +372,12 @@ class RotatingTokenSource:
         return self.store.read()
 
     def _post_refresh(self, refresh_token: str) -> dict[str, Any]:
-        """One refresh POST; repeated only when it provably never reached Sage."""
-
-        def waits() -> Generator[float, Any, None]:
-            # python-backoff primes the generator, then sends each exception into it.
-            exc = yield 0.0
-            attempt = 0
-            while True:
-                retry_after = getattr(exc, "retry_after", None)
-                wait = (
-                    min(float(retry_after), self.settings.max_backoff)
-                    if retry_after is not None
-                    else min(0.5 * 2**attempt, 8.0, self.settings.max_backoff)
-                )
-                attempt += 1
-                exc = yield wait
-
-        send = backoff.on_exception(
-            waits,
-            TokenRequestNotSent,
-            max_tries=1 + self.settings.max_retries,
-            max_time=max(60.0, self.settings.max_backoff * 2),
-            jitter=None,
-            logger=None,
-            on_backoff=lambda d: LOGGER.warning(
-                "Token refresh of connection %r not sent (%s); trying again in %.1fs",
-                self.settings.connection_name,
-                d.get("exception"),
-                d["wait"],
-            ),
-        )(self.oauth.refresh)
-        answer: dict[str, Any] = send(refresh_token)
+        answer = post_refresh(self.settings, self.oauth, refresh_token)
         checkpoint("refresh_answered")
         return answer
 
     def _interrupted_error(self, marker: dict[str, Any]) -> SageAuthError:
-        started = time.strftime(
-            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(marker.get("started_at") or 0))
-        )
-        return SageAuthError(
-            "refresh_interrupted",
-            f"Connection {self.settings.connection_name!r}: a refresh started at {started} by "
-            f"process {marker.get('pid')} on {marker.get('host')} did not finish (the process "
-            "died, or its answer was lost, after the request was sent). Sage consumed that "
-            "refresh token, and the new one it issued never reached the token store, so Sage "
-            "now refuses the stored token (invalid_grant)",
-            f"authorise the connection again once: `{login_command()}`",
-        )
+        return interrupted_error(self.settings, marker)
 
     def _login_or_fail(self, need: _LoginNeeded) -> str:
         settings = self.settings
@@ -454,6 +413,59 @@ class RotatingTokenSource:
         run_login(settings, self.new_session, out=sys.stderr, open_browser=True)
         self._refused = None
         return self._from_store(force=False)
+
+
+def post_refresh(
+    settings: ConnectionSettings, oauth: OAuthEndpoints, refresh_token: str
+) -> dict[str, Any]:
+    """One refresh POST; repeated only when it provably never reached Sage."""
+
+    def waits() -> Generator[float, Any, None]:
+        # python-backoff primes the generator, then sends each exception into it.
+        exc = yield 0.0
+        attempt = 0
+        while True:
+            retry_after = getattr(exc, "retry_after", None)
+            wait = (
+                min(float(retry_after), settings.max_backoff)
+                if retry_after is not None
+                else min(0.5 * 2**attempt, 8.0, settings.max_backoff)
+            )
+            attempt += 1
+            exc = yield wait
+
+    send = backoff.on_exception(
+        waits,
+        TokenRequestNotSent,
+        max_tries=1 + settings.max_retries,
+        max_time=max(60.0, settings.max_backoff * 2),
+        jitter=None,
+        logger=None,
+        on_backoff=lambda d: LOGGER.warning(
+            "Token refresh of connection %r not sent (%s); trying again in %.1fs",
+            settings.connection_name,
+            d.get("exception"),
+            d["wait"],
+        ),
+    )(oauth.refresh)
+    answer: dict[str, Any] = send(refresh_token)
+    return answer
+
+
+def interrupted_error(settings: ConnectionSettings, marker: dict[str, Any]) -> SageAuthError:
+    """``refresh_interrupted``: the refresh of ``marker`` spent the token and never finished."""
+    started = time.strftime(
+        "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(marker.get("started_at") or 0))
+    )
+    return SageAuthError(
+        "refresh_interrupted",
+        f"Connection {settings.connection_name!r}: a refresh started at {started} by "
+        f"process {marker.get('pid')} on {marker.get('host')} did not finish (the process "
+        "died, or its answer was lost, after the request was sent). Sage consumed that "
+        "refresh token, and the new one it issued never reached the token store, so Sage "
+        "now refuses the stored token (invalid_grant)",
+        f"authorise the connection again once: `{login_command()}`",
+    )
 
 
 class _LoginNeeded(Exception):
