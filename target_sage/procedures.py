@@ -27,7 +27,7 @@ from tap_sage.sage import catalogue, wire
 from tap_sage.sage.errors import SageAPIError, SageNotFound
 from target_sage.exactly_once import ambiguous_post, find_created
 from target_sage.ledger import APPLIED, DELETED, PENDING
-from target_sage.operations import resolve_references, void
+from target_sage.operations import resolve_references, result_of, void
 from target_sage.payload import RecordError, build_body, canonical, digest, idempotency_id
 from target_sage.results import Result
 from target_sage.work import Call
@@ -102,18 +102,9 @@ def _result(
     message: str | None = None,
     output: dict[str, Any] | None = None,
 ) -> Result:
-    return Result(
-        item.stream,
-        "execute",
-        item.key_display,
-        outcome,
-        sage_id=sage_id,
-        http_status=ctx.status,
-        x_request_id=ctx.request_id,
-        message=message,
-        output=output,
-        dry_run=engine.settings.dry_run,
-    )
+    """The result line of a procedure's operation (``execute``)."""
+    result = result_of(item, ctx, dry_run=engine.settings.dry_run)
+    return result("execute", outcome, sage_id, message, output)
 
 
 def _applied_already(
