@@ -15,8 +15,9 @@ from typing_extensions import override
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tap_sage.sandbox import oauth, store
-from tap_sage.sandbox.app import ALL_FAULT_KINDS, FAULT_KINDS, SandboxApp, Settings
+from tap_sage.sandbox.app import SandboxApp
 from tap_sage.sandbox.seed import DEFAULT_CLIENT_ID, seed
+from tap_sage.sandbox.settings import ALL_FAULT_KINDS, FAULT_KINDS, Settings
 
 DEFAULT_DB = "./sage-sandbox.db"
 
