@@ -61,8 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="A local HTTP server that behaves like the Sage Accounting v3.1 API.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub.add_parser("serve", help="serve /v3.1 and /oauth over HTTP"))
+    _add_seed(sub.add_parser("seed", help="reset the database and fill it with data"))
+    _add_grant(sub.add_parser("grant", help="print a fresh token grant as one JSON object"))
+    return parser
 
-    serve = sub.add_parser("serve", help="serve /v3.1 and /oauth over HTTP")
+
+def _add_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     serve.add_argument(
         "--port", type=int, default=8080, help="port (default 8080; 0 picks a free port)"
@@ -71,6 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--latency-ms", type=int, default=0, help="milliseconds added to every request (default 0)"
     )
+    _add_fault_flags(serve)
+    serve.add_argument(
+        "--token-ttl",
+        type=int,
+        default=oauth.DEFAULT_TOKEN_TTL,
+        help="access token lifetime in seconds (default 300)",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=150,
+        help="concurrent /v3.1 requests above which the server answers 429 with "
+        "Retry-After: 1, as Sage does per app (default 150; 0 = no limit)",
+    )
+    serve.add_argument(
+        "--idempotency-ttl",
+        type=float,
+        default=0.0,
+        help="seconds an idempotency_id is remembered (default: 7 days, as Sage's guide says)",
+    )
+    serve.add_argument("--quiet", action="store_true", help="do not log request lines")
+
+
+def _add_fault_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--fault-rate",
         type=_rate,
@@ -112,28 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="share of heavy pages that fail (default 1: every one)",
     )
-    serve.add_argument(
-        "--token-ttl",
-        type=int,
-        default=oauth.DEFAULT_TOKEN_TTL,
-        help="access token lifetime in seconds (default 300)",
-    )
-    serve.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=150,
-        help="concurrent /v3.1 requests above which the server answers 429 with "
-        "Retry-After: 1, as Sage does per app (default 150; 0 = no limit)",
-    )
-    serve.add_argument(
-        "--idempotency-ttl",
-        type=float,
-        default=0.0,
-        help="seconds an idempotency_id is remembered (default: 7 days, as Sage's guide says)",
-    )
-    serve.add_argument("--quiet", action="store_true", help="do not log request lines")
 
-    seed_cmd = sub.add_parser("seed", help="reset the database and fill it with data")
+
+def _add_seed(seed_cmd: argparse.ArgumentParser) -> None:
     seed_cmd.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
     seed_cmd.add_argument(
         "--businesses",
@@ -152,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="random seed; same arguments give the same data (default 1)",
     )
 
-    grant = sub.add_parser("grant", help="print a fresh token grant as one JSON object")
+
+def _add_grant(grant: argparse.ArgumentParser) -> None:
     grant.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
     grant.add_argument(
         "--client-id",
@@ -171,7 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated business ids the grant reaches (default all)",
     )
-    return parser
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -32,7 +32,6 @@ class DocumentGenerator(PartyGenerator):
         if resource == "sales_invoices":
             bulk = max(201, n // 4) if n >= 400 else n // 4
         contacts = self.customers(purchase)
-        lines_key = lines_field(resource) or "invoice_lines"
         number_key = number_field(resource)
         prefix = {
             "sales_invoices": "SI-",
@@ -45,93 +44,14 @@ class DocumentGenerator(PartyGenerator):
             *self.links.get("services", []),
             *self.links.get("products", []),
         ] or [None]
-        type_id = resource.upper().removesuffix("S")
         for i, (c, u) in enumerate(self.timeline(n, bulk=bulk)):
             contact = rng.choice(contacts) if contacts else None
-            lines = []
-            net_total = tax_total = Decimal(0)
-            for _ in range(rng.choice((1, 1, 1, 2, 2, 3))):
-                qty = Decimal(rng.choice((1, 1, 2, 3, 5, 10)))
-                unit = self.money(5, 800)
-                net = round(qty * unit, 2)
-                tax_link, pct = self.tax()
-                tax_amount = round(net * pct / 100, 2)
-                item = rng.choice(items)
-                description = item["displayed_as"] if item else "Goods"
-                line: dict[str, Any] = {
-                    "id": self.new_id(),
-                    "displayed_as": description,
-                    "description": description,
-                    "ledger_account": self.ledger(5000 if purchase else 4000),
-                    "quantity": qty,
-                    "unit_price": unit,
-                    "net_amount": net,
-                    "tax_rate": tax_link,
-                    "tax_amount": tax_amount,
-                    "total_amount": round(net + tax_amount, 2),
-                    "discount_amount": 0.0,
-                    "unit_price_includes_tax": False,
-                }
-                if item:
-                    kind = item["$path"].split("/")[1]
-                    line["product" if kind != "services" else "service"] = item
-                lines.append(line)
-                net_total += net
-                tax_total += tax_amount
+            lines, net_total, tax_total = self._artefact_lines(items, purchase)
             total = round(net_total + tax_total, 2)
-            if quote:
-                status = rng.choice(("DRAFT", "PENDING", "PENDING", "ACCEPTED", "DECLINED"))
-            else:
-                status = rng.choices(
-                    ("DRAFT", "UNPAID", "PART_PAID", "PAID", "VOID"), weights=(3, 25, 7, 60, 5)
-                )[0]
-            paid = (
-                total
-                if status == "PAID"
-                else (
-                    round(total * self.factor(0.1, 0.9), 2) if status == "PART_PAID" else Decimal(0)
-                )
-            )
-            date = utc_date(c)
-            due = utc_date(c + 30 * 86400)
+            status, paid = self._artefact_status(quote, total)
             number = f"{prefix}{i + 1}" if prefix else None
-            status_name = next(v for k, v in LOOKUPS["artefact_statuses"] if k == status)
-            record: dict[str, Any] = {
-                "contact": link("contacts", contact["id"], contact["displayed_as"])
-                if contact
-                else None,
-                "contact_name": contact["name"] if contact else None,
-                "contact_reference": contact["reference"] if contact else None,
-                "date": date,
-                "due_date": due,
-                "expiry_date": due,
-                "reference": f"PO{rng.randint(1000, 99999)}" if rng.random() < 0.5 else None,
-                "vendor_reference": f"INV-{rng.randint(10000, 99999)}" if purchase else None,
-                "notes": None,
-                "net_amount": round(net_total, 2),
-                "tax_amount": round(tax_total, 2),
-                "total_amount": total,
-                "total_quantity": sum(line["quantity"] for line in lines),
-                "total_paid": paid,
-                "outstanding_amount": round(total - paid, 2) if status != "VOID" else 0.0,
-                "currency": link("currencies", self.currency, self.currency),
-                "exchange_rate": 1.0,
-                "inverse_exchange_rate": 1.0,
-                "base_currency_net_amount": round(net_total, 2),
-                "base_currency_tax_amount": round(tax_total, 2),
-                "base_currency_total_amount": total,
-                "base_currency_outstanding_amount": round(total - paid, 2),
-                "status": link("artefact_statuses", status, status_name),
-                "sent": status != "DRAFT",
-                "sent_by_email": False,
-                "editable": status in ("DRAFT", "UNPAID", "PENDING"),
-                "void_reason": "Raised in error" if status == "VOID" else None,
-                "transaction_type": link(
-                    "transaction_types", type_id, type_id.replace("_", " ").title()
-                ),
-                "main_address": _plain_address(contact.get("main_address")) if contact else None,
-                lines_key: lines,
-            }
+            amounts = (net_total, tax_total, total, paid)
+            record = self._artefact_record(resource, c, contact, lines, amounts, status)
             if number_key:
                 record[number_key] = number
                 record[f"{number_key}_prefix"] = prefix
@@ -143,6 +63,114 @@ class DocumentGenerator(PartyGenerator):
                 record["reference"] = f"{resource[:2].upper()}{i + 1:06d}"
             record["displayed_as"] = display_of(resource, record)
             self.add(resource, record, c, u, deletable=quote or status == "DRAFT" or purchase)
+
+    def _artefact_lines(
+        self, items: list[dict[str, Any] | None], purchase: bool
+    ) -> tuple[list[dict[str, Any]], Decimal, Decimal]:
+        """1-3 lines of goods or services; their net and tax totals."""
+        rng = self.rng
+        lines = []
+        net_total = tax_total = Decimal(0)
+        for _ in range(rng.choice((1, 1, 1, 2, 2, 3))):
+            qty = Decimal(rng.choice((1, 1, 2, 3, 5, 10)))
+            unit = self.money(5, 800)
+            net = round(qty * unit, 2)
+            tax_link, pct = self.tax()
+            tax_amount = round(net * pct / 100, 2)
+            item = rng.choice(items)
+            description = item["displayed_as"] if item else "Goods"
+            line: dict[str, Any] = {
+                "id": self.new_id(),
+                "displayed_as": description,
+                "description": description,
+                "ledger_account": self.ledger(5000 if purchase else 4000),
+                "quantity": qty,
+                "unit_price": unit,
+                "net_amount": net,
+                "tax_rate": tax_link,
+                "tax_amount": tax_amount,
+                "total_amount": round(net + tax_amount, 2),
+                "discount_amount": 0.0,
+                "unit_price_includes_tax": False,
+            }
+            if item:
+                kind = item["$path"].split("/")[1]
+                line["product" if kind != "services" else "service"] = item
+            lines.append(line)
+            net_total += net
+            tax_total += tax_amount
+        return lines, net_total, tax_total
+
+    def _artefact_status(self, quote: bool, total: Decimal) -> tuple[str, Decimal]:
+        """A status (quotes: PENDING and the like) and the amount paid."""
+        rng = self.rng
+        if quote:
+            status = rng.choice(("DRAFT", "PENDING", "PENDING", "ACCEPTED", "DECLINED"))
+        else:
+            status = rng.choices(
+                ("DRAFT", "UNPAID", "PART_PAID", "PAID", "VOID"), weights=(3, 25, 7, 60, 5)
+            )[0]
+        paid = (
+            total
+            if status == "PAID"
+            else (round(total * self.factor(0.1, 0.9), 2) if status == "PART_PAID" else Decimal(0))
+        )
+        return status, paid
+
+    def _artefact_record(
+        self,
+        resource: str,
+        c: int,
+        contact: dict[str, Any] | None,
+        lines: list[dict[str, Any]],
+        amounts: tuple[Decimal, Decimal, Decimal, Decimal],
+        status: str,
+    ) -> dict[str, Any]:
+        """The fields of a document (its status link set by the caller)."""
+        rng = self.rng
+        net_total, tax_total, total, paid = amounts
+        purchase = resource.startswith("purchase")
+        date = utc_date(c)
+        due = utc_date(c + 30 * 86400)
+        status_name = next(v for k, v in LOOKUPS["artefact_statuses"] if k == status)
+        type_id = resource.upper().removesuffix("S")
+        lines_key = lines_field(resource) or "invoice_lines"
+        return {
+            "contact": link("contacts", contact["id"], contact["displayed_as"])
+            if contact
+            else None,
+            "contact_name": contact["name"] if contact else None,
+            "contact_reference": contact["reference"] if contact else None,
+            "date": date,
+            "due_date": due,
+            "expiry_date": due,
+            "reference": f"PO{rng.randint(1000, 99999)}" if rng.random() < 0.5 else None,
+            "vendor_reference": f"INV-{rng.randint(10000, 99999)}" if purchase else None,
+            "notes": None,
+            "net_amount": round(net_total, 2),
+            "tax_amount": round(tax_total, 2),
+            "total_amount": total,
+            "total_quantity": sum(line["quantity"] for line in lines),
+            "total_paid": paid,
+            "outstanding_amount": round(total - paid, 2) if status != "VOID" else 0.0,
+            "currency": link("currencies", self.currency, self.currency),
+            "exchange_rate": 1.0,
+            "inverse_exchange_rate": 1.0,
+            "base_currency_net_amount": round(net_total, 2),
+            "base_currency_tax_amount": round(tax_total, 2),
+            "base_currency_total_amount": total,
+            "base_currency_outstanding_amount": round(total - paid, 2),
+            "status": link("artefact_statuses", status, status_name),
+            "sent": status != "DRAFT",
+            "sent_by_email": False,
+            "editable": status in ("DRAFT", "UNPAID", "PENDING"),
+            "void_reason": "Raised in error" if status == "VOID" else None,
+            "transaction_type": link(
+                "transaction_types", type_id, type_id.replace("_", " ").title()
+            ),
+            "main_address": _plain_address(contact.get("main_address")) if contact else None,
+            lines_key: lines,
+        }
 
     def quick_entries(self, resource: str) -> None:
         rng = self.rng

@@ -30,6 +30,12 @@ class LookupGenerator(BusinessBase):
     """Reference records: lookups, ledger accounts, tax rates, bank accounts, singletons."""
 
     def lookups(self) -> None:
+        self._places()
+        self._catalogue_lookups()
+        self._exchange_rates()
+
+    def _places(self) -> None:
+        """Countries, currencies, address regions and tax types."""
         t0 = self.start
         if self.available("countries"):
             seen = {self.country}
@@ -82,6 +88,10 @@ class LookupGenerator(BusinessBase):
                 (f"{self.country}_EXEMPT", "Exempt"),
             ):
                 self.add("tax_types", {"id": code, "displayed_as": name, "name": name}, t0, t0)
+
+    def _catalogue_lookups(self) -> None:
+        """The fixed lookup lists (statuses, types, ...)."""
+        t0 = self.start
         for resource, pairs in LOOKUPS.items():
             if not self.available(resource):
                 continue
@@ -94,6 +104,9 @@ class LookupGenerator(BusinessBase):
                 }
                 self.fill(resource, lookup)
                 self.add(resource, lookup, t0, t0, deletable=False)
+
+    def _exchange_rates(self) -> None:
+        t0 = self.start
         for resource in ("exchange_rates", "live_exchange_rates", "business_exchange_rates"):
             if not self.available(resource):
                 continue
