@@ -11,32 +11,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from typing_extensions import override
-from werkzeug.serving import WSGIRequestHandler, make_server
-
 from tap_sage.sandbox import oauth, store
-from tap_sage.sandbox.app import SandboxApp
 from tap_sage.sandbox.seed import DEFAULT_CLIENT_ID, seed
 from tap_sage.sandbox.settings import ALL_FAULT_KINDS, FAULT_KINDS, Settings
 
 DEFAULT_DB = "./sage-sandbox.db"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Logs request lines; never the query string of ``/oauth`` (codes, states)."""
-
-    @override
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = self.path
-        if path.startswith("/oauth"):
-            path = path.split("?", 1)[0]
-        self.log("info", '"%s %s" %s', self.command, path, code)
-
-
-class _SilentHandler(_QuietHandler):
-    @override
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return
+#: What ``serve`` says when the web toolkit is missing (seed and grant need none).
+MISSING_EXTRA = (
+    "sage-sandbox serve: the sandbox's web toolkit (Werkzeug) is not installed. It comes with "
+    "the sandbox extra: pip install 'tap-sage[sandbox]' (in this repository, `make venv` "
+    "installs it)."
+)
 
 
 def _rate(text: str) -> float:
@@ -97,6 +82,11 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         help="seconds an idempotency_id is remembered (default: 7 days, as Sage's guide says)",
     )
     serve.add_argument("--quiet", action="store_true", help="do not log request lines")
+    serve.add_argument(
+        "--log-connections",
+        action="store_true",
+        help="log a line for each new client connection (connections are kept alive)",
+    )
 
 
 def _add_fault_flags(serve: argparse.ArgumentParser) -> None:
@@ -186,6 +176,14 @@ def _add_grant(grant: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
+    try:
+        from tap_sage.sandbox import server as server_module
+        from tap_sage.sandbox.app import SandboxApp
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "werkzeug":
+            raise
+        print(MISSING_EXTRA, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -206,9 +204,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         started_at=time.time(),
     )
     app = SandboxApp(settings)
-    handler = _SilentHandler if args.quiet else _QuietHandler
-    server = make_server(args.host, args.port, app, threaded=True, request_handler=handler)
-    server.daemon_threads = True  # type: ignore[attr-defined]
+    handler = server_module.SilentHandler if args.quiet else server_module.QuietHandler
+    server = server_module.serve(
+        args.host, args.port, app, handler, log_connections=args.log_connections
+    )
 
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
