@@ -64,7 +64,7 @@ class SandboxApp:
         self.faults = Faults(settings)
         self.oauth = OAuthServer(settings, self.pool, self.faults)
         self.validators = Validators()
-        self.lists = ListQueries()
+        self.lists = ListQueries(settings.paging, settings.log_paging)
         self.writes = Writes(settings, self.validators)
         self._inflight = 0
         self._inflight_lock = threading.Lock()

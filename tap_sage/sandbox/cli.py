@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tap_sage.sandbox import oauth, store
 from tap_sage.sandbox.seed import DEFAULT_CLIENT_ID, seed
-from tap_sage.sandbox.settings import ALL_FAULT_KINDS, FAULT_KINDS, Settings
+from tap_sage.sandbox.settings import ALL_FAULT_KINDS, FAULT_KINDS, PAGING_MODES, Settings
 
 DEFAULT_DB = "./sage-sandbox.db"
 #: What ``serve`` says when the web toolkit is missing (seed and grant need none).
@@ -82,6 +82,17 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         help="seconds an idempotency_id is remembered (default: 7 days, as Sage's guide says)",
     )
     serve.add_argument("--quiet", action="store_true", help="do not log request lines")
+    serve.add_argument(
+        "--paging",
+        choices=PAGING_MODES,
+        default="seek",
+        help="seek (default): a list page seeks from where the pages before it ended while no "
+        "write came since, in time independent of the page number; offset: LIMIT/OFFSET every "
+        "time (the same answers)",
+    )
+    serve.add_argument(
+        "--log-paging", action="store_true", help="log how each list page was read (seek/offset)"
+    )
     serve.add_argument(
         "--log-connections",
         action="store_true",
@@ -201,6 +212,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token_ttl=args.token_ttl,
         max_concurrent=args.max_concurrent,
         idempotency_ttl=args.idempotency_ttl,
+        paging=args.paging,
+        log_paging=args.log_paging,
         started_at=time.time(),
     )
     app = SandboxApp(settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import logging
 import math
 import sqlite3
 import threading
@@ -19,6 +21,8 @@ from tap_sage.sandbox import store
 from tap_sage.sandbox.answers import SageError, json_response, raw_json
 from tap_sage.sandbox.model import parse_when, utc_ts
 
+log = logging.getLogger("sage_sandbox")
+
 MAX_ITEMS_PER_PAGE = 200
 #: Sage's default ``items_per_page`` (a list request without it)
 DEFAULT_ITEMS_PER_PAGE = 20
@@ -31,7 +35,9 @@ class Query:
 
     where: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
-    order: str = "seq"
+    #: the SQL of the sort field (``seq``, creation order, when unsorted); ties by ``seq``
+    sort_column: str = "seq"
+    descending: bool = False
     sort_field: str = "seq"
     tombstones: bool = False
 
@@ -45,13 +51,50 @@ class Query:
         """The ``WHERE`` text."""
         return " AND ".join(self.where)
 
+    @property
+    def order(self) -> str:
+        """The ``ORDER BY`` text."""
+        if self.sort_column == "seq":
+            return "seq"
+        desc = " DESC" if self.descending else ""
+        return f"{self.sort_column}{desc}, seq{desc}"
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        """What makes two requests page through the same sorted list."""
+        return (self.sql_where, tuple(self.params), self.order)
+
+    def after(self, key: tuple[Any, ...]) -> tuple[str, list[Any]]:
+        """The clause keeping the rows that come after ``key`` (sort value, seq) in the order
+        (SQLite sorts NULL first ascending, last descending)."""
+        if self.sort_column == "seq":
+            return "seq > ?", [key[-1]]
+        column, (value, seq) = self.sort_column, key
+        if not self.descending:
+            if value is None:
+                return f"(({column}) IS NULL AND seq > ?) OR ({column}) IS NOT NULL", [seq]
+            return f"({column}, seq) > (?, ?)", [value, seq]
+        if value is None:
+            return f"({column}) IS NULL AND seq < ?", [seq]
+        return f"({column}, seq) < (?, ?) OR ({column}) IS NULL", [value, seq]
+
 
 class ListQueries:
-    """Answers list requests; caches each list's ``count(*)`` until the next write."""
+    """Answers list requests in time independent of the page number, with the answers of
+    ``LIMIT/OFFSET`` paging over the sorted list.
 
-    def __init__(self) -> None:
+    Each list's ``count(*)`` is cached, and so is the sort key at the end of every page
+    served (``Cursors``), until the next write by any server on the file (the ``generation``
+    of ``meta``, bumped in the writing transaction). A page then seeks from the nearest key
+    before it instead of skipping rows; after a write it is read with ``OFFSET`` again, so
+    records shift between pages exactly as they do at Sage. ``paging="offset"`` always skips
+    (the reference the tests compare with)."""
+
+    def __init__(self, paging: str = "seek", log_paging: bool = False) -> None:
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[str | None, int]] = {}
         self._count_lock = threading.Lock()
+        self.cursors = Cursors() if paging == "seek" else None
+        self.log_paging = log_paging
 
     def list_records(
         self, request: Request, conn: sqlite3.Connection, biz: str, res: Resource
@@ -66,11 +109,14 @@ class ListQueries:
                 )
         page, ipp = paging(args)
         query = build_query(args, biz, res)
-        sql_where = query.sql_where
-        total = self._count(conn, sql_where.replace("+updated_at", "updated_at"), query.params)
-        last = max(1, math.ceil(total / ipp))
-        page = min(page, last)
-        rows = _page_rows(conn, query, ipp, page)
+        # one snapshot: the generation, the count and the page agree
+        with store.transaction(conn, immediate=False):
+            generation = store.get_meta(conn, "generation", "0")
+            where = query.sql_where.replace("+updated_at", "updated_at")
+            total = self._count(conn, generation, where, query.params)
+            last = max(1, math.ceil(total / ipp))
+            page = min(page, last)
+            rows = self._page(conn, generation, query, ipp, (page - 1) * ipp)
         head: dict[str, Any] = {
             "$total": total,
             "$page": page,
@@ -80,9 +126,10 @@ class ListQueries:
         }
         return _render(head, rows, args.get("attributes"), query.tombstones)
 
-    def _count(self, conn: sqlite3.Connection, where: str, params: list[Any]) -> int:
+    def _count(
+        self, conn: sqlite3.Connection, generation: str | None, where: str, params: list[Any]
+    ) -> int:
         """``count(*)`` of a list, cached until the next write (from any process)."""
-        generation = store.get_meta(conn, "generation", "0")
         key = (where, tuple(params))
         with self._count_lock:
             cached = self._counts.get(key)
@@ -99,6 +146,82 @@ class ListQueries:
                 self._counts.clear()
             self._counts[key] = (generation, total)
         return total
+
+    def _page(
+        self,
+        conn: sqlite3.Connection,
+        generation: str | None,
+        query: Query,
+        ipp: int,
+        offset: int,
+    ) -> list[tuple[Any, Any]]:
+        """(id, data) of the rows at ``offset`` .. ``offset + ipp - 1`` of the sorted list."""
+        start = None
+        if self.cursors is not None and offset > 0:
+            start = self.cursors.find(query.shape, generation, offset)
+        keys = _page_keys(conn, query, ipp, offset, start)
+        if self.log_paging:
+            how = f"seek from {start[0]}" if start is not None else "offset"
+            log.info("list page at %d via %s", offset, how)
+        if self.cursors is not None and keys:
+            seq, *value = keys[-1]  # the key of the row: (sort value, seq), or (seq,)
+            self.cursors.remember(query.shape, generation, offset + len(keys), (*value, seq))
+        seqs = [key[0] for key in keys]
+        by_seq = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                "SELECT seq, id, data FROM records WHERE seq IN "  # noqa: S608
+                f"({','.join('?' * len(seqs))})",
+                seqs,
+            )
+        }
+        return [by_seq[seq] for seq in seqs]
+
+
+class Cursors:
+    """Per list shape and generation: the sort key (sort value, seq) of the last row before
+    each offset served so far."""
+
+    #: list shapes kept (then all are forgotten), and offsets kept per shape
+    MAX_SHAPES = 2000
+    MAX_OFFSETS = 20000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shapes: dict[tuple[Any, ...], tuple[str | None, list[int], dict[int, Any]]] = {}
+
+    def find(
+        self, shape: tuple[Any, ...], generation: str | None, offset: int
+    ) -> tuple[int, tuple[Any, ...]] | None:
+        """The nearest known (offset, key) at or before ``offset`` in this generation."""
+        with self._lock:
+            known = self._shapes.get(shape)
+            if known is None or known[0] != generation:
+                return None
+            offsets, keys = known[1], known[2]
+            i = bisect.bisect_right(offsets, offset)
+            if i == 0:
+                return None
+            return offsets[i - 1], keys[offsets[i - 1]]
+
+    def remember(
+        self, shape: tuple[Any, ...], generation: str | None, offset: int, key: tuple[Any, ...]
+    ) -> None:
+        """The row before ``offset`` has sort key ``key`` (in this generation)."""
+        with self._lock:
+            known = self._shapes.get(shape)
+            if known is None or known[0] != generation:
+                if len(self._shapes) >= self.MAX_SHAPES:
+                    self._shapes.clear()
+                known = (generation, [], {})
+                self._shapes[shape] = known
+            offsets, keys = known[1], known[2]
+            if offset not in keys:
+                if len(offsets) >= self.MAX_OFFSETS:
+                    offsets.clear()
+                    keys.clear()
+                bisect.insort(offsets, offset)
+            keys[offset] = key
 
 
 def paging(args: MultiDict[str, str]) -> tuple[int, int]:
@@ -169,8 +292,8 @@ def _sort(query: Query, sort: str, res: Resource, props: dict[str, Any]) -> None
     column = _sort_column(field_name, props)
     if column is None or direction not in ("", "asc", "desc"):
         raise SageError(400, "InvalidParameter", f"Cannot sort by {sort!r}", "sort")
-    desc = " DESC" if direction == "desc" else ""
-    query.order = f"{column}{desc}, seq{desc}"
+    query.sort_column = column
+    query.descending = direction == "desc"
     query.sort_field = field_name
 
 
@@ -191,28 +314,27 @@ def _date_filters(
         )
 
 
-def _page_rows(
-    conn: sqlite3.Connection, query: Query, ipp: int, page: int
-) -> list[tuple[Any, Any]]:
-    """(id, data) of the page's rows: their row numbers from the (covering) indexes, then
-    their data."""
-    seqs = [
-        r[0]
-        for r in conn.execute(
-            f"SELECT seq FROM records WHERE {query.sql_where} ORDER BY {query.order} "  # noqa: S608
-            "LIMIT ? OFFSET ?",
-            [*query.params, ipp, (page - 1) * ipp],
-        )
-    ]
-    by_seq = {
-        r[0]: (r[1], r[2])
-        for r in conn.execute(
-            "SELECT seq, id, data FROM records WHERE seq IN "  # noqa: S608
-            f"({','.join('?' * len(seqs))})",
-            seqs,
-        )
-    }
-    return [by_seq[seq] for seq in seqs]
+def _page_keys(
+    conn: sqlite3.Connection,
+    query: Query,
+    ipp: int,
+    offset: int,
+    start: tuple[int, tuple[Any, ...]] | None,
+) -> list[tuple[Any, ...]]:
+    """(seq, sort value...) of the page's rows, from the (covering) indexes: skipping
+    ``offset`` rows, or seeking past the key ``start`` names and skipping the rest."""
+    where, params, skip = query.sql_where, list(query.params), offset
+    if start is not None:
+        clause, values = query.after(start[1])
+        # the seek's bound, not a filter's lower bound on the same column, ranges the index
+        lower = f"{query.sort_column} >= ?"
+        where = " AND ".join(f"+{c}" if c == lower else c for c in query.where)
+        where = f"{where} AND ({clause})"
+        params += values
+        skip = offset - start[0]
+    columns = "seq" if query.sort_column == "seq" else f"seq, {query.sort_column}"
+    sql = f"SELECT {columns} FROM records WHERE {where} ORDER BY {query.order} LIMIT ? OFFSET ?"  # noqa: S608
+    return [tuple(row) for row in conn.execute(sql, [*params, ipp, skip])]
 
 
 def _render(

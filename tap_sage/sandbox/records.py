@@ -42,7 +42,7 @@ def save(
     deleted_at: str | None = None,
     record_id: str | None = None,
 ) -> None:
-    """Write an existing record back (on the wire)."""
+    """Write an existing record back (on the wire), in the caller's transaction."""
     res = catalogue.resources().get(resource)
     wire_shape(resource).to_wire(record, singleton=bool(res and res.singleton))
     conn.execute(
@@ -59,6 +59,8 @@ def save(
             record_id or record.get("id"),
         ),
     )
+    # in the same transaction: a reader that sees the change sees the new generation too
+    store.bump_generation(conn)
 
 
 def insert(
@@ -69,7 +71,8 @@ def insert(
     now: str,
     doc_date: Any,
 ) -> None:
-    """A new live row (``record`` already on the wire), created and updated ``now``."""
+    """A new live row (``record`` already on the wire), created and updated ``now``, in the
+    caller's transaction."""
     conn.execute(
         "INSERT INTO records (business, resource, id, created_at, updated_at, deleted_at, "
         "doc_date, search, data) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
@@ -84,6 +87,7 @@ def insert(
             store.dumps(record),
         ),
     )
+    store.bump_generation(conn)
 
 
 def status_link(status: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ FAULT_KINDS = ("500", "503", "429", "drop", "commit500", "commitdrop")
 EXTRA_FAULT_KINDS = ("html", "429bare")
 ALL_FAULT_KINDS = FAULT_KINDS + EXTRA_FAULT_KINDS
 HTML_STATUSES = (502, 503, 504, 520, 521, 522, 523, 524, 525)
+PAGING_MODES = ("seek", "offset")
 
 #: How long an ``idempotency_id`` is remembered: "For the next 7 days, a repetition of this very
 #: same request will return the exact same result as the first request" (Sage's idempotency
@@ -40,4 +41,9 @@ class Settings:
     token_ttl: int = oauth.DEFAULT_TOKEN_TTL
     max_concurrent: int = 150
     idempotency_ttl: float = 0.0  # 0: Sage's 7 days (IDEMPOTENCY_TTL)
+    #: ``seek``: pages seek from where earlier pages ended when no write came since (time
+    #: independent of the page number); ``offset``: always LIMIT/OFFSET (same answers)
+    paging: str = "seek"
+    #: log how each list page was read (``--log-paging``)
+    log_paging: bool = False
     started_at: float = field(default_factory=time.time)
