@@ -133,5 +133,14 @@ Faults and headers
     ``--max-concurrent N`` (default 150, Sage's per-app limit; 0 = none): a ``/v3.1``
     request arriving while N are in flight gets 429 with ``Retry-After: 1``. Every answer has
     an ``x_request_id`` header (a UUID). Logs (stderr) hold request lines only; ``/oauth``
-    lines lose their query strings, bodies are never logged.
+    lines lose their query strings, bodies are never logged (``--log-connections`` adds a
+    line per accepted connection, ``--log-paging`` one per list page saying how it was read).
+Connections and paging
+    HTTP/1.1 with keep-alive, as Sage: a client's connection serves request after request
+    (``TCP_NODELAY``; an answer leaves in one write with its ``Content-Length``); ``drop``
+    faults close it. A list page costs the same at page 250 as at page 1: the server
+    remembers where the pages it served ended and seeks from there, while no write (by any
+    server on the file) came since; otherwise it skips rows as ``LIMIT/OFFSET`` does. The
+    answers are those of ``LIMIT/OFFSET`` over the sorted list either way (``--paging
+    offset`` always skips).
 """
