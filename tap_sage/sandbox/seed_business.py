@@ -159,18 +159,7 @@ class BusinessBase:
             record["created_at"] = utc_ts(created)
         if updated is not None and "updated_at" in props:
             record["updated_at"] = utc_ts(updated)
-        if singleton:
-            res = catalogue.resource(resource)
-            record.pop("id", None)
-            record["$path"] = res.path
-            record = {k: v for k, v in record.items() if k in props or k == "$path"}
-        else:
-            record.setdefault("displayed_as", display_of(resource, record))
-            record["$path"] = f"/{resource}/{rid}"
-            record = filter_to_schema(resource, record)
-            if "links" in props and "links" not in record:
-                record["links"] = web_links(resource, self.counter)
-                self.counter += 1
+        record = self._shaped(resource, record, rid, props, singleton)
         complete(resource, record)
         wire_shape(resource).to_wire(record, singleton=singleton)
         deleted_at: str | None = None
@@ -204,6 +193,28 @@ class BusinessBase:
         if len(self.rows) >= FLUSH_ROWS:
             self.seeder.flush(self.rows)
             self.rows = []
+        return record
+
+    def _shaped(
+        self,
+        resource: str,
+        record: dict[str, Any],
+        rid: str,
+        props: frozenset[str],
+        singleton: bool,
+    ) -> dict[str, Any]:
+        """The record with its path, display and web links, cut to its read schema."""
+        if singleton:
+            res = catalogue.resource(resource)
+            record.pop("id", None)
+            record["$path"] = res.path
+            return {k: v for k, v in record.items() if k in props or k == "$path"}
+        record.setdefault("displayed_as", display_of(resource, record))
+        record["$path"] = f"/{resource}/{rid}"
+        record = filter_to_schema(resource, record)
+        if "links" in props and "links" not in record:
+            record["links"] = web_links(resource, self.counter)
+            self.counter += 1
         return record
 
     def company(self) -> str:
