@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import Metadata, MetadataMapping
 from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
@@ -131,6 +133,22 @@ def validate_stream_filters(raw: Any) -> dict[str, dict[str, str]]:
     return out
 
 
+def _selected(metadata: MetadataMapping) -> bool:
+    """Whether a catalog entry's metadata selects its stream: the SDK's rule for the stream's
+    own breadcrumb (``singer_sdk.singerlib.MetadataMapping.resolve_selection``), read from the
+    root metadata alone rather than resolved for every property."""
+    if not metadata:
+        return True
+    root = metadata.get((), Metadata())
+    if root.inclusion == Metadata.InclusionType.UNSUPPORTED:
+        return False
+    if root.inclusion == Metadata.InclusionType.AUTOMATIC:
+        return True
+    if root.selected is not None:
+        return bool(root.selected)
+    return bool(root.selected_by_default)
+
+
 class TapSage(Tap):
     """Singer tap for Sage Business Cloud Accounting: every list and settings resource of v3.1,
     incremental where Sage allows, consistent under concurrent writes, per business."""
@@ -149,6 +167,10 @@ class TapSage(Tap):
         self._executor: ThreadPoolExecutor | None = None
         self._filters: dict[str, dict[str, str]] | None = None
         self._connection: ConnectionSettings | None = None
+        #: every stream the input catalog lists, selected or not (``_only_selected``)
+        self._catalogued: set[str] | None = None
+        if isinstance(kwargs.get("catalog"), Mapping):
+            kwargs["catalog"] = self._only_selected(kwargs["catalog"])
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             try:
@@ -213,6 +235,25 @@ class TapSage(Tap):
         super().cb_test(ctx, param, value)
 
     # -- settings, shared by every stream -------------------------------------------------
+
+    def _only_selected(self, catalog: Mapping[str, Any]) -> dict[str, Any]:
+        """The input catalog (as the CLI reads it) with only the entries that select their
+        stream: the SDK parses every entry's schema and registers every entry with its mapper,
+        so a run of one stream would pay for all 85. What is not listed at all is still
+        synced (the SDK's rule), so the names listed are kept (``_catalogued``)."""
+        entries = catalog.get("streams")
+        if not isinstance(entries, list):
+            return dict(catalog)
+        self._catalogued = {str(e.get("tap_stream_id")) for e in entries if isinstance(e, dict)}
+        kept = []
+        for entry in entries:
+            rows = entry.get("metadata") if isinstance(entry, dict) else None
+            rows = [m for m in rows if isinstance(m, dict)] if isinstance(rows, list) else []
+            roots = MetadataMapping.from_iterable(m for m in rows if not m.get("breadcrumb"))
+            # no metadata: selected; metadata without the stream's own: not (the SDK's rule)
+            if not rows or (roots and _selected(roots)):
+                kept.append(entry)
+        return {**catalog, "streams": kept}
 
     @property
     def connection(self) -> ConnectionSettings:
@@ -284,9 +325,19 @@ class TapSage(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """One stream per list resource and per settings singleton of the catalogue."""
+        """One stream per list resource and per settings singleton of the catalogue; with an
+        input catalog, only those it selects (or does not list: the SDK syncs those too), so
+        that a run of one stream builds one stream. Discovery (no catalog) builds them all."""
+        catalog = self.input_catalog
+        wanted: set[str] | None = None
+        if catalog is not None:
+            listed = self._catalogued or {e.tap_stream_id for e in catalog.streams}
+            wanted = {e.tap_stream_id for e in catalog.streams if _selected(e.metadata)}
+            wanted |= set(catalogue.resources()) - listed
         streams: list[Stream] = []
         for resource in catalogue.resources().values():
+            if wanted is not None and resource.name not in wanted:
+                continue
             if resource.singleton:
                 streams.append(SageSingletonStream(self, resource))
             elif resource.list:
