@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import typing as t
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,7 @@ from datetime import date
 from typing import Any
 
 import click
+import msgspec
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Metadata, MetadataMapping
@@ -133,6 +135,49 @@ def validate_stream_filters(raw: Any) -> dict[str, dict[str, str]]:
     return out
 
 
+class _MetadataRow(msgspec.Struct):
+    breadcrumb: list[str] = msgspec.field(default_factory=list)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _EntryHead(msgspec.Struct):
+    tap_stream_id: str = ""
+    metadata: list[_MetadataRow] = msgspec.field(default_factory=list)
+
+
+class _CatalogText(msgspec.Struct):
+    streams: list[msgspec.Raw] = msgspec.field(default_factory=list)
+
+
+def lean_catalog(text: str) -> str:
+    """A catalog's JSON text with every entry that does not select its stream cut down to its
+    name and root metadata (no schema): the SDK would otherwise parse all 85 schemas of a
+    Meltano catalog to run one stream. Text that is no such catalog is returned as it is (the
+    SDK then says what is wrong with it)."""
+    try:
+        raw = msgspec.json.decode(text, type=_CatalogText)
+        entries = []
+        for entry in raw.streams:
+            head = msgspec.json.decode(entry, type=_EntryHead)
+            rows = [{"breadcrumb": r.breadcrumb, "metadata": r.metadata} for r in head.metadata]
+            if _row_selected(rows):
+                entries.append(bytes(entry))
+            else:
+                roots = [r for r in rows if not r["breadcrumb"]]
+                stub = {"tap_stream_id": head.tap_stream_id, "schema": {}, "metadata": roots}
+                entries.append(msgspec.json.encode(stub))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return text
+    return (b'{"streams":[' + b",".join(entries) + b"]}").decode()
+
+
+def _row_selected(rows: list[dict[str, Any]]) -> bool:
+    """``_selected`` of an entry's metadata rows as a catalog file has them."""
+    roots = MetadataMapping.from_iterable(r for r in rows if not r.get("breadcrumb"))
+    # no metadata: selected; metadata without the stream's own: not (the SDK's rule)
+    return not rows or (bool(roots) and _selected(roots))
+
+
 def _selected(metadata: MetadataMapping) -> bool:
     """Whether a catalog entry's metadata selects its stream: the SDK's rule for the stream's
     own breadcrumb (``singer_sdk.singerlib.MetadataMapping.resolve_selection``), read from the
@@ -212,6 +257,25 @@ class TapSage(Tap):
 
     @classmethod
     @override
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: t.IO[str] | None = None,
+        catalog: t.IO[str] | None = None,
+    ) -> None:
+        """The SDK's sync command, with the catalog file read lean: a deselected entry's
+        schema is skipped, not parsed (``lean_catalog``)."""
+        if catalog is not None:
+            catalog = io.StringIO(lean_catalog(catalog.read()))
+        super().invoke(
+            about=about, about_format=about_format, config=config, state=state, catalog=catalog
+        )
+
+    @classmethod
+    @override
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
         """``--test``: first the connection check (credentials, businesses, a sample of
         resources per business, reported in the log), then the SDK's one-record sync of every
@@ -249,9 +313,7 @@ class TapSage(Tap):
         for entry in entries:
             rows = entry.get("metadata") if isinstance(entry, dict) else None
             rows = [m for m in rows if isinstance(m, dict)] if isinstance(rows, list) else []
-            roots = MetadataMapping.from_iterable(m for m in rows if not m.get("breadcrumb"))
-            # no metadata: selected; metadata without the stream's own: not (the SDK's rule)
-            if not rows or (roots and _selected(roots)):
+            if _row_selected(rows):
                 kept.append(entry)
         return {**catalog, "streams": kept}
 

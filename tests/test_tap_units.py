@@ -110,7 +110,7 @@ def test_a_tombstone_without_deleted_at_still_says_deleted(tmp_path) -> None:
     assert next(r for r in records if r["id"] == "kept").get("_sdc_deleted_at") is None
 
 
-def _catalog(selected: set[str], drop: set[str] = frozenset()) -> dict[str, object]:  # type: ignore[assignment]
+def _catalog(selected: set[str], drop: frozenset[str] = frozenset()) -> dict[str, object]:
     from tests.tap_helpers import catalog_for
 
     config = {"access_token": "x", "initiate_oauth": "OFF", "business_ids": ["b"]}
@@ -156,3 +156,24 @@ def test_catalog_selection_follows_the_sdk_rule() -> None:
     for md in ({"selected": True}, {"selected": False}, {"selected-by-default": True}, {}):
         mapping = root(**md)
         assert _selected(mapping) == bool(mapping.resolve_selection()[()]), md
+
+
+def test_the_catalog_file_is_read_lean() -> None:
+    """A deselected entry keeps its name and root metadata, not its schema; selected ones
+    stay exactly as they were; text that is no catalog is left to the SDK's error."""
+    import json
+
+    from tap_sage.tap import lean_catalog
+
+    catalog = _catalog({"contacts"})
+    lean = json.loads(lean_catalog(json.dumps(catalog)))
+    assert [e["tap_stream_id"] for e in lean["streams"]] == [
+        e["tap_stream_id"] for e in catalog["streams"]
+    ]  # type: ignore[union-attr]
+    for before, after in zip(catalog["streams"], lean["streams"], strict=True):  # type: ignore[call-overload]
+        if before["tap_stream_id"] == "contacts":
+            assert after == before
+        else:
+            assert after["schema"] == {} and [m["breadcrumb"] for m in after["metadata"]] == [[]]
+            assert after["metadata"][0]["metadata"]["selected"] is False
+    assert lean_catalog("not json") == "not json"
