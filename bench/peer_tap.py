@@ -46,6 +46,8 @@ class SageStream(RESTStream[Any]):
     """A Sage list."""
 
     records_jsonpath = "$['$items'][*]"
+    #: whether the list takes ``sort`` (``/bank_accounts`` does not)
+    sortable = True
     primary_keys: t.ClassVar[list[str]] = ["id"]
     replication_key = "updated_at"
 
@@ -69,24 +71,30 @@ class SageStream(RESTStream[Any]):
         return SageNextPaginator()
 
     @override
-    def get_url_params(self, context: Context | None, next_page_token: Any | None) -> dict[str, Any]:
+    def get_url_params(
+        self, context: Context | None, next_page_token: Any | None
+    ) -> dict[str, Any]:
         if next_page_token:  # the link keeps every parameter
             return dict(
                 pair.split("=", 1) for pair in next_page_token.query.split("&") if "=" in pair
             )
-        params: dict[str, Any] = {"items_per_page": 200, "attributes": "all", "sort": "updated_at"}
+        params: dict[str, Any] = {"items_per_page": 200, "attributes": "all"}
+        if self.sortable:
+            params["sort"] = "updated_at"
         since = self.get_starting_replication_key_value(context)
         if since:
             params["updated_or_created_since"] = since
         return params
 
 
-def _stream(name: str) -> type[SageStream]:
+def _stream(name: str, *, sortable: bool = True) -> type[SageStream]:
     schema = json.loads((SCHEMAS / f"{name}.json").read_text(encoding="utf-8"))
-    return type(name, (SageStream,), {"name": name, "path": f"/{name}", "schema": schema})
+    attrs = {"name": name, "path": f"/{name}", "schema": schema, "sortable": sortable}
+    return type(name, (SageStream,), attrs)
 
 
-STREAMS = [_stream(n) for n in ("sales_invoices", "contact_payments", "bank_accounts")]
+STREAMS = [_stream("sales_invoices"), _stream("contact_payments"),
+           _stream("bank_accounts", sortable=False)]  # fmt: skip
 
 
 class TapSagePeer(Tap):

@@ -224,3 +224,61 @@ def test_a_raw_record_answers_the_reader_without_decoding() -> None:
     assert with_id.raw.endswith(b',"business_id":"b1"}') and "business_id" in with_id
     empty = RawRecord(b"{}", None, {}).with_business("b")
     assert json.loads(empty.raw) == {"business_id": "b"}
+
+
+# -- through the tap, over HTTP, with items the fast path must refuse among the others -----
+
+
+def test_a_sync_mixes_both_paths_and_every_record_is_right(
+    seeded_db: Path, tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """The sandbox's store is given what Sage really sends and the sandbox does not: JSON
+    numbers in ``audit_trail_id`` / ``number_of_attachments`` (spec: string) and ``""`` for an
+    unset date. A real sync over HTTP takes those items the ordinary way (exact text, null)
+    and the rest the fast way, and every record validates against its stream's schema."""
+    import sqlite3
+
+    from singer_sdk.sinks.core import JSONSchemaValidator
+
+    from tests.tap_helpers import run_tap
+
+    db = tmp_path / "sandbox.db"
+    db.write_bytes(seeded_db.read_bytes())
+    conn = sqlite3.connect(str(db))
+    changed: dict[str, str] = {}
+    with conn:
+        for resource, change in (
+            ("transactions", {"audit_trail_id": 1234, "number_of_attachments": 2}),
+            ("sales_invoices", {"due_date": ""}),
+        ):
+            seq, record_id, data = conn.execute(
+                "SELECT seq, id, data FROM records WHERE resource = ? AND deleted_at IS NULL "
+                "ORDER BY seq LIMIT 1 OFFSET 7", (resource,)
+            ).fetchone()  # fmt: skip
+            conn.execute("UPDATE records SET data = ? WHERE seq = ?",
+                         (json.dumps({**json.loads(data), **change}), seq))  # fmt: skip
+            changed[resource] = record_id
+    conn.close()
+    box = sandbox_factory(db=db)
+    granted = box.grant()
+    config = {
+        "connection_name": "fast-path", "initiate_oauth": "REFRESH",
+        "client_id": granted["client_id"], "client_secret": granted["client_secret"],
+        "access_token": granted["access_token"], "refresh_token": granted["refresh_token"],
+        "oauth_settings_location": str(tmp_path / "tokens.json"),
+        "advanced_config": {"api_url": box.api_url, "token_url": box.token_url},
+    }  # fmt: skip
+    run = run_tap(tmp_path, config, ["transactions", "sales_invoices"])
+    schemas = {m["stream"]: m["schema"] for m in run.messages if m["type"] == "SCHEMA"}
+    for stream, record_id in changed.items():
+        validator = JSONSchemaValidator(schemas[stream], validate_formats=True)
+        rows = run.records(stream)
+        assert len(rows) > 100, stream
+        for row in rows:
+            validator.validate(row)
+        odd = [r for r in rows if r["id"] == record_id]
+        assert odd, (stream, record_id)
+        if stream == "transactions":
+            assert odd[0]["audit_trail_id"] == "1234" and odd[0]["number_of_attachments"] == "2"
+        else:
+            assert odd[0]["due_date"] is None
