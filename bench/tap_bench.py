@@ -260,7 +260,7 @@ def main() -> None:
     rows: list[tuple[str, str, str, str]] = []
     figures: dict[str, Any] = {"scale": scale, "records": n_all}
 
-    with SandboxProcess(db, extra_args=["--quiet"]) as box:
+    with SandboxProcess(db) as box:  # not --quiet: its request log counts the requests
         business = business_of(box)
         print("start-up, one stream selected ...", flush=True)
         start_tap = run_tap(box, work, "start-tap", STARTUP_STREAM)

@@ -7,7 +7,6 @@ bookmarks. The consistent, concurrent read of a list lives in ``tap_sage.sync``.
 
 from __future__ import annotations
 
-import copy
 import email.utils
 import logging
 import math
@@ -58,7 +57,11 @@ _DELETIONS = "deleted_since"
 def stream_schema(resource: Resource) -> dict[str, Any]:
     """The record schema of ``resource``: Sage's item schema plus ``business_id`` (and
     ``_sdc_deleted_at`` where the resource reports deletions)."""
-    schema = copy.deepcopy(catalogue.list_schema(resource.name))
+    # a private copy (the catalogue's is shared), made in C: a JSON round trip costs a tenth
+    # of ``copy.deepcopy`` on the big schemas (start-up, issue 15)
+    schema: dict[str, Any] = msgspec.json.decode(
+        msgspec.json.encode(catalogue.list_schema(resource.name))
+    )
     properties: dict[str, Any] = schema.setdefault("properties", {})
     # Every list item has its key and every answer its ``$path``, even where the spec's item
     # definition forgets them (the exchange-rate lists, email_settings).

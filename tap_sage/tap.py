@@ -10,10 +10,8 @@ from datetime import date
 from typing import Any
 
 import click
-import msgspec
 from singer_sdk import Tap
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.singerlib import Metadata, MetadataMapping
 from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
@@ -23,6 +21,7 @@ from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
+from tap_sage.selection import lean_catalog, row_selected, selected
 from tap_sage.streams import SageSingletonStream, SageStream
 from tap_sage.sync import epoch
 from tap_sage.writer import BufferedMsgSpecWriter
@@ -133,65 +132,6 @@ def validate_stream_filters(raw: Any) -> dict[str, dict[str, str]]:
             checked[name] = _check_value(stream, name, param.type, value)
         out[stream] = checked
     return out
-
-
-class _MetadataRow(msgspec.Struct):
-    breadcrumb: list[str] = msgspec.field(default_factory=list)
-    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class _EntryHead(msgspec.Struct):
-    tap_stream_id: str = ""
-    metadata: list[_MetadataRow] = msgspec.field(default_factory=list)
-
-
-class _CatalogText(msgspec.Struct):
-    streams: list[msgspec.Raw] = msgspec.field(default_factory=list)
-
-
-def lean_catalog(text: str) -> str:
-    """A catalog's JSON text with every entry that does not select its stream cut down to its
-    name and root metadata (no schema): the SDK would otherwise parse all 85 schemas of a
-    Meltano catalog to run one stream. Text that is no such catalog is returned as it is (the
-    SDK then says what is wrong with it)."""
-    try:
-        raw = msgspec.json.decode(text, type=_CatalogText)
-        entries = []
-        for entry in raw.streams:
-            head = msgspec.json.decode(entry, type=_EntryHead)
-            rows = [{"breadcrumb": r.breadcrumb, "metadata": r.metadata} for r in head.metadata]
-            if _row_selected(rows):
-                entries.append(bytes(entry))
-            else:
-                roots = [r for r in rows if not r["breadcrumb"]]
-                stub = {"tap_stream_id": head.tap_stream_id, "schema": {}, "metadata": roots}
-                entries.append(msgspec.json.encode(stub))
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return text
-    return (b'{"streams":[' + b",".join(entries) + b"]}").decode()
-
-
-def _row_selected(rows: list[dict[str, Any]]) -> bool:
-    """``_selected`` of an entry's metadata rows as a catalog file has them."""
-    roots = MetadataMapping.from_iterable(r for r in rows if not r.get("breadcrumb"))
-    # no metadata: selected; metadata without the stream's own: not (the SDK's rule)
-    return not rows or (bool(roots) and _selected(roots))
-
-
-def _selected(metadata: MetadataMapping) -> bool:
-    """Whether a catalog entry's metadata selects its stream: the SDK's rule for the stream's
-    own breadcrumb (``singer_sdk.singerlib.MetadataMapping.resolve_selection``), read from the
-    root metadata alone rather than resolved for every property."""
-    if not metadata:
-        return True
-    root = metadata.get((), Metadata())
-    if root.inclusion == Metadata.InclusionType.UNSUPPORTED:
-        return False
-    if root.inclusion == Metadata.InclusionType.AUTOMATIC:
-        return True
-    if root.selected is not None:
-        return bool(root.selected)
-    return bool(root.selected_by_default)
 
 
 class TapSage(Tap):
@@ -313,7 +253,7 @@ class TapSage(Tap):
         for entry in entries:
             rows = entry.get("metadata") if isinstance(entry, dict) else None
             rows = [m for m in rows if isinstance(m, dict)] if isinstance(rows, list) else []
-            if _row_selected(rows):
+            if row_selected(rows):
                 kept.append(entry)
         return {**catalog, "streams": kept}
 
@@ -394,7 +334,7 @@ class TapSage(Tap):
         wanted: set[str] | None = None
         if catalog is not None:
             listed = self._catalogued or {e.tap_stream_id for e in catalog.streams}
-            wanted = {e.tap_stream_id for e in catalog.streams if _selected(e.metadata)}
+            wanted = {e.tap_stream_id for e in catalog.streams if selected(e.metadata)}
             wanted |= set(catalogue.resources()) - listed
         streams: list[Stream] = []
         for resource in catalogue.resources().values():

@@ -141,7 +141,7 @@ def test_a_catalog_of_one_selected_stream_builds_one_stream() -> None:
 def test_catalog_selection_follows_the_sdk_rule() -> None:
     from singer_sdk.singerlib import MetadataMapping
 
-    from tap_sage.tap import _selected
+    from tap_sage.selection import selected as _selected
 
     def root(**md: object) -> MetadataMapping:
         return MetadataMapping.from_iterable([{"breadcrumb": [], "metadata": md}])
@@ -163,7 +163,7 @@ def test_the_catalog_file_is_read_lean() -> None:
     stay exactly as they were; text that is no catalog is left to the SDK's error."""
     import json
 
-    from tap_sage.tap import lean_catalog
+    from tap_sage.selection import lean_catalog
 
     catalog = _catalog({"contacts"})
     lean = json.loads(lean_catalog(json.dumps(catalog)))
@@ -177,3 +177,22 @@ def test_the_catalog_file_is_read_lean() -> None:
             assert after["schema"] == {} and [m["breadcrumb"] for m in after["metadata"]] == [[]]
             assert after["metadata"][0]["metadata"]["selected"] is False
     assert lean_catalog("not json") == "not json"
+
+
+def test_the_writer_writes_schema_messages_as_the_sdk_does() -> None:
+    """The SCHEMA line is built without ``dataclasses.asdict`` (start-up): byte for byte the
+    SDK's msgspec line, with and without bookmark properties, ``None`` inside the schema kept."""
+    from singer_sdk.contrib.msgspec import MsgSpecWriter
+    from singer_sdk.singerlib import SchemaMessage
+
+    from tap_sage.sage import catalogue
+
+    big = catalogue.list_schema("sales_invoices")
+    for message in (
+        SchemaMessage(stream="s", schema=big, key_properties=["business_id", "id"],
+                      bookmark_properties=["updated_at"]),
+        SchemaMessage(stream="s", schema={"type": "object", "x": None}, key_properties=[]),
+    ):  # fmt: skip
+        ours = bytes(BufferedMsgSpecWriter().serialize_message(message))
+        assert ours == bytes(MsgSpecWriter().serialize_message(message))
+        assert ours.startswith(b'{"type":"SCHEMA","stream":"s","schema":{')
