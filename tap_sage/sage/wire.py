@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import re
 import typing as t
 from dataclasses import dataclass
@@ -457,61 +458,104 @@ _struct_names = itertools.count()
 READER_FIELDS = ("id", "updated_at", "created_at", "deleted_at")
 
 
-def _check_struct(plan: Plan, extra: tuple[str, ...] = ()) -> tuple[type, dict[str, str]]:
+_Verify = t.Callable[[Any], bool]
+
+
+def _all_plain(_: Any) -> bool:
+    return True
+
+
+def _check_struct(plan: Plan, extra: tuple[str, ...] = ()) -> tuple[type, dict[str, str], _Verify]:
     """A msgspec Struct type that decodes exactly the values ``_record`` looks at, typed so
-    that decoding fails (``msgspec.ValidationError``) wherever ``_record`` would change one:
-    a decimal that is not a plain decimal string, ``""`` for a date, a number in a text field,
-    a nested object or array of another shape than the plan expects. Every other field of the
-    item is skipped by the decoder (in C). Also returns key -> attribute for ``extra`` keys
+    that decoding fails (``msgspec.ValidationError``) wherever ``_record`` would change one
+    (``""`` for a decimal or a date, a number for a decimal or in a text field, a nested
+    object or array of another shape than the plan expects), and a ``verify`` of a decoded
+    one for what types cannot say cheaply: that the decimals of each object, all at once, are
+    made of ``0-9.-`` only, as ``_record`` checks them. Every other field of the item is
+    skipped by the decoder (in C). Also returns key -> attribute for the ``extra`` keys
     (decoded as they are unless the plan types them)."""
     fields: list[tuple[str, Any, None]] = []
     attrs: dict[str, str] = {}
     rename: dict[str, str] = {}
+    decimals: list[str] = []
+    nested: list[tuple[str, _Verify, bool]] = []
 
-    def add(key: str, kind: Any) -> None:
+    def add(key: str, kind: Any) -> str:
         name = f"f{len(fields)}"
         rename[name] = key
         attrs[key] = name
         fields.append((name, kind | None, None))
+        return name
 
     for key, op, sub in plan:
         if op == _DEC:
-            add(key, _PlainDecimal)
+            decimals.append(add(key, _SetDate))  # a non-empty string, checked by ``verify``
         elif op == _DATE:
             add(key, _SetDate)
         elif op == _TXT:
             add(key, str)
         elif op == _OBJ:
-            add(key, _check_struct(sub or _EMPTY)[0])
+            kind, _, verify = _check_struct(sub or _EMPTY)
+            nested.append((add(key, kind), verify, False))
         elif op == _ARR_OBJ:
-            element: Any = _check_struct(sub or _EMPTY)[0]
-            add(key, list[element | None])
+            element: Any
+            element, _, verify = _check_struct(sub or _EMPTY)
+            nested.append((add(key, list[element | None]), verify, True))
         elif op == _ARR_DEC:
-            add(key, list[_PlainDecimal | None])
+            add(key, list[_PlainDecimal | None])  # ``_record`` reads each with ``decimal_text``
     for key in extra:
         if key not in attrs:
             add(key, Any)
     kind = msgspec.defstruct(
         f"WireCheck{next(_struct_names)}", fields, rename=rename, gc=False, omit_defaults=True
     )
-    return kind, {key: attrs[key] for key in extra}
+    return kind, {key: attrs[key] for key in extra}, _verifier(decimals, nested)
+
+
+def _verifier(decimals: list[str], nested: list[tuple[str, _Verify, bool]]) -> _Verify:
+    if not decimals and not nested:
+        return _all_plain
+    values = operator.attrgetter(*decimals) if decimals else None
+    single = len(decimals) == 1
+    chars = _DECIMAL_CHARS.issuperset
+    join = "".join
+
+    def verify(obj: Any) -> bool:
+        if values is not None:
+            got = values(obj)
+            if not chars(got or "") if single else not chars(join(filter(None, got))):
+                return False
+        for attr, inner, many in nested:
+            value = getattr(obj, attr)
+            if value is None:
+                continue
+            if many:
+                for element in value:
+                    if element is not None and not inner(element):
+                        return False
+            elif not inner(value):
+                return False
+        return True
+
+    return verify
 
 
 class RecordCheck:
-    """Decides, per item, in one C pass, whether ``Shape.to_record`` would leave Sage's item
+    """Decides, per item, in one C pass and a join of its decimals, whether ``Shape.to_record`` would leave Sage's item
     exactly as it is (the tap's fast path emits such an item's JSON text unchanged), and keeps
     the few values the list reader needs (``READER_FIELDS``)."""
 
-    __slots__ = ("attrs", "decode")
+    __slots__ = ("attrs", "decode", "verify")
 
     def __init__(self, plan: Plan) -> None:
-        kind, self.attrs = _check_struct(plan, READER_FIELDS)
+        kind, self.attrs, self.verify = _check_struct(plan, READER_FIELDS)
         self.decode: t.Callable[[bytes], Any] = msgspec.json.Decoder(kind).decode
 
     def check(self, raw: bytes) -> Any:
         """The decoded check of one item's JSON text, or None when ``to_record`` would change
         the item (or it is no JSON object): then it goes the ordinary way."""
         try:
-            return self.decode(raw)
+            meta = self.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
+        return meta if self.verify(meta) else None
