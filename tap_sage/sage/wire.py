@@ -496,11 +496,15 @@ def _check_struct(plan: Plan, extra: tuple[str, ...] = ()) -> tuple[type, dict[s
             add(key, str)
         elif op == _OBJ:
             kind, _, verify = _check_struct(sub or _EMPTY)
-            nested.append((add(key, kind), verify, False))
+            name = add(key, kind)
+            if verify is not _all_plain:  # a sub-tree without decimals: its types say it all
+                nested.append((name, verify, False))
         elif op == _ARR_OBJ:
             element: Any
             element, _, verify = _check_struct(sub or _EMPTY)
-            nested.append((add(key, list[element | None]), verify, True))
+            name = add(key, list[element | None])
+            if verify is not _all_plain:
+                nested.append((name, verify, True))
         elif op == _ARR_DEC:
             add(key, list[_PlainDecimal | None])  # ``_record`` reads each with ``decimal_text``
     for key in extra:
