@@ -55,13 +55,15 @@ class RawRecord(Mapping[str, Any]):
         self._decoded: dict[str, Any] | None = None
         self._business = False
 
+    @property
+    def has_business(self) -> bool:
+        """Whether ``business_id`` is in the text already (``with_business``)."""
+        return self._business
+
     def with_business(self, business_id: str) -> RawRecord:
         """The record with ``business_id`` added last (as ``record["business_id"] = ...`` adds
         it to a dict)."""
-        head = self.raw[:-1]  # compact: the item ends with its closing brace
-        tail = _BUSINESS_KEY + _encode(business_id) + b"}"
-        record = RawRecord(head + (tail if head.endswith(b"{") else b"," + tail), self._meta,
-                           self._attrs)  # fmt: skip
+        record = RawRecord(_spliced(self.raw, _encode(business_id)), self._meta, self._attrs)
         record._business = True
         return record
 
@@ -98,6 +100,12 @@ class RawRecord(Mapping[str, Any]):
         return len(self.record())
 
 
+def _spliced(raw: bytes, business: bytes) -> bytes:
+    head = raw[:-1]  # compact: the item ends with its closing brace
+    tail = _BUSINESS_KEY + business + b"}"
+    return head + (tail if head.endswith(b"{") else b"," + tail)
+
+
 class _Envelope(msgspec.Struct, gc=False):
     """A list page with its items as JSON texts."""
 
@@ -123,11 +131,14 @@ def _pretty(content: bytes, first: bytes) -> bool:
     return b'": ' in first or b'" :' in first
 
 
-def decode_page(content: bytes, check: RecordCheck) -> dict[str, Any]:
+def decode_page(
+    content: bytes, check: RecordCheck, business_id: str | None = None
+) -> dict[str, Any]:
     """A list page as ``client.decode`` gives it (``$items``, ``$total``, ``$page``,
-    ``$next``, ...), its items ``RawRecord`` where the fast path may take them and decoded
-    dicts (not yet converted: ``post_process`` does it) elsewhere. Raises
-    ``msgspec.DecodeError`` / ``ValidationError`` for what is no list page."""
+    ``$next``, ...), its items ``RawRecord`` where the fast path may take them (with
+    ``business_id`` spliced in already when given) and decoded dicts (not yet converted:
+    ``post_process`` does it) elsewhere. Raises ``msgspec.DecodeError`` / ``ValidationError``
+    for what is no list page."""
     envelope = _decode_envelope(content)
     if envelope.items and _pretty(content, bytes(envelope.items[0])):
         envelope = _decode_envelope(msgspec.json.format(content, indent=-1))
@@ -135,10 +146,18 @@ def decode_page(content: bytes, check: RecordCheck) -> dict[str, Any]:
     checker = check.check
     items: list[Any] = []
     append = items.append
+    business = None if business_id is None else _encode(business_id)
     for item in envelope.items:
         raw = bytes(item)
         meta = None if b"\\" in raw or _BUSINESS_KEY in raw else checker(raw)
-        append(decode_item(raw) if meta is None else RawRecord(raw, meta, attrs))
+        if meta is None:
+            append(decode_item(raw))
+        elif business is None:
+            append(RawRecord(raw, meta, attrs))
+        else:
+            record = RawRecord(_spliced(raw, business), meta, attrs)
+            record._business = True
+            append(record)
     body: dict[str, Any] = {"$items": items, "$total": envelope.total, "$page": envelope.page}
     body["$next"] = envelope.next
     if envelope.per_page is not None:

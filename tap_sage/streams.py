@@ -82,14 +82,16 @@ def stream_schema(resource: Resource) -> dict[str, Any]:
     return schema
 
 
-def _decode_list(response: t.Any, path: str, check: wire.RecordCheck | None = None) -> t.Any:
+def _decode_list(
+    response: t.Any, path: str, check: wire.RecordCheck | None = None, business_id: str = ""
+) -> t.Any:
     """Sage's JSON body; an answer that is not JSON (an HTML page from a gateway) is a
     ``SageAPIError`` naming the status, the path and the request id, never a decoding
     traceback. With ``check``: the items that need no change as ``RawRecord``
     (``tap_sage.records``)."""
     if check is not None:
         try:
-            return records.decode_page(response.content, check)
+            return records.decode_page(response.content, check, business_id or None)
         except (msgspec.DecodeError, msgspec.ValidationError):
             pass  # not a list page: the ordinary decoding says what it is
     try:
@@ -327,7 +329,7 @@ class SageStream(Stream):
             elapsed = time.time() - started
             # deletion passes become tombstones (dicts), never raw records
             raw = fast and _DELETIONS not in (params if params is not None else path)
-            body = _decode_list(response, path, check if raw else None)
+            body = _decode_list(response, path, check if raw else None, business_id)
             served = _server_time(response.headers)
             if served is None:
                 served = math.floor(time.time())
@@ -431,8 +433,11 @@ class SageStream(Stream):
                     record = {k: v for k, v in item.items() if k in properties}
                     # a deleted item may come without ``deleted_at``: it was deleted by now
                     record[DELETED_AT] = item.get("deleted_at") or iso(math.floor(time.time()))
-                elif isinstance(item, RawRecord):
-                    yield t.cast("dict[str, Any]", item.with_business(business_id))
+                elif isinstance(item, RawRecord):  # ``business_id`` is in its text already
+                    yield t.cast(
+                        "dict[str, Any]",
+                        item if item.has_business else item.with_business(business_id),
+                    )
                     continue
                 else:
                     record = item

@@ -290,3 +290,16 @@ def test_a_sync_mixes_both_paths_and_every_record_is_right(
             assert odd[0]["audit_trail_id"] == "1234" and odd[0]["number_of_attachments"] == "2"
         else:
             assert odd[0]["due_date"] is None
+
+
+def test_a_page_decoded_for_a_business_carries_it_already() -> None:
+    check = wire.Shape.of(catalogue.list_schema("contacts")).record_check
+    content = b'{"$items":[{"id":"c1","name":"A"},{}]}'
+    items = records.decode_page(content, check, "b1")["$items"]
+    assert [i.raw for i in items] == [
+        b'{"id":"c1","name":"A","business_id":"b1"}',
+        b'{"business_id":"b1"}',
+    ]
+    assert all(i.has_business and "business_id" in i for i in items)
+    plain = records.decode_page(content, check)["$items"]
+    assert [i.with_business("b1").raw for i in plain] == [i.raw for i in items]
