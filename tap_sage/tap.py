@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import typing as t
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
@@ -19,6 +21,7 @@ from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
+from tap_sage.selection import lean_catalog, row_selected, selected
 from tap_sage.streams import SageSingletonStream, SageStream
 from tap_sage.sync import epoch
 from tap_sage.writer import BufferedMsgSpecWriter
@@ -149,6 +152,10 @@ class TapSage(Tap):
         self._executor: ThreadPoolExecutor | None = None
         self._filters: dict[str, dict[str, str]] | None = None
         self._connection: ConnectionSettings | None = None
+        #: every stream the input catalog lists, selected or not (``_only_selected``)
+        self._catalogued: set[str] | None = None
+        if isinstance(kwargs.get("catalog"), Mapping):
+            kwargs["catalog"] = self._only_selected(kwargs["catalog"])
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             try:
@@ -190,6 +197,25 @@ class TapSage(Tap):
 
     @classmethod
     @override
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: t.IO[str] | None = None,
+        catalog: t.IO[str] | None = None,
+    ) -> None:
+        """The SDK's sync command, with the catalog file read lean: a deselected entry's
+        schema is skipped, not parsed (``lean_catalog``)."""
+        if catalog is not None:
+            catalog = io.StringIO(lean_catalog(catalog.read()))
+        super().invoke(
+            about=about, about_format=about_format, config=config, state=state, catalog=catalog
+        )
+
+    @classmethod
+    @override
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
         """``--test``: first the connection check (credentials, businesses, a sample of
         resources per business, reported in the log), then the SDK's one-record sync of every
@@ -213,6 +239,23 @@ class TapSage(Tap):
         super().cb_test(ctx, param, value)
 
     # -- settings, shared by every stream -------------------------------------------------
+
+    def _only_selected(self, catalog: Mapping[str, Any]) -> dict[str, Any]:
+        """The input catalog (as the CLI reads it) with only the entries that select their
+        stream: the SDK parses every entry's schema and registers every entry with its mapper,
+        so a run of one stream would pay for all 85. What is not listed at all is still
+        synced (the SDK's rule), so the names listed are kept (``_catalogued``)."""
+        entries = catalog.get("streams")
+        if not isinstance(entries, list):
+            return dict(catalog)
+        self._catalogued = {str(e.get("tap_stream_id")) for e in entries if isinstance(e, dict)}
+        kept = []
+        for entry in entries:
+            rows = entry.get("metadata") if isinstance(entry, dict) else None
+            rows = [m for m in rows if isinstance(m, dict)] if isinstance(rows, list) else []
+            if row_selected(rows):
+                kept.append(entry)
+        return {**catalog, "streams": kept}
 
     @property
     def connection(self) -> ConnectionSettings:
@@ -284,9 +327,19 @@ class TapSage(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """One stream per list resource and per settings singleton of the catalogue."""
+        """One stream per list resource and per settings singleton of the catalogue; with an
+        input catalog, only those it selects (or does not list: the SDK syncs those too), so
+        that a run of one stream builds one stream. Discovery (no catalog) builds them all."""
+        catalog = self.input_catalog
+        wanted: set[str] | None = None
+        if catalog is not None:
+            listed = self._catalogued or {e.tap_stream_id for e in catalog.streams}
+            wanted = {e.tap_stream_id for e in catalog.streams if selected(e.metadata)}
+            wanted |= set(catalogue.resources()) - listed
         streams: list[Stream] = []
         for resource in catalogue.resources().values():
+            if wanted is not None and resource.name not in wanted:
+                continue
             if resource.singleton:
                 streams.append(SageSingletonStream(self, resource))
             elif resource.list:
