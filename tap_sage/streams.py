@@ -29,7 +29,16 @@ from typing_extensions import override
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
-from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
+from tap_sage.sync import (
+    ListReader,
+    Page,
+    Progress,
+    ReaderHooks,
+    ReaderSettings,
+    ReadResult,
+    epoch,
+    iso,
+)
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -356,24 +365,28 @@ class SageStream(Stream):
         reader = ListReader(
             self._fetch(business_id),
             self.resource.path,
-            params=tap.stream_filters.get(self.name, {}),
-            page_size=self._page_size or tap.connection.page_size,
-            # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
-            **({"max_page_size": self._page_size} if self._page_size else {}),
-            since=since,
-            incremental=self.resource.incremental,
-            sortable=self.resource.sortable,
-            deletions=self.resource.deletions,
-            include_deleted=tap.include_deleted,
+            ReaderSettings(
+                params=tap.stream_filters.get(self.name, {}),
+                page_size=self._page_size or tap.connection.page_size,
+                # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
+                **({"max_page_size": self._page_size} if self._page_size else {}),
+                since=since,
+                incremental=self.resource.incremental,
+                sortable=self.resource.sortable,
+                deletions=self.resource.deletions,
+                include_deleted=tap.include_deleted,
+                max_concurrency=tap.max_concurrency,
+                deleted_after=self.get_context_state(context).get(DELETED_AFTER),
+                resume=self._resume(context, since),
+            ),
             executor=tap.executor,
-            max_concurrency=tap.max_concurrency,
-            deleted_after=self.get_context_state(context).get(DELETED_AFTER),
-            checkpoint=self._checkpoint(context),
-            resume=self._resume(context, since),
-            on_start=self._on_start(context, since),
-            logger=self.logger,
-            heavy=self._heavy,
-            on_smaller_pages=self._smaller_pages(business_id),
+            hooks=ReaderHooks(
+                checkpoint=self._checkpoint(context),
+                on_start=self._on_start(context, since),
+                logger=self.logger,
+                heavy=self._heavy,
+                on_smaller_pages=self._smaller_pages(business_id),
+            ),
         )
         properties = self.schema["properties"]
         try:

@@ -368,6 +368,63 @@ class _TotalWatch:
         return self.fresh - (self.last_total - (self.first_total or 0)) > 0
 
 
+@dataclass(frozen=True)
+class ReaderSettings:
+    """What one read of one list is asked to do: the reader's parameters."""
+
+    #: ``items_per_page`` of the main scan
+    page_size: int
+    #: inclusive lower bound of ``updated_at`` (the bookmark), when ``incremental``
+    since: str | None
+    incremental: bool
+    #: the list takes ``sort=updated_at``
+    sortable: bool
+    #: the list takes ``deleted_since``
+    deletions: bool
+    #: emit the deletion pass's tombstones
+    include_deleted: bool = True
+    #: the stream's own filters (``stream_filters``)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: pages of one list in flight at a time
+    max_concurrency: int = 1
+    #: exclusive lower bound of the deletion pass when there is no bookmark to derive it from
+    deleted_after: str | None = None
+    #: largest ``items_per_page`` of the repairs
+    max_page_size: int = MAX_PAGE_SIZE
+    #: an interrupted read's checkpoint to resume from
+    resume: Progress | None = None
+    checkpoint_pages: int = CHECKPOINT_PAGES
+    #: smallest page the heavy-page fallback goes down to
+    page_floor: int = PAGE_FLOOR
+
+
+@dataclass(frozen=True)
+class ReaderHooks:
+    """How a read reports to its stream (all optional)."""
+
+    #: a ``Progress`` to put in state (every record up to it is out)
+    checkpoint: Callable[[Progress], None] | None = None
+    #: a first read began: the lower bound (ISO) of the next run's deletion pass
+    on_start: Callable[[str], None] | None = None
+    #: whether a page's error may be cured by smaller pages
+    heavy: Callable[[Exception], bool] | None = None
+    #: the read goes on with pages of this size after this error
+    on_smaller_pages: Callable[[int, Exception], None] | None = None
+    logger: logging.Logger | None = None
+
+
+@dataclass
+class _ScanBook:
+    """The bookkeeping of one main scan."""
+
+    watch: _TotalWatch | None
+    #: ids and versions of the last few pages, to find a record read twice
+    previous: deque[dict[str, str]]
+    metas: list[_PageMeta] = field(default_factory=list)
+    removals: list[Removal] = field(default_factory=list)
+    dups: list[int] = field(default_factory=list)
+
+
 class ListReader:
     """Reads one list resource of one business consistently (see the module docstring).
 
@@ -379,54 +436,43 @@ class ListReader:
         self,
         fetch: Fetch,
         path: str,
+        settings: ReaderSettings,
         *,
-        params: Mapping[str, Any],
-        page_size: int,
-        since: str | None,
-        incremental: bool,
-        sortable: bool,
-        deletions: bool,
-        include_deleted: bool,
-        executor: Executor | None,
-        max_concurrency: int,
-        deleted_after: str | None = None,
-        max_page_size: int = MAX_PAGE_SIZE,
-        checkpoint: Callable[[Progress], None] | None = None,
-        resume: Progress | None = None,
-        checkpoint_pages: int = CHECKPOINT_PAGES,
-        on_start: Callable[[str], None] | None = None,
-        logger: logging.Logger | None = None,
-        heavy: Callable[[Exception], bool] | None = None,
-        page_floor: int = PAGE_FLOOR,
-        on_smaller_pages: Callable[[int, Exception], None] | None = None,
+        executor: Executor | None = None,
+        hooks: ReaderHooks | None = None,
     ) -> None:
+        hooks = hooks or ReaderHooks()
+        incremental = settings.incremental
+        page_size = settings.page_size
+        self.settings = settings
         self.fetch = fetch
         self.path = path
-        self.base_params = dict(params)
+        self.base_params = dict(settings.params)
         self.page_size = page_size
-        self.max_page_size = max(page_size, max_page_size)
+        self.max_page_size = max(page_size, settings.max_page_size)
         self._wide = {"items_per_page": self.max_page_size}
-        self.since = since if incremental else None
+        self.since = settings.since if incremental else None
         self.incremental = incremental
-        self.sortable = sortable
-        self.deletions = deletions
-        self.include_deleted = include_deleted
+        self.sortable = settings.sortable
+        self.deletions = settings.deletions
+        self.include_deleted = settings.include_deleted
         self.executor = executor
-        self.max_concurrency = max(1, max_concurrency)
-        self.log = logger or LOGGER
-        self.deleted_after = deleted_after
+        self.max_concurrency = max(1, settings.max_concurrency)
+        self.log = hooks.logger or LOGGER
+        self.deleted_after = settings.deleted_after
         # resuming: read from the checkpoint; the range before it is checked, not re-read
         # (only where both removals show: sorted by updated_at, with a deletion feed)
-        resumable = incremental and sortable and deletions
+        resumable = incremental and settings.sortable and settings.deletions
+        resume = settings.resume
         self.resume = resume if (resume and resumable) else None
         self.origin = self.resume.since if self.resume else self.since  # the safe bookmark
         if self.resume:
             self.since = self.resume.through
-        self.checkpoint = checkpoint if resumable else None
-        self.checkpoint_pages = max(1, checkpoint_pages)
+        self.checkpoint = hooks.checkpoint if resumable else None
+        self.checkpoint_pages = max(1, settings.checkpoint_pages)
         self._resume_suspect = False
         self._page_sent: dict[int, int] = {}
-        self.on_start = on_start
+        self.on_start = hooks.on_start
         self.result = ReadResult(bookmark=self.origin, verified=False)
         self._emitted = _Emitted()
         self._tombstoned: set[str] = set()
@@ -434,9 +480,9 @@ class ListReader:
         self._max_deleted: int | None = None  # latest deleted_at of the deletion pass
         self._scan_start: int | None = None
         self._fresh_seen = False  # the main scan met a record changed since it began
-        self.heavy = heavy
-        self.page_floor = max(1, min(page_floor, page_size))
-        self.on_smaller_pages = on_smaller_pages
+        self.heavy = hooks.heavy
+        self.page_floor = max(1, min(settings.page_floor, page_size))
+        self.on_smaller_pages = hooks.on_smaller_pages
         self._out_before: set[int] = set()  # versions emitted by a scan given up
         self._lock = threading.Lock()
 
@@ -710,99 +756,23 @@ class ListReader:
     def records(self) -> Iterator[tuple[dict[str, Any], bool]]:
         """Every record to emit, in order, as ``(record, is_tombstone)``."""
         started = int(time.time())
-        while True:
-            metas: list[_PageMeta] = []
-            removals: list[Removal] = []
-            dups: list[int] = []
-            watch = None if self.deletions else _TotalWatch(self.since is not None)
-            previous: deque[dict[str, str]] = deque(maxlen=self.max_concurrency + 1)
-            try:
-                yield from self._main_scan(metas, removals, dups, watch, previous)
-                break
-            except Exception as exc:
-                if not self._smaller_pages(exc):
-                    raise
+        book = yield from self._main_phase()
         scan_start = self._scan_start if self._scan_start is not None else started - 1
-        previous.clear()
-
         watch_from = scan_start - CLOCK_MARGIN
         killed_from = (
             epoch(self.resume.scan_start) - CLOCK_MARGIN if self.resume is not None else watch_from
         )
+        after = self._deletions_after(watch_from, killed_from)
         deleted_count = 0
-        after = watch_from - 1
-        if self.resume is not None:
-            after = epoch(self.origin) - 1 if self.origin else killed_from - 1
-        elif self.since:
-            after = epoch(self.since) - 1
-        if self.deleted_after:
-            after = min(after, epoch(self.deleted_after))
         if self.deletions:
-            tombs, recent = self._deletion_pass(after, min(watch_from, killed_from))
-            self.result.tombstones += len(tombs)
-            for item in tombs:
-                yield item, True
-            for record_id, when in recent:
-                if self.resume is not None and (when < 0 or when >= killed_from):
-                    self._resume_suspect = True  # it may have sat before the checkpoint
-                if when >= 0 and when < watch_from:
-                    continue
-                deleted_count += 1
-                page_no = self._emitted.page_of(record_id)
-                until = when if when >= 0 else 2**62
-                if page_no is not None:
-                    # sorted by updated_at, an update may have moved it before it was deleted
-                    at = self._page_sent.get(page_no, -1) if self.sortable else when
-                    removals.append(Removal(self._position(page_no), at, until))
-                else:
-                    # never read: it may still have sat below a boundary (``_unread_update``);
-                    # it left at ``deleted_at``, or, sorted by updated_at, perhaps earlier by
-                    # an update
-                    at = watch_from if self.sortable else when
-                    removals.append(Removal(0, at, until))
-
-        verified = True
-        if self.sortable and self._fresh_seen and len(metas) > 1:
-            # records changed during the scan may have left places it had passed: find every
-            # one of them (the scan's own tail may have missed some)
-            held, changed = yield from self._complete_tail()
-            verified = held
-            for item, earlier in changed:
-                changed_id = item.get("id")
-                changed_at = item.get("updated_at")
-                if (
-                    not isinstance(changed_id, str)
-                    or not isinstance(changed_at, str)
-                    or not changed_at
-                ):
-                    continue
-                if earlier is None:
-                    removals.extend(self._unread_update(item, watch_from))
-                elif earlier > 0:
-                    sent = self._page_sent.get(earlier, -1)
-                    removals.append(Removal(self._position(earlier), sent, epoch(changed_at)))
-
-        if len(metas) > 1:
-            if watch is not None and watch.lost:
-                removals.append(Removal(1, -1))  # $total fell: something may have left
-                self.result.notes.append("$total says records left during the scan")
-            if dups and self.max_concurrency > 1:
-                removals.append(Removal(max(1, min(dups) - 1), -1))
-                self.result.notes.append("a record was read on two pages")
-
-        suspects = self._suspect_boundaries(metas, removals)
+            deleted_count = yield from self._deletion_phase(book, after, watch_from, killed_from)
+        verified = yield from self._changed_phase(book, watch_from)
+        self._scan_doubts(book)
+        suspects = self._suspect_boundaries(book.metas, book.removals)
         if suspects:
             self.result.rounds += 1
-            if self.sortable:
-                repaired = yield from self._repair_windows(metas, suspects)
-                verified = verified and repaired
-            else:
-                verified = yield from self._repair_gaps(metas, suspects, removals)
-                if not verified:
-                    first_page = metas[suspects[0]].number
-                    start = max(1, first_page - math.ceil(deleted_count / self.page_size) - 1)
-                    verified = yield from self._rescan(start)
-
+            repaired = yield from self._repair_phase(book, suspects, deleted_count)
+            verified = verified and repaired
         if verified and self.resume is not None and self._resume_suspect:
             # something left the list while the interrupted read ran: read its range again
             self.result.notes.append("re-read the range of the interrupted run")
@@ -813,7 +783,112 @@ class ListReader:
             # last: a skipped record updated before its window was re-read has moved here
             held, _changed = yield from self._complete_tail()
             verified = verified and held
+        self._finish(verified, after, scan_start)
 
+    def _main_phase(self) -> Generator[tuple[dict[str, Any], bool], None, _ScanBook]:
+        """The walk, started again with smaller pages while pages keep failing as too heavy."""
+        while True:
+            book = _ScanBook(
+                watch=None if self.deletions else _TotalWatch(self.since is not None),
+                previous=deque(maxlen=self.max_concurrency + 1),
+            )
+            try:
+                yield from self._main_scan(book)
+            except Exception as exc:
+                if not self._smaller_pages(exc):
+                    raise
+                continue
+            book.previous.clear()
+            return book
+
+    def _deletions_after(self, watch_from: int, killed_from: int) -> int:
+        """The exclusive lower bound (epoch seconds) of this read's deletion pass."""
+        after = watch_from - 1
+        if self.resume is not None:
+            after = epoch(self.origin) - 1 if self.origin else killed_from - 1
+        elif self.since:
+            after = epoch(self.since) - 1
+        if self.deleted_after:
+            after = min(after, epoch(self.deleted_after))
+        return after
+
+    def _deletion_phase(
+        self, book: _ScanBook, after: int, watch_from: int, killed_from: int
+    ) -> Generator[tuple[dict[str, Any], bool], None, int]:
+        """Emit the tombstones; note the deletions that may have shifted the scan's pages.
+        Returns how many records were deleted while the scan ran."""
+        deleted_count = 0
+        tombs, recent = self._deletion_pass(after, min(watch_from, killed_from))
+        self.result.tombstones += len(tombs)
+        for item in tombs:
+            yield item, True
+        for record_id, when in recent:
+            if self.resume is not None and (when < 0 or when >= killed_from):
+                self._resume_suspect = True  # it may have sat before the checkpoint
+            if when >= 0 and when < watch_from:
+                continue
+            deleted_count += 1
+            page_no = self._emitted.page_of(record_id)
+            until = when if when >= 0 else 2**62
+            if page_no is not None:
+                # sorted by updated_at, an update may have moved it before it was deleted
+                at = self._page_sent.get(page_no, -1) if self.sortable else when
+                book.removals.append(Removal(self._position(page_no), at, until))
+            else:
+                # never read: it may still have sat below a boundary (``_unread_update``);
+                # it left at ``deleted_at``, or, sorted by updated_at, perhaps earlier by
+                # an update
+                at = watch_from if self.sortable else when
+                book.removals.append(Removal(0, at, until))
+        return deleted_count
+
+    def _changed_phase(
+        self, book: _ScanBook, watch_from: int
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        """Records changed during the scan may have left places it had passed: find every one
+        of them (the scan's own tail may have missed some). Returns whether that read held."""
+        if not (self.sortable and self._fresh_seen and len(book.metas) > 1):
+            return True
+        held, changed = yield from self._complete_tail()
+        for item, earlier in changed:
+            changed_id = item.get("id")
+            changed_at = item.get("updated_at")
+            if not isinstance(changed_id, str) or not isinstance(changed_at, str) or not changed_at:
+                continue
+            if earlier is None:
+                book.removals.extend(self._unread_update(item, watch_from))
+            elif earlier > 0:
+                sent = self._page_sent.get(earlier, -1)
+                book.removals.append(Removal(self._position(earlier), sent, epoch(changed_at)))
+        return held
+
+    def _scan_doubts(self, book: _ScanBook) -> None:
+        """Without a deletion feed, a fallen ``$total``; read concurrently, a record read on two
+        pages: either may mean a record left a place the scan had passed."""
+        if len(book.metas) <= 1:
+            return
+        if book.watch is not None and book.watch.lost:
+            book.removals.append(Removal(1, -1))  # $total fell: something may have left
+            self.result.notes.append("$total says records left during the scan")
+        if book.dups and self.max_concurrency > 1:
+            book.removals.append(Removal(max(1, min(book.dups) - 1), -1))
+            self.result.notes.append("a record was read on two pages")
+
+    def _repair_phase(
+        self, book: _ScanBook, suspects: list[int], deleted_count: int
+    ) -> Generator[tuple[dict[str, Any], bool], None, bool]:
+        """Re-read what the suspect boundaries may hide; whether that was proven."""
+        if self.sortable:
+            return (yield from self._repair_windows(book.metas, suspects))
+        verified = yield from self._repair_gaps(book.metas, suspects, book.removals)
+        if not verified:
+            first_page = book.metas[suspects[0]].number
+            start = max(1, first_page - math.ceil(deleted_count / self.page_size) - 1)
+            verified = yield from self._rescan(start)
+        return verified
+
+    def _finish(self, verified: bool, after: int, scan_start: int) -> None:
+        """The read's outcome: proven or not, and its bookmark (module docstring)."""
         self.result.verified = verified
         if not verified:
             self.log.warning(
@@ -835,15 +910,9 @@ class ListReader:
             )
             self.result.bookmark = self.since if latest is None else iso(min(latest, scan_start))
 
-    def _main_scan(
-        self,
-        metas: list[_PageMeta],
-        removals: list[Removal],
-        dups: list[int],
-        watch: _TotalWatch | None,
-        previous: deque[dict[str, str]],
-    ) -> Iterator[tuple[dict[str, Any], bool]]:
-        """The walk (module docstring), with its bookkeeping in the given lists."""
+    def _main_scan(self, book: _ScanBook) -> Iterator[tuple[dict[str, Any], bool]]:
+        """The walk (module docstring), with its bookkeeping in ``book``."""
+        metas, removals, dups, watch = book.metas, book.removals, book.dups, book.watch
         for page in self._scan(self._params(self.since), concurrent=True):
             if self._scan_start is None:
                 self._scan_start = page.sent_at - 1
@@ -875,8 +944,8 @@ class ListReader:
                 watch.page(page)
             if self.resume is not None:
                 self._check_resumed(page)
-            out, here = self._accept_main(page, previous, removals, dups, watch)
-            previous.append(here)
+            out, here = self._accept_main(page, book.previous, removals, dups, watch)
+            book.previous.append(here)
             self.result.emitted += len(out)
             for item in out:
                 yield item, False

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from typing_extensions import override
 
-from tap_sage.sync import ListReader, Page, epoch, iso
+from tap_sage.sync import ListReader, Page, ReaderHooks, ReaderSettings, epoch, iso
 
 BASE = 1_700_000_000
 
@@ -257,18 +257,19 @@ def read(fake: FakeList, since: str | None, *, sortable: bool, deletions: bool, 
     reader = ListReader(
         lambda path, params: fake.fetch(path, params, sortable=sortable),
         "/things",
-        params={},
-        heavy=lambda error: isinstance(error, HeavyPage),
-        page_size=size,
-        since=since,
-        incremental=True,
-        sortable=sortable,
-        deletions=deletions,
-        include_deleted=True,
+        ReaderSettings(
+            page_size=size,
+            since=since,
+            incremental=True,
+            sortable=sortable,
+            deletions=deletions,
+            include_deleted=True,
+            max_concurrency=workers,
+            deleted_after=deleted_after,
+            max_page_size=2 * size,
+        ),
         executor=executor,
-        max_concurrency=workers,
-        deleted_after=deleted_after,
-        max_page_size=2 * size,
+        hooks=ReaderHooks(heavy=lambda error: isinstance(error, HeavyPage)),
     )
     return list(reader.records()), reader
 

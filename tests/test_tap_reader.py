@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tap_sage.sync import ListReader, Progress, epoch, iso, with_page
+from tap_sage.sync import ListReader, Progress, ReaderHooks, ReaderSettings, epoch, iso, with_page
 from tests.reader_fake import BASE, FakeList, SeededExecutor, check_seed, read
 
 #: seeds per case in ``make test`` (the stress run: ``make stress``)
@@ -145,9 +145,11 @@ def _read_until_checkpoint(
     started: list[str] = []
     reader = ListReader(
         lambda path, params: fake.fetch(path, params, sortable=True),
-        "/things", params={}, page_size=10, since=None, incremental=True, sortable=True,
-        deletions=True, include_deleted=True, executor=executor, max_concurrency=4,
-        max_page_size=20, checkpoint=saved.append, checkpoint_pages=3, on_start=started.append,
+        "/things",
+        ReaderSettings(page_size=10, since=None, incremental=True, sortable=True,
+                       deletions=True, max_concurrency=4, max_page_size=20, checkpoint_pages=3),
+        executor=executor,
+        hooks=ReaderHooks(checkpoint=saved.append, on_start=started.append),
     )  # fmt: skip
     out: list[tuple[dict[str, Any], bool]] = []
     records = reader.records()
@@ -172,10 +174,11 @@ def test_a_killed_read_resumes_from_its_checkpoint(rate: float) -> None:
                 assert progress is not None  # with writes a read may never offer one
             resumed = ListReader(
                 functools.partial(fake.fetch, sortable=True),
-                "/things", params={}, page_size=10, since=None, incremental=True,
-                sortable=True, deletions=True, include_deleted=True, executor=executor,
-                max_concurrency=4, max_page_size=20, resume=progress,
-                deleted_after=deleted_after,
+                "/things",
+                ReaderSettings(page_size=10, since=None, incremental=True, sortable=True,
+                               deletions=True, max_concurrency=4, max_page_size=20,
+                               resume=progress, deleted_after=deleted_after),
+                executor=executor,
             )  # fmt: skip
             out2 = list(resumed.records())
             fake.writes_per_request = 0.0
