@@ -48,6 +48,16 @@ def test_heavy_pages_fall_back_to_smaller_ones_under_writes(sortable: bool, dele
         check_seed(seed, sortable=sortable, deletions=deletions, workers=4, heavy=True)
 
 
+@pytest.mark.parametrize(("sortable", "deletions"), [(True, True), (True, False), (False, True)])
+def test_heavy_repair_pages_fall_back_too(sortable: bool, deletions: bool) -> None:
+    """Issue 11: the fallback applies to every read of a list, not only the main scan: with
+    main pages of 10 and repairs asking for 80 (more than the 20 the list serves), the repairs
+    go on with 40 and then 20, and no record is lost (``check_seed``)."""
+    outcomes = [check_seed(seed, sortable=sortable, deletions=deletions, workers=4,
+                           heavy_repairs=True) for seed in range(40)]  # fmt: skip
+    assert sum(o.page_sizes == (10, 20) for o in outcomes) > 5  # the repairs did fall back
+
+
 @pytest.mark.parametrize("sortable", [True, False])
 def test_deleted_items_without_deleted_at(sortable: bool) -> None:
     """The deletion pass works whether or not a deleted item carries ``deleted_at``."""

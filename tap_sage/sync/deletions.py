@@ -86,6 +86,7 @@ class DeletionPass(MainScan):
         deleted at or after ``watch_from`` (those may have shifted this run's pages)."""
         emit: list[dict[str, Any]] = []
         recent: list[tuple[str, int]] = []
+        fresh: set[str] = set()
         for item in self._deleted(after):
             record_id = item.get("id")
             deleted_at = item.get("deleted_at")
@@ -96,11 +97,12 @@ class DeletionPass(MainScan):
                 recent.append((record_id, when))
             if when >= 0 and (self._max_deleted is None or when > self._max_deleted):
                 self._max_deleted = when
-            if record_id in self._tombstoned:
+            if record_id in self._tombstoned or record_id in fresh:
                 continue
-            self._tombstoned.add(record_id)
+            fresh.add(record_id)
             if self.include_deleted:
                 emit.append(item)
+        self._tombstoned |= fresh  # only once the pass is complete: it may be done again
         return emit, recent
 
     @staticmethod

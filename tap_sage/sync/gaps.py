@@ -112,8 +112,11 @@ class GapRepairs(DeletionPass):
             where: dict[str, int] = {}
             watch = _TotalWatch(self.since is not None)
             started: int | None = None
-            params = self._params(self.since)
-            for page in self._scan(params, start_page=start_page, concurrent=False):
+            # pages of the main scan's size, or smaller once repairs had to go lighter
+            size = min(self.page_size, self.max_page_size)
+            first = (start_page - 1) * self.page_size // size + 1
+            params = self._params(self.since, {"items_per_page": size})
+            for page in self._scan(params, start_page=first, concurrent=False):
                 if started is None:
                     started = page.sent_at - 1
                 watch.page(page)

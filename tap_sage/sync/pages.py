@@ -29,6 +29,9 @@ ANCHORS = 4
 #: Smallest page the reader falls back to when pages keep failing as too heavy.
 PAGE_FLOOR = 10
 
+#: Answered pages a concurrent scan keeps ready beyond the ``max_concurrency`` in flight.
+PAGE_BUFFER = 2
+
 #: Repair rounds before a read is declared unproven (bookmark then stays where it was).
 MAX_ROUNDS = 6
 

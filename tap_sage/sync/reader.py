@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, TypeVar
 
 from tap_sage.sync.pages import (
     CLOCK_MARGIN,
@@ -20,6 +20,8 @@ from tap_sage.sync.pages import (
 )
 from tap_sage.sync.repair import Repairs
 from tap_sage.sync.settings import ReaderHooks, ReaderSettings
+
+_R = TypeVar("_R")
 
 
 class ListReader(Repairs):
@@ -95,25 +97,43 @@ class ListReader(Repairs):
         after = self._deletions_after(watch_from, killed_from)
         deleted_count = 0
         if self.deletions:
-            deleted_count = yield from self._deletion_phase(book, after, watch_from, killed_from)
-        verified = yield from self._changed_phase(book, watch_from)
+            deleted_count = yield from self._lighter(
+                lambda: self._deletion_phase(book, after, watch_from, killed_from)
+            )
+        verified = yield from self._lighter(lambda: self._changed_phase(book, watch_from))
         self._scan_doubts(book)
         suspects = self._suspect_boundaries(book.metas, book.removals)
         if suspects:
             self.result.rounds += 1
-            repaired = yield from self._repair_phase(book, suspects, deleted_count)
+            repaired = yield from self._lighter(
+                lambda: self._repair_phase(book, suspects, deleted_count)
+            )
             verified = verified and repaired
         if verified and self.resume is not None and self._resume_suspect:
             # something left the list while the interrupted read ran: read its range again
             self.result.notes.append("re-read the range of the interrupted run")
             self.result.rounds += 1
             low = epoch(self.origin) if self.origin else 0
-            verified = yield from self._repair_windows_range(low, epoch(self.resume.through))
+            high = epoch(self.resume.through)
+            verified = yield from self._lighter(lambda: self._repair_windows_range(low, high))
         if self.sortable and (suspects or self._resume_suspect):
             # last: a skipped record updated before its window was re-read has moved here
-            held, _changed = yield from self._complete_tail()
+            held, _changed = yield from self._lighter(self._complete_tail)
             verified = verified and held
         self._finish(verified, after, scan_start)
+
+    def _lighter(
+        self, read: Callable[[], Generator[tuple[dict[str, Any], bool], None, _R]]
+    ) -> Generator[tuple[dict[str, Any], bool], None, _R]:
+        """``read()``, done again from its start with lighter pages while its pages keep
+        failing as too heavy (``_lighter_reads``): the heavy-page fallback of every read after
+        the main scan (which has its own, ``_main_phase``)."""
+        while True:
+            try:
+                return (yield from read())
+            except Exception as exc:
+                if not self._lighter_reads(exc):
+                    raise
 
     def _finish(self, verified: bool, after: int, scan_start: int) -> None:
         """The read's outcome: proven or not, and its bookmark (module docstring)."""

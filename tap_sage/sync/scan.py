@@ -12,6 +12,7 @@ from typing import Any
 
 from tap_sage.sync.pages import (
     ANCHORS,
+    PAGE_BUFFER,
     Fetch,
     Page,
     Progress,
@@ -119,42 +120,34 @@ class PageScanner(ReaderState):
         return Page(number, answer.items, answer.total, None, answer.served_at, answer.sent_at,
                     past_end=True)  # fmt: skip
 
+    @property
+    def window(self) -> int:
+        """Pages of one concurrent scan requested ahead of the one handed out: the
+        ``max_concurrency`` in flight and ``PAGE_BUFFER`` answered ones waiting."""
+        return self.max_concurrency + PAGE_BUFFER
+
     def _concurrent_pages(self, template: str, current: Page) -> Iterator[Page]:
-        assert self.executor is not None
-        executor = self.executor
+        """Pages after ``current``, in order: those before the (currently) last ``window`` at a
+        time, requested before a page is handed out, so that ``max_concurrency`` stay in
+        flight while it is emitted; the last only once every other page was answered."""
         while current.next is not None:
             last = max(current.number + 1, math.ceil(current.total / self.page_size))
-            pending: dict[int, Future[Page]] = {}
-            to_submit = to_yield = current.number + 1
+            ahead = _Ahead(self, template, last, current.number + 1)
             try:
-                while to_yield < last:
-                    while to_submit < last and to_submit - to_yield < self.max_concurrency:
-                        link = with_page(template, to_submit)
-                        pending[to_submit] = executor.submit(self._get, link, None)
-                        to_submit += 1
-                    page = pending.pop(to_yield).result()
-                    if page.number < to_yield:  # past the end: the list shrank
-                        yield self._past_end(to_yield, page)
+                while True:
+                    page = ahead.take()
+                    if page.number < ahead.taken:  # past the end: the list shrank
+                        yield self._past_end(ahead.taken, page)
                         return
-                    to_yield += 1
                     current = page
+                    ahead.top_up()  # before handing the page out: fetching goes on meanwhile
                     yield page
-                    if page.next is None:
-                        return
+                    if page.next is None or ahead.taken == last:
+                        break
             finally:
-                for future in pending.values():
-                    future.cancel()
-                for future in pending.values():
-                    if not future.cancelled():
-                        with contextlib.suppress(Exception):  # a discarded prefetch
-                            future.result()
-            # the (currently) last page, alone, once every other page was answered
-            page = self._get(with_page(template, last), None)
-            if page.number < last:
-                yield self._past_end(last, page)
+                ahead.discard()
+            if page.next is None:
                 return
-            current = page
-            yield page
 
     @staticmethod
     def _meta(page: Page) -> _PageMeta:
@@ -174,3 +167,50 @@ class PageScanner(ReaderState):
                 for i in items[:ANCHORS] + items[-ANCHORS:]
             ),
         )
+
+
+class _Ahead:
+    """The requests of one concurrent scan between its first page and its (current) last."""
+
+    def __init__(self, scanner: PageScanner, template: str, last: int, first: int) -> None:
+        assert scanner.executor is not None
+        self.scanner = scanner
+        self.executor = scanner.executor
+        self.template = template
+        self.last = last
+        self.pending: dict[int, Future[Page]] = {}
+        self.to_submit = first
+        self.to_take = first
+        #: the number of the page taken last
+        self.taken = first - 1
+        self.top_up()
+
+    def _submit(self, number: int) -> None:
+        link = with_page(self.template, number)
+        self.pending[number] = self.executor.submit(self.scanner._get, link, None)
+        self.to_submit += 1
+
+    def top_up(self) -> None:
+        """Request pages before the last up to the window ahead; the last one alone, once
+        every page before it was answered (taken)."""
+        window = self.scanner.window
+        while self.to_submit < self.last and self.to_submit - self.to_take < window:
+            self._submit(self.to_submit)
+        if self.to_submit == self.last and self.to_take == self.last:
+            self._submit(self.last)
+
+    def take(self) -> Page:
+        """The next page's answer, in order (waits for it)."""
+        page = self.pending.pop(self.to_take).result()
+        self.taken = self.to_take
+        self.to_take += 1
+        return page
+
+    def discard(self) -> None:
+        """Cancel what was requested and not taken (an early end, or an error)."""
+        for future in self.pending.values():
+            future.cancel()
+        for future in self.pending.values():
+            if not future.cancelled():
+                with contextlib.suppress(Exception):  # a discarded prefetch
+                    future.result()

@@ -29,7 +29,7 @@ class MainScan(PageScanner):
         while True:
             book = _ScanBook(
                 watch=None if self.deletions else _TotalWatch(self.since is not None),
-                previous=deque(maxlen=self.max_concurrency + 1),
+                previous=deque(maxlen=self.window + 1),
             )
             try:
                 yield from self._main_scan(book)
@@ -206,6 +206,24 @@ class MainScan(PageScanner):
         self._page_sent = {}
         self._fresh_seen = True  # the failed scan's changes are not known to the new one
         self.result.notes.append(f"pages of {smaller} after {error}")
+        if self.on_smaller_pages is not None:
+            self.on_smaller_pages(smaller, error)
+        return True
+
+    def _lighter_reads(self, error: Exception) -> bool:
+        """After a page of a read other than the main scan (a deletion pass, a repair, the
+        records changed since the scan began) kept failing as too heavy: those reads go on
+        with pages half as big (down to ``page_floor``), and say so. The read that failed is
+        done again from its start (each is proven on its own); what it emitted is not emitted
+        again, so the records, their order and the bookmark are those of one read."""
+        if self.heavy is None or not self.heavy(error):
+            return False
+        smaller = max(self.page_floor, self.max_page_size // 2)
+        if smaller >= self.max_page_size:
+            return False
+        self.max_page_size = smaller
+        self._wide = {"items_per_page": smaller}
+        self.result.notes.append(f"repairs in pages of {smaller} after {error}")
         if self.on_smaller_pages is not None:
             self.on_smaller_pages(smaller, error)
         return True
