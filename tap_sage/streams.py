@@ -26,6 +26,7 @@ from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
+from tap_sage.readahead import Unit
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
@@ -283,10 +284,13 @@ class SageStream(Stream):
     def _fetch(self, business_id: str) -> t.Callable[[str, Mapping[str, Any] | None], Page]:
         client = self._sage_tap.client
 
+        budget = self._sage_tap.request_budget
+
         def fetch(path: str, params: Mapping[str, Any] | None) -> Page:
-            started = time.time()
-            response = client.request("GET", path, business_id=business_id, params=params)
-            elapsed = time.time() - started
+            with budget:  # one of the connection's requests in flight (tap_sage.readahead)
+                started = time.time()
+                response = client.request("GET", path, business_id=business_id, params=params)
+                elapsed = time.time() - started
             body = _decode_list(response, path)
             served = _server_time(response.headers)
             if served is None:
@@ -346,29 +350,37 @@ class SageStream(Stream):
             self.name, business_id, status, reason,
         )  # fmt: skip
 
-    @override
-    def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
-        """Every record (and deletion record) of one business, in a consistent read."""
-        assert context is not None
+    def _end_unit(self, unit: Unit, *, ended: bool) -> None:
+        """A partition's read is over: abandoned (the SDK's record limit, an error) when not
+        ``ended``; then the reads started ahead end too (the sync goes on without them)."""
+        unit.stop()
+        if not ended:
+            self._sage_tap.scheduler.close()
+
+    def _missing_filters(self) -> list[str]:
+        given = self._sage_tap.stream_filters.get(self.name, {})
+        return [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
+
+    def read_unit(self, context: types.Context) -> Unit:
+        """The read of one partition, built now from its state and started in a thread of its
+        own (``tap_sage.readahead``): what it reports to the stream is deferred to the main
+        thread, between its records."""
         business_id = str(context["business_id"])
         tap = self._sage_tap
-        given = tap.stream_filters.get(self.name, {})
-        missing = [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
-        if missing:
-            self.logger.warning(
-                "Skipping stream '%s' for business %s: Sage requires the parameter(s) %s; set "
-                "them in stream_filters.%s",
-                self.name, business_id, ", ".join(missing), self.name,
-            )  # fmt: skip
-            return
+        unit = Unit(f"{self.name} {business_id}", tap.connection.page_size)
+        if self._missing_filters():
+            return unit.start(iter(()))
+        # what the SDK does at the partition's turn, done now for a read ahead (idempotent)
+        self._write_starting_replication_value(context)
         since = self._since(context)
+        page_size = tap.connection.page_size
         reader = ListReader(
             self._fetch(business_id),
             self.resource.path,
             ReaderSettings(
                 params=tap.stream_filters.get(self.name, {}),
-                page_size=self._page_size or tap.connection.page_size,
-                # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
+                # once pages proved too heavy, this stream's pages keep to that size
+                page_size=min(self._page_size or page_size, page_size),
                 **({"max_page_size": self._page_size} if self._page_size else {}),
                 since=since,
                 incremental=self.resource.incremental,
@@ -381,16 +393,39 @@ class SageStream(Stream):
             ),
             executor=tap.executor,
             hooks=ReaderHooks(
-                checkpoint=self._checkpoint(context),
-                on_start=self._on_start(context, since),
+                checkpoint=unit.defer(self._checkpoint(context)),
+                on_start=unit.defer(self._on_start(context, since)),
                 logger=self.logger,
                 heavy=self._heavy,
-                on_smaller_pages=self._smaller_pages(business_id),
+                on_smaller_pages=unit.defer(self._smaller_pages(business_id)),
             ),
         )
+
+        def produce() -> t.Iterator[tuple[dict[str, Any], bool]]:
+            yield from reader.records()
+            unit.result = reader.result
+
+        return unit.start(produce())
+
+    @override
+    def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
+        """Every record (and deletion record) of one business, in a consistent read."""
+        assert context is not None
+        business_id = str(context["business_id"])
+        tap = self._sage_tap
+        missing = self._missing_filters()
+        if missing:
+            self.logger.warning(
+                "Skipping stream '%s' for business %s: Sage requires the parameter(s) %s; set "
+                "them in stream_filters.%s",
+                self.name, business_id, ", ".join(missing), self.name,
+            )  # fmt: skip
+            return
+        unit = tap.scheduler.take((self.name, business_id), lambda: self.read_unit(context))
         properties = self.schema["properties"]
+        ended = False
         try:
-            for item, tombstone in reader.records():
+            for item, tombstone in unit.items():
                 if tombstone:
                     record = {k: v for k, v in item.items() if k in properties}
                     # a deleted item may come without ``deleted_at``: it was deleted by now
@@ -399,12 +434,15 @@ class SageStream(Stream):
                     record = item
                 record["business_id"] = business_id
                 yield record
+            ended = True
         except (SageAccessDenied, SageNotFound) as error:
+            ended = True
             self._skip(business_id, error)
             return
         finally:
+            self._end_unit(unit, ended=ended)
             tap.flush_output()
-        result = reader.result
+        result: ReadResult = unit.result
         self.logger.log(
             logging.INFO if result.verified else logging.WARNING,
             "Read %s for business %s: %d records, %d deletions, %d requests, %d repaired "
@@ -426,18 +464,37 @@ class SageSingletonStream(SageStream):
         self.replication_key = None
 
     @override
+    def read_unit(self, context: types.Context) -> Unit:
+        """The request for the singleton of one business, in a thread of its own."""
+        business_id = str(context["business_id"])
+        tap = self._sage_tap
+        unit = Unit(f"{self.name} {business_id}", 1)
+
+        def produce() -> t.Iterator[dict[str, Any]]:
+            with tap.request_budget:
+                response = tap.client.request("GET", self.resource.path, business_id=business_id)
+            body = _decode_list(response, self.resource.path)
+            if isinstance(body, dict):
+                body["business_id"] = business_id
+                yield body
+
+        return unit.start(produce())
+
+    @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
         """The singleton of one business."""
         assert context is not None
         business_id = str(context["business_id"])
+        unit = self._sage_tap.scheduler.take(
+            (self.name, business_id), lambda: self.read_unit(context)
+        )
+        ended = False
         try:
-            response = self._sage_tap.client.request(
-                "GET", self.resource.path, business_id=business_id
-            )
+            yield from unit.items()
+            ended = True
         except (SageAccessDenied, SageNotFound) as error:
+            ended = True
             self._skip(business_id, error)
             return
-        body = _decode_list(response, self.resource.path)
-        if isinstance(body, dict):
-            body["business_id"] = business_id
-            yield body
+        finally:
+            self._end_unit(unit, ended=ended)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -14,6 +15,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 import tap_sage.about  # noqa: F401 - registers the markdown about formatter
+from tap_sage.readahead import RequestBudget, Scheduler, Slot
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check
@@ -147,6 +149,8 @@ class TapSage(Tap):
         """Initialise the tap; with ``validate_config`` (the default), check every setting."""
         self._business_ids: list[str] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._budget: RequestBudget | None = None
+        self._scheduler: Scheduler | None = None
         self._filters: dict[str, dict[str, str]] | None = None
         self._connection: ConnectionSettings | None = None
         super().__init__(*args, **kwargs)
@@ -253,6 +257,35 @@ class TapSage(Tap):
                 max_workers=self.max_concurrency, thread_name_prefix="sage-page"
             )
         return self._executor
+
+    @property
+    def request_budget(self) -> RequestBudget:
+        """The connection's requests in flight: at most ``max_concurrency``, whatever the
+        streams and businesses they belong to."""
+        if self._budget is None:
+            self._budget = RequestBudget(self.max_concurrency)
+        return self._budget
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """Reads the partitions that come next while one is emitted (``tap_sage.readahead``)."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self._sync_plan, ahead=2 * self.max_concurrency + 2)
+        return self._scheduler
+
+    def _sync_plan(self) -> list[Slot]:
+        """The partitions in the order ``Tap.sync_all`` reads them: the selected streams in
+        catalogue order, each one's businesses in order."""
+        slots: list[Slot] = []
+        for stream in self.streams.values():
+            if not isinstance(stream, SageStream) or not stream.selected:
+                continue
+            if stream.parent_stream_type:
+                continue
+            for partition in stream.partitions or []:
+                key = (stream.name, str(partition["business_id"]))
+                slots.append(Slot(key, functools.partial(stream.read_unit, partition)))
+        return slots
 
     @property
     def business_ids(self) -> list[str]:
