@@ -54,6 +54,8 @@ DELETED_AT = "_sdc_deleted_at"
 REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {"tax_determinations": ("usage",)}
 #: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
 DELETED_AFTER = "deleted_since"
+#: Partition state key of the SDK: the value a partition's read starts from.
+STARTING_MARKER = "starting_replication_value"
 #: Partition state key: checkpoint of a read in progress (``tap_sage.sync.Progress``).
 PROGRESS = "progress"
 
@@ -361,6 +363,39 @@ class SageStream(Stream):
         given = self._sage_tap.stream_filters.get(self.name, {})
         return [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
 
+    def _read_start(self, context: types.Context) -> tuple[str | None, str | None, Progress | None]:
+        """Where a partition's read starts, from its state: the bookmark, the deletion lower
+        bound and a checkpoint, as the SDK finds them at the partition's turn (no other
+        partition writes them). A read started ahead leaves the state as it was: the partition
+        shows in STATE from its turn on, as when partitions are read one after another."""
+        bookmarks = self.tap_state.get("bookmarks")
+        before = copy.deepcopy(bookmarks.get(self.name)) if isinstance(bookmarks, dict) else None
+        self._write_starting_replication_value(context)  # what the SDK does at the turn
+        since = self._since(context)
+        entry = self.get_context_state(context)
+        deleted_after = entry.get(DELETED_AFTER)
+        resume = self._resume(context, since)
+        old = [
+            p
+            for p in (before or {}).get("partitions") or []
+            if p.get("context") == entry.get("context")
+        ]
+        if old:
+            entry.pop(STARTING_MARKER, None)
+            if STARTING_MARKER in old[0]:
+                entry[STARTING_MARKER] = old[0][STARTING_MARKER]
+            return since, deleted_after, resume
+        stream = self.tap_state["bookmarks"][self.name]
+        partitions = stream.setdefault("partitions", [])
+        partitions[:] = [p for p in partitions if p is not entry]
+        if before is None:
+            self.tap_state["bookmarks"].pop(self.name, None)
+        elif "partitions" not in before and not stream["partitions"]:
+            stream.pop("partitions")
+        if bookmarks is None and not self.tap_state["bookmarks"]:
+            self.tap_state.pop("bookmarks")
+        return since, deleted_after, resume
+
     def read_unit(self, context: types.Context) -> Unit:
         """The read of one partition, built now from its state and started in a thread of its
         own (``tap_sage.readahead``): what it reports to the stream is deferred to the main
@@ -370,9 +405,7 @@ class SageStream(Stream):
         unit = Unit(f"{self.name} {business_id}", tap.connection.page_size)
         if self._missing_filters():
             return unit.start(iter(()))
-        # what the SDK does at the partition's turn, done now for a read ahead (idempotent)
-        self._write_starting_replication_value(context)
-        since = self._since(context)
+        since, deleted_after, resume = self._read_start(context)
         page_size = tap.connection.page_size
         reader = ListReader(
             self._fetch(business_id),
@@ -388,8 +421,8 @@ class SageStream(Stream):
                 deletions=self.resource.deletions,
                 include_deleted=tap.include_deleted,
                 max_concurrency=tap.max_concurrency,
-                deleted_after=self.get_context_state(context).get(DELETED_AFTER),
-                resume=self._resume(context, since),
+                deleted_after=deleted_after,
+                resume=resume,
             ),
             executor=tap.executor,
             hooks=ReaderHooks(
