@@ -203,7 +203,8 @@ class Scheduler:
 
     def take(self, key: tuple[str, str], start: Callable[[], Unit]) -> Unit:
         """The read of partition ``key`` (already running, or started now with ``start``);
-        the reads of the next ``ahead`` partitions are started as well."""
+        when the partitions are taken in the plan's order, the reads of the next ``ahead``
+        partitions are started as well."""
         if self._slots is None:
             self._slots = self._plan()
             self._index = {slot.key: i for i, slot in enumerate(self._slots)}
@@ -212,7 +213,12 @@ class Scheduler:
         if unit is None:
             unit = start()
         position = self._index.get(key)
-        if position is not None and not self._closed:
+        # read ahead only while the partitions are taken in the plan's order (a sync), not for
+        # a partition read on its own
+        walking = position is not None and (
+            position == 0 or self._slots[position - 1].key in self._taken
+        )
+        if position is not None and walking and not self._closed:
             for slot in self._slots[position + 1 : position + 1 + self.ahead]:
                 if slot.key not in self._started and slot.key not in self._taken:
                     self._started[slot.key] = slot.start()

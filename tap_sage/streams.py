@@ -446,15 +446,15 @@ class SageStream(Stream):
         assert context is not None
         business_id = str(context["business_id"])
         tap = self._sage_tap
+        unit = tap.scheduler.take((self.name, business_id), lambda: self.read_unit(context))
         missing = self._missing_filters()
-        if missing:
+        if missing:  # (its unit reads nothing)
             self.logger.warning(
                 "Skipping stream '%s' for business %s: Sage requires the parameter(s) %s; set "
                 "them in stream_filters.%s",
                 self.name, business_id, ", ".join(missing), self.name,
             )  # fmt: skip
             return
-        unit = tap.scheduler.take((self.name, business_id), lambda: self.read_unit(context))
         properties = self.schema["properties"]
         ended = False
         try:

@@ -174,6 +174,12 @@ def test_scheduler_starts_the_next_reads_and_keeps_their_order() -> None:
     assert started == ["b0", "b1", "b2", "b3"]  # b1 was read ahead: not started again
     assert list(second.items()) == list(range(7))
     scheduler.close()
+    # a partition read on its own (not in the plan's order) reads nothing ahead
+    alone = Scheduler(lambda: [slot(n) for n in names], ahead=2)
+    started.clear()
+    assert list(alone.take(("s", "b3"), slot("b3").start).items()) == list(range(7))
+    assert started == ["b3"]
+    alone.close()
 
 
 def test_an_abandoned_read_ends_its_thread() -> None:
