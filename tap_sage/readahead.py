@@ -19,8 +19,7 @@ one page) is then as latency-bound as one big list.
   that is not out.
 * ``Scheduler``: the partitions in the SDK's order (selected streams as ``Tap.sync_all`` walks
   them, each stream's partitions in order). When the SDK asks for one, the next ``ahead`` are
-  started too (at most ``ahead`` reads run ahead: threads and memory are bounded by
-  ``ahead x BATCHES`` pages beside each list's own ``max_concurrency + 2`` pages).
+  started too (``partitions_ahead``: threads and memory are bounded, ``PAGES_AHEAD``).
 """
 
 from __future__ import annotations
@@ -39,8 +38,19 @@ LOGGER = logging.getLogger("tap_sage.readahead")
 #: Batches (of up to ``batch`` records each, about a page) buffered per partition read ahead.
 BATCHES = 4
 
-#: Most partitions read ahead of the one being emitted.
-MAX_AHEAD = 64
+#: Most pages held by the reads started ahead (each holds at most ``BATCHES`` batches of a page
+#: and its list's ``max_concurrency + 2`` answered pages): memory stays bounded whatever the
+#: concurrency and the lists' sizes.
+PAGES_AHEAD = 300
+
+
+def partitions_ahead(max_concurrency: int) -> int:
+    """How many partitions to read ahead: enough to keep ``max_concurrency`` requests in flight
+    over lists of one page (twice as many, and two), within ``PAGES_AHEAD`` (at concurrency 4:
+    10 partitions; at 8: 18; at 150: 2)."""
+    per_read = max_concurrency + 2 + BATCHES
+    return max(2, min(2 * max_concurrency + 2, PAGES_AHEAD // per_read))
+
 
 P = ParamSpec("P")
 
@@ -198,7 +208,7 @@ class Scheduler:
         self._index: dict[tuple[str, str], int] = {}
         self._started: dict[tuple[str, str], Unit] = {}
         self._taken: set[tuple[str, str]] = set()
-        self.ahead = max(0, min(ahead, MAX_AHEAD))
+        self.ahead = max(0, ahead)
         self._closed = False
 
     def take(self, key: tuple[str, str], start: Callable[[], Unit]) -> Unit:

@@ -15,7 +15,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 import tap_sage.about  # noqa: F401 - registers the markdown about formatter
-from tap_sage.readahead import RequestBudget, Scheduler, Slot
+from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check
@@ -64,8 +64,10 @@ TAP_PROPERTIES: dict[str, Any] = {
         "minimum": 1,
         "maximum": MAX_CONCURRENCY,
         "default": 4,
-        "description": "Pages of one list fetched at the same time (1 to Sage's limit of 150). "
-        "Records are emitted in the same order, with the same bookmarks, whatever the value.",
+        "description": "Requests to Sage in flight at the same time, across every stream and "
+        "business (1 to Sage's limit of 150): the pages of one list, and the lists that come "
+        "next read ahead while one is emitted. Records and STATE are emitted in the same order, "
+        "with the same bookmarks, whatever the value.",
     },
 }
 
@@ -270,7 +272,9 @@ class TapSage(Tap):
     def scheduler(self) -> Scheduler:
         """Reads the partitions that come next while one is emitted (``tap_sage.readahead``)."""
         if self._scheduler is None:
-            self._scheduler = Scheduler(self._sync_plan, ahead=2 * self.max_concurrency + 2)
+            self._scheduler = Scheduler(
+                self._sync_plan, ahead=partitions_ahead(self.max_concurrency)
+            )
         return self._scheduler
 
     def _sync_plan(self) -> list[Slot]:
