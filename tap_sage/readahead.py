@@ -204,7 +204,7 @@ class Scheduler:
 
     def __init__(self, plan: Callable[[], list[Slot]], ahead: int) -> None:
         self._plan = plan
-        self._slots: list[Slot] | None = None
+        self._slots: list[Slot] = []
         self._index: dict[tuple[str, str], int] = {}
         self._started: dict[tuple[str, str], Unit] = {}
         self._taken: set[tuple[str, str]] = set()
@@ -215,7 +215,7 @@ class Scheduler:
         """The read of partition ``key`` (already running, or started now with ``start``);
         when the partitions are taken in the plan's order, the reads of the next ``ahead``
         partitions are started as well."""
-        if self._slots is None:
+        if not self._slots:
             self._slots = self._plan()
             self._index = {slot.key: i for i, slot in enumerate(self._slots)}
         self._taken.add(key)

@@ -26,16 +26,14 @@ from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
+from tap_sage import reads
 from tap_sage.readahead import Unit
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
 from tap_sage.sync import (
-    ListReader,
     Page,
     Progress,
-    ReaderHooks,
-    ReaderSettings,
     ReadResult,
     epoch,
     iso,
@@ -54,8 +52,6 @@ DELETED_AT = "_sdc_deleted_at"
 REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {"tax_determinations": ("usage",)}
 #: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
 DELETED_AFTER = "deleted_since"
-#: Partition state key of the SDK: the value a partition's read starts from.
-STARTING_MARKER = "starting_replication_value"
 #: Partition state key: checkpoint of a read in progress (``tap_sage.sync.Progress``).
 PROGRESS = "progress"
 
@@ -363,82 +359,9 @@ class SageStream(Stream):
         given = self._sage_tap.stream_filters.get(self.name, {})
         return [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
 
-    def _read_start(self, context: types.Context) -> tuple[str | None, str | None, Progress | None]:
-        """Where a partition's read starts, from its state: the bookmark, the deletion lower
-        bound and a checkpoint, as the SDK finds them at the partition's turn (no other
-        partition writes them). A read started ahead leaves the state as it was: the partition
-        shows in STATE from its turn on, as when partitions are read one after another."""
-        bookmarks = self.tap_state.get("bookmarks")
-        before = copy.deepcopy(bookmarks.get(self.name)) if isinstance(bookmarks, dict) else None
-        self._write_starting_replication_value(context)  # what the SDK does at the turn
-        since = self._since(context)
-        entry = self.get_context_state(context)
-        deleted_after = entry.get(DELETED_AFTER)
-        resume = self._resume(context, since)
-        old = [
-            p
-            for p in (before or {}).get("partitions") or []
-            if p.get("context") == entry.get("context")
-        ]
-        if old:
-            entry.pop(STARTING_MARKER, None)
-            if STARTING_MARKER in old[0]:
-                entry[STARTING_MARKER] = old[0][STARTING_MARKER]
-            return since, deleted_after, resume
-        stream = self.tap_state["bookmarks"][self.name]
-        partitions = stream.setdefault("partitions", [])
-        partitions[:] = [p for p in partitions if p is not entry]
-        if before is None:
-            self.tap_state["bookmarks"].pop(self.name, None)
-        elif "partitions" not in before and not stream["partitions"]:
-            stream.pop("partitions")
-        if bookmarks is None and not self.tap_state["bookmarks"]:
-            self.tap_state.pop("bookmarks")
-        return since, deleted_after, resume
-
     def read_unit(self, context: types.Context) -> Unit:
-        """The read of one partition, built now from its state and started in a thread of its
-        own (``tap_sage.readahead``): what it reports to the stream is deferred to the main
-        thread, between its records."""
-        business_id = str(context["business_id"])
-        tap = self._sage_tap
-        unit = Unit(f"{self.name} {business_id}", tap.connection.page_size)
-        if self._missing_filters():
-            return unit.start(iter(()))
-        since, deleted_after, resume = self._read_start(context)
-        page_size = tap.connection.page_size
-        reader = ListReader(
-            self._fetch(business_id),
-            self.resource.path,
-            ReaderSettings(
-                params=tap.stream_filters.get(self.name, {}),
-                # once pages proved too heavy, this stream's pages keep to that size
-                page_size=min(self._page_size or page_size, page_size),
-                **({"max_page_size": self._page_size} if self._page_size else {}),
-                since=since,
-                incremental=self.resource.incremental,
-                sortable=self.resource.sortable,
-                deletions=self.resource.deletions,
-                include_deleted=tap.include_deleted,
-                max_concurrency=tap.max_concurrency,
-                deleted_after=deleted_after,
-                resume=resume,
-            ),
-            executor=tap.executor,
-            hooks=ReaderHooks(
-                checkpoint=unit.defer(self._checkpoint(context)),
-                on_start=unit.defer(self._on_start(context, since)),
-                logger=self.logger,
-                heavy=self._heavy,
-                on_smaller_pages=unit.defer(self._smaller_pages(business_id)),
-            ),
-        )
-
-        def produce() -> t.Iterator[tuple[dict[str, Any], bool]]:
-            yield from reader.records()
-            unit.result = reader.result
-
-        return unit.start(produce())
+        """The read of one partition, started in a thread of its own (``tap_sage.reads``)."""
+        return reads.list_unit(self, context)
 
     @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
@@ -499,19 +422,7 @@ class SageSingletonStream(SageStream):
     @override
     def read_unit(self, context: types.Context) -> Unit:
         """The request for the singleton of one business, in a thread of its own."""
-        business_id = str(context["business_id"])
-        tap = self._sage_tap
-        unit = Unit(f"{self.name} {business_id}", 1)
-
-        def produce() -> t.Iterator[dict[str, Any]]:
-            with tap.request_budget:
-                response = tap.client.request("GET", self.resource.path, business_id=business_id)
-            body = _decode_list(response, self.resource.path)
-            if isinstance(body, dict):
-                body["business_id"] = business_id
-                yield body
-
-        return unit.start(produce())
+        return reads.singleton_unit(self, context, _decode_list)
 
     @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:

@@ -279,8 +279,11 @@ class TapSage(Tap):
 
     def _sync_plan(self) -> list[Slot]:
         """The partitions in the order ``Tap.sync_all`` reads them: the selected streams in
-        catalogue order, each one's businesses in order."""
+        catalogue order, each one's businesses in order; none before the businesses are known
+        (a stream's partition read on its own, outside a sync, reads nothing ahead)."""
         slots: list[Slot] = []
+        if self._business_ids is None:
+            return slots  # no sync under way (its partitions ask for the businesses first)
         for stream in self.streams.values():
             if not isinstance(stream, SageStream) or not stream.selected:
                 continue

@@ -9,6 +9,7 @@ from tap_sage.sync.deletions import DeletionPass
 from tap_sage.sync.pages import (
     ANCHORS,
     MAX_ROUNDS,
+    Page,
     Removal,
     _PageMeta,
     _TotalWatch,
@@ -64,20 +65,7 @@ class GapRepairs(DeletionPass):
             high = min((i for i, x in enumerate(ids) if x in heads), default=None)
             if low is not None and not heads:
                 # the boundary is the end of the list: read on from the last anchor
-                for item in page.items[low + 1 :]:
-                    if self._accept_repair(item):
-                        self.result.emitted += 1
-                        yield item, False
-                number, link = page.number, page.next
-                while link is not None:
-                    more = self._get(link, None)
-                    if more.number <= number:
-                        break
-                    number, link = more.number, more.next
-                    for item in more.items:
-                        if self._accept_repair(item):
-                            self.result.emitted += 1
-                            yield item, False
+                yield from self._read_on(page, low + 1)
                 return True
             if low is not None and high is not None and low < high:
                 for item in page.items[low + 1 : high]:
@@ -102,6 +90,25 @@ class GapRepairs(DeletionPass):
                 if guess < 0:
                     return False
         return False
+
+    def _read_on(
+        self, page: Page, start: int
+    ) -> Generator[tuple[dict[str, Any], bool], None, None]:
+        """Emit what was not of ``page`` from item ``start`` on, and of every page after it."""
+        for item in page.items[start:]:
+            if self._accept_repair(item):
+                self.result.emitted += 1
+                yield item, False
+        number, link = page.number, page.next
+        while link is not None:
+            more = self._get(link, None)
+            if more.number <= number:
+                break
+            number, link = more.number, more.next
+            for item in more.items:
+                if self._accept_repair(item):
+                    self.result.emitted += 1
+                    yield item, False
 
     def _rescan(self, start_page: int) -> Generator[tuple[dict[str, Any], bool], None, bool]:
         """Scan the list again from ``start_page`` (sequentially), emitting what was missed."""
