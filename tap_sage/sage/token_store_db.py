@@ -147,8 +147,9 @@ def load_keys(key_source: str, connection_name: str) -> tuple[MultiFernet, list[
 
 
 class _StoreDatabase:
-    """The database of a token store: its engine (one per URL in a process), the table, and
-    database errors turned into the store's errors with their fixes."""
+    """The database of a token store: its engine (one per URL in a process), the table, the
+    advisory lock's holder and release, and database errors turned into the store's errors
+    with their fixes."""
 
     _engines: ClassVar[dict[str, Engine]] = {}
     _schema_ready: ClassVar[set[str]] = set()
@@ -157,6 +158,10 @@ class _StoreDatabase:
     def __init__(self, url: str, connection_name: str) -> None:
         self.url = url
         self.connection_name = connection_name
+        #: The connection's advisory lock (with ``LOCK_NAMESPACE``).
+        self.lock_key = int.from_bytes(
+            hashlib.sha256(f"{TABLE}/{connection_name}".encode()).digest()[:4], "big", signed=True
+        )
 
     @property
     def location(self) -> str:
@@ -257,6 +262,38 @@ class _StoreDatabase:
             "oauth_settings_location are right; the next run goes on from the stored tokens",
         )
 
+    def _holder(self, conn: Connection) -> str | None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            row = conn.execute(
+                text(
+                    "SELECT a.application_name, host(a.client_addr), "
+                    "extract(epoch FROM now() - a.backend_start) FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                    "AND l.granted AND l.classid::int = :a AND l.objid::int = :b LIMIT 1"
+                ).bindparams(a=LOCK_NAMESPACE, b=self.lock_key)
+            ).first()
+        except SQLAlchemyError:
+            return None
+        if row is None:
+            return None
+        return f"{row[0] or 'a session'} from {row[1] or 'a local socket'}"
+
+    def _unlock(self, conn: Connection) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            conn.execute(
+                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": LOCK_NAMESPACE, "b": self.lock_key}
+            )
+        except SQLAlchemyError:
+            conn.invalidate()  # the session ends, and the server drops its lock with it
+        finally:
+            conn.close()
+
 
 class DatabaseTokenStore(_StoreDatabase):
     """The token record of one connection in a PostgreSQL table (``tap_sage.sage.stores``)."""
@@ -274,9 +311,6 @@ class DatabaseTokenStore(_StoreDatabase):
         super().__init__(url, connection_name)
         self.key_source = key_source
         self.lock_timeout = lock_timeout
-        self.lock_key = int.from_bytes(
-            hashlib.sha256(f"{TABLE}/{connection_name}".encode()).digest()[:4], "big", signed=True
-        )
         with self._registry_lock:
             self._session = self._sessions.setdefault((url, connection_name), _Session())
         self._fernet: MultiFernet | None = None
@@ -410,38 +444,6 @@ class DatabaseTokenStore(_StoreDatabase):
         if waited > 1:
             LOGGER.debug("Waited %.1fs for the token store lock of %s", waited, self.location)
         return conn
-
-    def _holder(self, conn: Connection) -> str | None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            row = conn.execute(
-                text(
-                    "SELECT a.application_name, host(a.client_addr), "
-                    "extract(epoch FROM now() - a.backend_start) FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                    "AND l.granted AND l.classid::int = :a AND l.objid::int = :b LIMIT 1"
-                ).bindparams(a=LOCK_NAMESPACE, b=self.lock_key)
-            ).first()
-        except SQLAlchemyError:
-            return None
-        if row is None:
-            return None
-        return f"{row[0] or 'a session'} from {row[1] or 'a local socket'}"
-
-    def _unlock(self, conn: Connection) -> None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            conn.execute(
-                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": LOCK_NAMESPACE, "b": self.lock_key}
-            )
-        except SQLAlchemyError:
-            conn.invalidate()  # the session ends, and the server drops its lock with it
-        finally:
-            conn.close()
 
     def _lock_timeout_error(self, holder: str | None) -> SageAuthError:
         who = f" ({holder})" if holder else ""
