@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
+from singer_sdk.exceptions import MapperNotInitialized
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib import RecordMessage
@@ -223,7 +224,10 @@ class SageStream(Stream):
         every property selected, no BATCH messages, no child streams. Types are never
         conformed (``TYPE_CONFORMANCE_LEVEL``). Each record is then checked on its own."""
         if self._fast is None:
-            maps = self.stream_maps
+            try:
+                maps = self.stream_maps
+            except MapperNotInitialized:  # a tap made without its mapper (get_records alone)
+                maps = []
             self._fast = (
                 len(maps) == 1
                 and type(maps[0]) is SameRecordTransform
