@@ -31,13 +31,7 @@ from tap_sage.readahead import Unit
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
-from tap_sage.sync import (
-    Page,
-    Progress,
-    ReadResult,
-    epoch,
-    iso,
-)
+from tap_sage.sync import Page, Progress, ReadResult, epoch, iso
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -281,7 +275,6 @@ class SageStream(Stream):
 
     def _fetch(self, business_id: str) -> t.Callable[[str, Mapping[str, Any] | None], Page]:
         client = self._sage_tap.client
-
         budget = self._sage_tap.request_budget
 
         def fetch(path: str, params: Mapping[str, Any] | None) -> Page:
