@@ -163,8 +163,10 @@ def meltano_runs(db: str, since: dt.datetime) -> dict[str, tuple[dt.datetime, dt
     return {str(r[0]): (r[1], r[2], str(r[3])) for r in rows}
 
 
-def check_overlap(runs: dict[str, tuple[dt.datetime, dt.datetime, str]]) -> float:
-    wanted = {state_id(p) for p in PARTITIONS}
+def check_overlap(runs: dict[str, tuple[dt.datetime, dt.datetime, str]],
+                  wanted: set[str] | None = None) -> float:  # fmt: skip
+    wanted = wanted or {state_id(p) for p in PARTITIONS}
+    runs = {k: v for k, v in runs.items() if k in wanted}
     if set(runs) != wanted:
         fail(f"Meltano's run records name {sorted(runs)}, expected {sorted(wanted)}")
     for sid, (began, ended, state) in runs.items():
@@ -179,6 +181,10 @@ def check_overlap(runs: dict[str, tuple[dt.datetime, dt.datetime, str]]) -> floa
         fail(f"the partitions did not run at the same time (overlap {overlap:.1f}s)")
     print(f"    the partitions ran side by side for {overlap:.1f}s")
     return overlap
+
+
+def write_ids(writers: dict[str, str]) -> set[str]:
+    return {f"{ENVIRONMENT}:tap-jsonl--{u}-to-target-sage--{u}" for u in writers}
 
 
 def state_id(partition: str) -> str:
@@ -278,7 +284,7 @@ def bookmarks(state: dict[str, Any]) -> dict[tuple[str, str], str]:
 
 
 def check_states(db: str, parts: dict[str, list[str]]) -> dict[tuple[str, str], str]:
-    found = states(db)
+    found = {k: v for k, v in states(db).items() if k.startswith(f"{ENVIRONMENT}:tap-sage")}
     wanted = {state_id(p) for p in parts}
     if set(found) != wanted:
         fail(f"the state backend holds {sorted(found)}, expected {sorted(wanted)}")
@@ -404,6 +410,72 @@ def _instant(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+# -- the write-back units: files -> target-sage, one business each, side by side ----------------
+def ledger_location(db: str) -> str:
+    """The database (target-sage's DatabaseLedger) where this checkout has it, else a file."""
+    import target_sage.ledger as ledger
+
+    if hasattr(ledger, "DatabaseLedger"):
+        return db
+    return str(WORK / "ledger.sqlite")
+
+
+def render_inbox(writers: dict[str, str]) -> dict[str, int]:
+    """Three new contacts per write-back unit (a source key each, for the ledger)."""
+    out = {}
+    for unit, business in writers.items():
+        folder = WORK / "inbox" / unit
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"source_id": f"SCALE-{unit}-{n}", "name": f"Scale Demo {unit} {n} Ltd",
+                             "contact_type_ids": ["CUSTOMER"], "reference": f"SCL{unit.upper()}{n}"})
+                 for n in range(1, 4)]  # fmt: skip
+        (folder / "contacts.jsonl").write_text("\n".join(lines) + "\n")
+        out[business] = len(lines)
+    return out
+
+
+def results(writers: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """business -> the result lines target-sage appended (one per record written)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for unit, business in writers.items():
+        path = WORK / "inbox" / unit / "results.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        out[business] = [json.loads(line) for line in lines if line.strip()]
+    return out
+
+
+def check_writes(writers: dict[str, str], sandbox_db: Path, db: str, ledger: str,
+                 rerun: bool) -> dict[tuple[str, str], set[str]]:  # fmt: skip
+    """Each unit created its three contacts once (a rerun creates none: the shared ledger
+    knows them); returns the Sage ids written, per (business, stream)."""
+    written: dict[tuple[str, str], set[str]] = {}
+    with sqlite3.connect(f"file:{sandbox_db}?mode=ro", uri=True) as con:
+        named = {(str(b), str(n)) for b, n in con.execute(
+            "SELECT business, json_extract(data, '$.name') FROM records WHERE resource = 'contacts'"
+            " AND deleted_at IS NULL AND json_extract(data, '$.name') LIKE 'Scale Demo w%'")}  # fmt: skip
+    for business, lines in results(writers).items():
+        outcomes: dict[str, int] = {}
+        for line in lines:
+            outcomes[line["outcome"]] = outcomes.get(line["outcome"], 0) + 1
+            if line["outcome"] in ("created", "updated") and line.get("sage_id"):
+                written.setdefault((business, str(line["stream"])), set()).add(str(line["sage_id"]))
+        want_created = 3
+        if outcomes.get("created", 0) != want_created or outcomes.get("failed"):
+            fail(f"target-sage for {business}: outcomes {outcomes}, expected 3 created in all")
+        in_sage = sum(1 for b, _ in named if b == business)
+        if in_sage != want_created:
+            fail(f"{business} holds {in_sage} 'Scale Demo' contacts, expected {want_created}")
+        print(f"    {business}: {outcomes} over {'both runs' if rerun else 'the run'};"
+              f" {in_sage} contacts in Sage")  # fmt: skip
+    if ledger.startswith("postgresql"):
+        with psycopg.connect(db) as con:
+            count = con.execute("SELECT count(*) FROM target_sage_ledger").fetchone()
+        print(f"    the ledger: {count[0] if count else 0} rows in table target_sage_ledger")
+    else:
+        print(f"    the ledger: {ledger} (this checkout's target-sage has no database ledger)")
+    return written
+
+
 # -- main -----------------------------------------------------------------------------------
 def main() -> int:
     if not (PROJECT_BIN / "sage-auth").exists():
@@ -439,6 +511,8 @@ def main() -> int:
         parts = {p: bs[i * 2 : i * 2 + 2] for p, i in PARTITIONS.items()}
         for p, members in parts.items():
             print(f"    partition {p}: {', '.join(members)}")
+        writers = {f"w{i + 1}": m[0] for i, m in enumerate(parts.values())}
+        ledger = ledger_location(db)
         key = subprocess.run([str(PROJECT_BIN / "sage-auth"), "keygen"], capture_output=True,
                              text=True, check=True).stdout.strip()  # fmt: skip
         granted = grant(sandbox_db, "scale-demo")
@@ -459,8 +533,12 @@ def main() -> int:
             "SAGE_SCALE_API_URL": url,
             "SAGE_SCALE_TOKEN_URL": f"{url}/oauth/token",
             **{f"SAGE_SCALE_PARTITION_{p[1:]}": json.dumps(m) for p, m in parts.items()},
+            "SAGE_SCALE_LEDGER": ledger,
+            "SAGE_SCALE_INBOX": str(WORK / "inbox"),
+            **{f"SAGE_SCALE_WRITE_BUSINESS_{u[1:]}": b for u, b in writers.items()},
         }  # fmt: skip
         (WORK / "dagster").mkdir()
+        (WORK / "dagster" / "dagster.yaml").write_text((HERE / "dagster.yaml").read_text())
         seed_token_store(granted, env)
         print(
             "    connection 'scale' in tap_sage_token_store (encrypted with SAGE_TOKEN_STORE_KEY)"
@@ -482,9 +560,25 @@ def main() -> int:
         check_refreshes(sandbox_db, db)
         check_logs([LOGS, HERE / ".meltano" / "logs"])
 
-        say("Another Sage client changes records in one business of each partition")
+        say(
+            "Dagster: job sage_write, files -> target-sage, two businesses at once (ledger:"
+            f" {'the database' if ledger.startswith('postgresql') else 'a file'})"
+        )
         before = warehouse_rows(db)
+        render_inbox(writers)
+        writer = [*dagster[:-4], "-j", "sage_write", "-c", str(HERE / "run_config.yaml")]
+        since = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=1)
+        timings["write1"] = run("dagster-write-1", writer, env)
+        timings["overlap_write"] = check_overlap(meltano_runs(db, since), write_ids(writers))
+        check_writes(writers, sandbox_db, db, ledger, rerun=False)
+        say("Dagster: job sage_write again, same files: the shared ledger knows every record")
+        timings["write2"] = run("dagster-write-2", writer, env)
+        wrote = check_writes(writers, sandbox_db, db, ledger, rerun=True)
+
+        say("Another Sage client changes records in one business of each partition")
         changed = change_records(url, sandbox_db, [m[0] for m in parts.values()])
+        for k, ids in wrote.items():
+            changed.setdefault(k, set()).update(ids)
         for (business, stream), ids in sorted(changed.items()):
             print(f"    {business}: {len(ids)} {stream}")
 
@@ -507,6 +601,8 @@ def main() -> int:
         print(
             f"    venv {timings['venv']:.0f}s, meltano install {timings['install']:.0f}s,"
             f" run 1 {timings['run1']:.1f}s (partitions side by side {timings['overlap1']:.1f}s),"
+            f" write-back {timings['write1']:.1f}s (side by side {timings['overlap_write']:.1f}s),"
+            f" again {timings['write2']:.1f}s,"
             f" run 2 {timings['run2']:.1f}s (side by side {timings['overlap2']:.1f}s),"
             f" {refreshes} token refreshes, 0 invalid_grant"
         )
