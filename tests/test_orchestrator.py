@@ -113,7 +113,7 @@ def test_jobs_run_the_partitions_side_by_side(project: dict[str, Any], demo: Mod
     assert len(layers) == 1
     assert len(layers[0]) == len(demo.PARTITIONS) >= 2
     # the state IDs the demo checks are Meltano's: <environment>:<tap>-to-<target>
-    assert demo.ENVIRONMENT == project["default_environment"]
+    assert project["default_environment"] == demo.ENVIRONMENT
     assert {demo.state_id(p) for p in demo.PARTITIONS} == {
         f"{project['default_environment']}:{t}-to-{loader}" for t, loader in pairs
     }
