@@ -179,7 +179,7 @@ def check_overlap(runs: dict[str, tuple[dt.datetime, dt.datetime, str]],
     ).total_seconds()
     if overlap <= 0:
         fail(f"the partitions did not run at the same time (overlap {overlap:.1f}s)")
-    print(f"    the partitions ran side by side for {overlap:.1f}s")
+    print(f"    the {len(runs)} units ran side by side for {overlap:.1f}s")
     return overlap
 
 

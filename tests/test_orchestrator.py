@@ -93,34 +93,70 @@ def test_requirements_pin_the_meltano_of_the_demo_and_dagster_meltano() -> None:
     assert (HERE / ".venv") != ROOT / ".venv"
 
 
-def test_jobs_run_the_partitions_side_by_side(project: dict[str, Any], demo: ModuleType) -> None:
-    """Every task names plugins of this project, each partition once, and dagster-meltano puts
-    them in one layer (consecutive tasks with a tap), so they run at the same time."""
-    extractors, loaders = _plugins(project, "extractors"), _plugins(project, "loaders")
-    (job,) = project["jobs"]
-    assert job["name"] == "sage-partitions"
-    pairs = [task.split() for task in job["tasks"]]
-    assert all(len(p) == 2 and p[0] in extractors and p[1] in loaders for p in pairs), pairs
-    # dagster-meltano 1.5.5 (job.py): a new layer starts at a task without "tap-" or after one
+def _layers(tasks: list[str]) -> list[list[str]]:
+    """dagster-meltano 1.5.5's grouping (job.py): a new layer (run after the previous one)
+    starts at a task without "tap-" and after one; the tasks of a layer run side by side."""
     layers: list[list[str]] = []
     previous_tap = False
-    for task in job["tasks"]:
+    for task in tasks:
         tap = "tap-" in task
         if not tap or not previous_tap:
             layers.append([])
         layers[-1].append(task)
         previous_tap = tap
-    assert len(layers) == 1
-    assert len(layers[0]) == len(demo.PARTITIONS) >= 2
-    # the state IDs the demo checks are Meltano's: <environment>:<tap>-to-<target>
-    assert project["default_environment"] == demo.ENVIRONMENT
-    assert {demo.state_id(p) for p in demo.PARTITIONS} == {
-        f"{project['default_environment']}:{t}-to-{loader}" for t, loader in pairs
-    }
-    # one schema per partition (two loaders creating one table at once can fail)
-    schemas = [_resolved(loaders, loader, "config")["default_target_schema"] for _, loader in pairs]
+    return layers
+
+
+def test_layers_follow_dagster_meltano() -> None:
+    assert _layers(["tap-a t", "tap-b t"]) == [["tap-a t", "tap-b t"]]
+    assert _layers(["tap-a t", "dbt:run", "tap-b t"]) == [["tap-a t"], ["dbt:run"], ["tap-b t"]]
+
+
+def test_jobs_run_their_units_side_by_side(project: dict[str, Any], demo: ModuleType) -> None:
+    """Every task names plugins of this project, and each job is one layer of dagster-meltano:
+    its units run at the same time; their state IDs are the ones the demo checks."""
+    extractors, loaders = _plugins(project, "extractors"), _plugins(project, "loaders")
+    jobs = {j["name"]: j["tasks"] for j in project["jobs"]}
+    assert set(jobs) == {"sage-partitions", "sage-write"}
+    environment = project["default_environment"]
+    assert environment == demo.ENVIRONMENT
+    ids = {}
+    for name, tasks in jobs.items():
+        pairs = [task.split() for task in tasks]
+        assert all(len(p) == 2 and p[0] in extractors and p[1] in loaders for p in pairs), pairs
+        assert len(_layers(tasks)) == 1, name
+        assert len(tasks) >= 2, name
+        ids[name] = {f"{environment}:{t}-to-{loader}" for t, loader in pairs}
+    assert ids["sage-partitions"] == {demo.state_id(p) for p in demo.PARTITIONS}
+    assert ids["sage-write"] == demo.write_ids(
+        {f"w{i + 1}": "" for i in range(len(demo.PARTITIONS))}
+    )
+    # one warehouse schema per partition (two loaders creating one table at once can fail)
+    schemas = [_resolved(loaders, t.split()[1], "config")["default_target_schema"] for t in jobs["sage-partitions"]]  # fmt: skip
     assert len(set(schemas)) == len(schemas)
-    assert project["schedules"][0]["job"] == job["name"]
+    assert project["schedules"][0]["job"] == "sage-partitions"
+
+
+def test_write_back_units_share_the_ledger_and_write_one_business_each(
+    project: dict[str, Any],
+) -> None:
+    from target_sage.target import TargetSage
+
+    loaders = _plugins(project, "loaders")
+    base = loaders["target-sage"]
+    assert {s["name"] for s in base["settings"]} <= set(TargetSage.config_jsonschema["properties"])
+    assert base["config"]["ledger_path"] == "${SAGE_SCALE_LEDGER}"
+    assert base["config"]["oauth_settings_location"] == "${SAGE_SCALE_DB_URL}"
+    units = [n for n in loaders if n.startswith("target-sage--")]
+    configs = [_resolved(loaders, n, "config") for n in units]
+    assert [c["business_id"] for c in configs] == [
+        f"${{SAGE_SCALE_WRITE_BUSINESS_{n.removeprefix('target-sage--w')}}}" for n in units
+    ]
+    assert len({c["results_path"] for c in configs}) == len(units)
+    assert len({c["ledger_path"] for c in configs}) == 1
+    source = (HERE / "scale_demo.py").read_text()
+    assert 'f"SAGE_SCALE_WRITE_BUSINESS_{u[1:]}"' in source
+    assert '"SAGE_SCALE_LEDGER"' in source
 
 
 def test_partitions_take_their_businesses_from_what_the_demo_sets(
