@@ -93,3 +93,4 @@ docs: $(STAMP)
 clean:
 	-[ ! -f .pgserver/server.json ] || $(PYTHON) scripts/pgserver.py stop --remove
 	rm -rf $(VENV) .venv-loaders .pgserver .pytest_cache .mypy_cache .ruff_cache
+	rm -rf orchestrator/.venv orchestrator/.meltano orchestrator/.work

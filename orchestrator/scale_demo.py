@@ -413,9 +413,9 @@ def _instant(value: str) -> dt.datetime:
 # -- the write-back units: files -> target-sage, one business each, side by side ----------------
 def ledger_location(db: str) -> str:
     """The database (target-sage's DatabaseLedger) where this checkout has it, else a file."""
-    import target_sage.ledger as ledger
+    import importlib.util
 
-    if hasattr(ledger, "DatabaseLedger"):
+    if importlib.util.find_spec("target_sage.ledger_db") is not None:
         return db
     return str(WORK / "ledger.sqlite")
 
