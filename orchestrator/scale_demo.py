@@ -469,8 +469,17 @@ def check_writes(writers: dict[str, str], sandbox_db: Path, db: str, ledger: str
               f" {in_sage} contacts in Sage")  # fmt: skip
     if ledger.startswith("postgresql"):
         with psycopg.connect(db) as con:
-            count = con.execute("SELECT count(*) FROM target_sage_ledger").fetchone()
-        print(f"    the ledger: {count[0] if count else 0} rows in table target_sage_ledger")
+            rows = con.execute(
+                "SELECT business_id, sage_id FROM target_sage_ledger"
+                " WHERE stream = 'contacts' AND state = 'applied'"
+            ).fetchall()
+        for business in writers.values():
+            ids = {str(i) for b, i in rows if b == business}
+            if ids != written.get((business, "contacts"), set()):
+                fail(f"the database ledger holds {sorted(ids)} for {business}, target-sage wrote"
+                     f" {sorted(written.get((business, 'contacts'), set()))}")  # fmt: skip
+        print(f"    the ledger: {len(rows)} rows in table target_sage_ledger, the Sage ids of the"
+              " contacts written, per business")  # fmt: skip
     else:
         print(f"    the ledger: {ledger} (this checkout's target-sage has no database ledger)")
     return written
