@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
-LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts)
+LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts orchestrator)
 
 .PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean postgres loaders warehouse-all store-soak
 
