@@ -555,6 +555,8 @@ def main() -> int:
 
         say("meltano install (tap-sage, target-postgres; cached in orchestrator/.meltano)")
         timings["install"] = run("meltano-install", ["meltano", "install"], env)
+        say("meltano invoke tap-sage:status (sage-auth on the database token store)")
+        run("sage-auth-status", ["meltano", "invoke", "tap-sage:status"], env)
 
         dagster = ["dagster", "job", "execute", "-f", str(HERE / "definitions.py"),
                    "-j", "sage_partitions", "-c", str(HERE / "run_config.yaml")]  # fmt: skip
