@@ -13,6 +13,7 @@ import typing as t
 from typing import Any
 
 from tap_sage.readahead import Unit
+from tap_sage.sdk_private import write_starting_replication_value
 from tap_sage.sync import ListReader, Progress, ReaderHooks, ReaderSettings
 
 if t.TYPE_CHECKING:
@@ -35,7 +36,7 @@ def read_start(
     shows in STATE from its turn on, as when partitions are read one after another."""
     bookmarks = stream.tap_state.get("bookmarks")
     before = copy.deepcopy(bookmarks.get(stream.name)) if isinstance(bookmarks, dict) else None
-    stream._write_starting_replication_value(context)  # what the SDK does at the turn
+    write_starting_replication_value(stream, context)  # what the SDK does at the turn
     since = stream._since(context)
     entry = stream.get_context_state(context)
     deleted_after = entry.get(DELETED_AFTER)

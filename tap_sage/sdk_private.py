@@ -10,7 +10,7 @@ is the other guard).
 
 Functions and attributes are reached through this module (``pop_deselected_record_properties``,
 ``utc_now``, ``active_sinks``, ``env_var_config``, ``latest_state``, ``stream_version``,
-``raw_config``); methods we override keep the SDK's names
+``raw_config``, ``write_starting_replication_value``); methods we override keep the SDK's names
 in our classes (they must), and are listed here with the classes that override them.
 """
 
@@ -36,6 +36,7 @@ __all__ = [
     "raw_config",
     "stream_version",
     "utc_now",
+    "write_starting_replication_value",
 ]
 
 
@@ -89,6 +90,13 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         ("self",),
         "tap-sage emits STATE at once when a read finishes or makes progress, so a killed "
         "sync resumes from there (tap_sage/streams.py)",
+    ),
+    PrivateName(
+        "singer_sdk:Stream",
+        "_write_starting_replication_value",
+        ("self", "context"),
+        "a partition's starting bookmark shows in STATE from its turn on, as the SDK does it "
+        "when partitions are read one after another (tap_sage/reads.py)",
     ),
     PrivateName(
         "singer_sdk:Tap",
@@ -181,6 +189,12 @@ def env_var_config(target_class: Any) -> dict[str, Any]:
 
 
 _MISSING = object()
+
+
+def write_starting_replication_value(stream: Any, context: Any) -> None:
+    """Put the partition's starting bookmark in its state
+    (``Stream._write_starting_replication_value``)."""
+    stream._write_starting_replication_value(context)
 
 
 def latest_state(target: Any) -> dict[str, Any] | None:

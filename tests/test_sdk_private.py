@@ -4,6 +4,8 @@ sneaks in."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -57,3 +59,34 @@ def test_private_sdk_imports_go_through_the_one_module() -> None:
         if path.name != "sdk_private.py" and private_import.search(path.read_text())
     ]
     assert not offenders, f"private singer-sdk imports outside tap_sage/sdk_private.py: {offenders}"
+
+
+#: The SDK modules whose classes our plugins subclass (their private names are the hazard).
+SDK_MODULES = (
+    "singer_sdk.streams.core",
+    "singer_sdk.tap_base",
+    "singer_sdk.target_base",
+    "singer_sdk.plugin_base",
+    "singer_sdk.sinks.core",
+)
+
+
+def test_every_private_sdk_name_used_on_an_sdk_object_is_listed() -> None:
+    """A private name of the SDK's Stream, Tap, Target or Sink that our code reads, calls or
+    overrides (``self._x``, ``stream._x``, ``super()._x``, ``def _x(self``) must be in
+    ``PRIVATE_NAMES``, so that the checks above cover it."""
+    source = "".join(inspect.getsource(importlib.import_module(m)) for m in SDK_MODULES)
+    sdk = set(re.findall(r"self\.(_[a-z]\w*)", source)) | set(
+        re.findall(r"def (_[a-z]\w*)", source)
+    )
+    listed = {entry.name for entry in sdk_private.PRIVATE_NAMES}
+    use = re.compile(r"(?:self|cls|super\(\)|stream|target|tap)\.(_[a-z]\w*)|def (_[a-z]\w*)\(self")
+    unlisted = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for package in ("tap_sage", "target_sage")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "sdk_private.py" and "sandbox" not in path.parts
+        for name in {a or b for a, b in use.findall(path.read_text())}
+        if name in sdk and name not in listed
+    )
+    assert not unlisted, f"private singer-sdk names not in tap_sage/sdk_private.py: {unlisted}"
