@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import re
 import typing as t
 from dataclasses import dataclass
@@ -555,22 +556,30 @@ def _verifier(tree: _Tree | None) -> _Verify:
 
 
 class RecordCheck:
-    """Decides, per item, in one C pass and a join of its decimals, whether ``Shape.to_record`` would leave Sage's item
-    exactly as it is (the tap's fast path emits such an item's JSON text unchanged), and keeps
-    the few values the list reader needs (``READER_FIELDS``)."""
+    """Decides, per item, in one C pass and a join of its decimals, whether
+    ``Shape.to_record`` would leave Sage's item exactly as it is (the tap's fast path emits
+    such an item's JSON text unchanged), and keeps the few values the list reader needs
+    (``READER_FIELDS``): ``check`` gives them as a tuple, ``attrs`` says where each is."""
 
-    __slots__ = ("attrs", "decode", "verify")
+    __slots__ = ("attrs", "decode", "values", "verify")
 
     def __init__(self, plan: Plan) -> None:
-        kind, self.attrs, tree = _check_struct(plan, READER_FIELDS)
+        kind, names, tree = _check_struct(plan, READER_FIELDS)
         self.verify = _verifier(tree)
         self.decode: t.Callable[[bytes], Any] = msgspec.json.Decoder(kind).decode
+        #: reader field -> its place in what ``check`` returns
+        self.attrs: dict[str, int] = {key: i for i, key in enumerate(READER_FIELDS)}
+        self.values = operator.attrgetter(*(names[key] for key in READER_FIELDS))
 
-    def check(self, raw: bytes) -> Any:
-        """The decoded check of one item's JSON text, or None when ``to_record`` would change
-        the item (or it is no JSON object): then it goes the ordinary way."""
+    def check(self, raw: bytes) -> tuple[Any, ...] | None:
+        """The reader's values of one item's JSON text, or None when ``to_record`` would
+        change the item (or it is no JSON object): then it goes the ordinary way. The decoded
+        check itself is dropped at once (it holds every decimal of the item)."""
         try:
             meta = self.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
-        return meta if self.verify(meta) else None
+        if not self.verify(meta):
+            return None
+        values: tuple[Any, ...] = self.values(meta)
+        return values
