@@ -19,20 +19,26 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 from singer_sdk.exceptions import MapperNotInitialized
-from singer_sdk.helpers._catalog import pop_deselected_record_properties
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
-from tap_sage import records
+from tap_sage import reads, records
+from tap_sage.readahead import Unit
 from tap_sage.records import RawRecord
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
-from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
+from tap_sage.sdk_private import pop_deselected_record_properties, utc_now
+from tap_sage.sync import (
+    Page,
+    Progress,
+    ReadResult,
+    epoch,
+    iso,
+)
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -327,10 +333,13 @@ class SageStream(Stream):
         fast = self._fast_path()
         check = self._wire.record_check
 
+        budget = self._sage_tap.request_budget
+
         def fetch(path: str, params: Mapping[str, Any] | None) -> Page:
-            started = time.time()
-            response = client.request("GET", path, business_id=business_id, params=params)
-            elapsed = time.time() - started
+            with budget:  # one of the connection's requests in flight (tap_sage.readahead)
+                started = time.time()
+                response = client.request("GET", path, business_id=business_id, params=params)
+                elapsed = time.time() - started
             # deletion passes become tombstones (dicts), never raw records
             raw = fast and _DELETIONS not in (params if params is not None else path)
             body = _decode_list(response, path, check if raw else None, business_id)
@@ -392,47 +401,40 @@ class SageStream(Stream):
             self.name, business_id, status, reason,
         )  # fmt: skip
 
+    def _end_unit(self, unit: Unit, *, ended: bool) -> None:
+        """A partition's read is over: abandoned (the SDK's record limit, an error) when not
+        ``ended``; then the reads started ahead end too (the sync goes on without them)."""
+        unit.stop()
+        if not ended:
+            self._sage_tap.scheduler.close()
+
+    def _missing_filters(self) -> list[str]:
+        given = self._sage_tap.stream_filters.get(self.name, {})
+        return [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
+
+    def read_unit(self, context: types.Context) -> Unit:
+        """The read of one partition, started in a thread of its own (``tap_sage.reads``)."""
+        return reads.list_unit(self, context)
+
     @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
         """Every record (and deletion record) of one business, in a consistent read."""
         assert context is not None
         business_id = str(context["business_id"])
         tap = self._sage_tap
-        given = tap.stream_filters.get(self.name, {})
-        missing = [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
-        if missing:
+        unit = tap.scheduler.take((self.name, business_id), lambda: self.read_unit(context))
+        missing = self._missing_filters()
+        if missing:  # (its unit reads nothing)
             self.logger.warning(
                 "Skipping stream '%s' for business %s: Sage requires the parameter(s) %s; set "
                 "them in stream_filters.%s",
                 self.name, business_id, ", ".join(missing), self.name,
             )  # fmt: skip
             return
-        since = self._since(context)
-        reader = ListReader(
-            self._fetch(business_id),
-            self.resource.path,
-            params=tap.stream_filters.get(self.name, {}),
-            page_size=self._page_size or tap.connection.page_size,
-            # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
-            **({"max_page_size": self._page_size} if self._page_size else {}),
-            since=since,
-            incremental=self.resource.incremental,
-            sortable=self.resource.sortable,
-            deletions=self.resource.deletions,
-            include_deleted=tap.include_deleted,
-            executor=tap.executor,
-            max_concurrency=tap.max_concurrency,
-            deleted_after=self.get_context_state(context).get(DELETED_AFTER),
-            checkpoint=self._checkpoint(context),
-            resume=self._resume(context, since),
-            on_start=self._on_start(context, since),
-            logger=self.logger,
-            heavy=self._heavy,
-            on_smaller_pages=self._smaller_pages(business_id),
-        )
         properties = self.schema["properties"]
+        ended = False
         try:
-            for item, tombstone in reader.records():
+            for item, tombstone in unit.items():
                 if tombstone:
                     record = {k: v for k, v in item.items() if k in properties}
                     # a deleted item may come without ``deleted_at``: it was deleted by now
@@ -447,12 +449,15 @@ class SageStream(Stream):
                     record = item
                 record["business_id"] = business_id
                 yield record
+            ended = True
         except (SageAccessDenied, SageNotFound) as error:
+            ended = True
             self._skip(business_id, error)
             return
         finally:
+            self._end_unit(unit, ended=ended)
             tap.flush_output()
-        result = reader.result
+        result: ReadResult = unit.result
         self.logger.log(
             logging.INFO if result.verified else logging.WARNING,
             "Read %s for business %s: %d records, %d deletions, %d requests, %d repaired "
@@ -474,18 +479,25 @@ class SageSingletonStream(SageStream):
         self.replication_key = None
 
     @override
+    def read_unit(self, context: types.Context) -> Unit:
+        """The request for the singleton of one business, in a thread of its own."""
+        return reads.singleton_unit(self, context, _decode_list)
+
+    @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
         """The singleton of one business."""
         assert context is not None
         business_id = str(context["business_id"])
+        unit = self._sage_tap.scheduler.take(
+            (self.name, business_id), lambda: self.read_unit(context)
+        )
+        ended = False
         try:
-            response = self._sage_tap.client.request(
-                "GET", self.resource.path, business_id=business_id
-            )
+            yield from unit.items()
+            ended = True
         except (SageAccessDenied, SageNotFound) as error:
+            ended = True
             self._skip(business_id, error)
             return
-        body = _decode_list(response, self.resource.path)
-        if isinstance(body, dict):
-            body["business_id"] = business_id
-            yield body
+        finally:
+            self._end_unit(unit, ended=ended)

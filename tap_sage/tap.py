@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import typing as t
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 import tap_sage.about  # noqa: F401 - registers the markdown about formatter
+from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check
@@ -65,8 +67,10 @@ TAP_PROPERTIES: dict[str, Any] = {
         "minimum": 1,
         "maximum": MAX_CONCURRENCY,
         "default": 4,
-        "description": "Pages of one list fetched at the same time (1 to Sage's limit of 150). "
-        "Records are emitted in the same order, with the same bookmarks, whatever the value.",
+        "description": "Requests to Sage in flight at the same time, across every stream and "
+        "business (1 to Sage's limit of 150): the pages of one list, and the lists that come "
+        "next read ahead while one is emitted. Records and STATE are emitted in the same order, "
+        "with the same bookmarks, whatever the value.",
     },
 }
 
@@ -150,6 +154,8 @@ class TapSage(Tap):
         """Initialise the tap; with ``validate_config`` (the default), check every setting."""
         self._business_ids: list[str] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._budget: RequestBudget | None = None
+        self._scheduler: Scheduler | None = None
         self._filters: dict[str, dict[str, str]] | None = None
         self._connection: ConnectionSettings | None = None
         #: every stream the input catalog lists, selected or not (``_only_selected``)
@@ -296,6 +302,40 @@ class TapSage(Tap):
                 max_workers=self.max_concurrency, thread_name_prefix="sage-page"
             )
         return self._executor
+
+    @property
+    def request_budget(self) -> RequestBudget:
+        """The connection's requests in flight: at most ``max_concurrency``, whatever the
+        streams and businesses they belong to."""
+        if self._budget is None:
+            self._budget = RequestBudget(self.max_concurrency)
+        return self._budget
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """Reads the partitions that come next while one is emitted (``tap_sage.readahead``)."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(
+                self._sync_plan, ahead=partitions_ahead(self.max_concurrency)
+            )
+        return self._scheduler
+
+    def _sync_plan(self) -> list[Slot]:
+        """The partitions in the order ``Tap.sync_all`` reads them: the selected streams in
+        catalogue order, each one's businesses in order; none before the businesses are known
+        (a stream's partition read on its own, outside a sync, reads nothing ahead)."""
+        slots: list[Slot] = []
+        if self._business_ids is None:
+            return slots  # no sync under way (its partitions ask for the businesses first)
+        for stream in self.streams.values():
+            if not isinstance(stream, SageStream) or not stream.selected:
+                continue
+            if stream.parent_stream_type:
+                continue
+            for partition in stream.partitions or []:
+                key = (stream.name, str(partition["business_id"]))
+                slots.append(Slot(key, functools.partial(stream.read_unit, partition)))
+        return slots
 
     @property
     def business_ids(self) -> list[str]:
