@@ -196,7 +196,7 @@ def count_requests(log: Path, offset: int) -> dict[str, int]:
         for raw in handle:
             line = raw.decode(errors="replace")
             if '"GET /v3.1/' in line:
-                path = line.split('"GET /v3.1/', 1)[1].split(" ", 1)[0]
+                path = line.split('"GET /v3.1/', 1)[1].split(" ", 1)[0].rstrip('"')
                 resource = path.split("?", 1)[0]
                 kind = "deletion pass" if "deleted_since=" in path else "list"
                 key = f"{kind} {resource}" if resource != "businesses" else "businesses"
