@@ -18,7 +18,8 @@ high-water mark (``VmHWM``) at its first HTTP request and at exit. Measured:
 
 1. start-up (one stream selected): CPU and peak memory before the first request;
 2. marginal CPU per record: CPU from the first request to exit over ``sales_invoices``,
-   divided by its records; the ratio to the bare loop;
+   divided by its records; the ratio to the bare loop (tap-sage with the wire on and off and
+   the loop run in turn ``--repeat`` times, the least CPU of each kept);
 3. list requests per 200 records (the sandbox's request log);
 4. peak memory at 10x the records (all the invoices vs their last tenth, ``start_date``);
 5. share of the latency limit at 50 ms (``contact_payments``): records per second from the first
@@ -196,7 +197,7 @@ def count_requests(log: Path, offset: int) -> dict[str, int]:
         for raw in handle:
             line = raw.decode(errors="replace")
             if '"GET /v3.1/' in line:
-                path = line.split('"GET /v3.1/', 1)[1].split(" ", 1)[0]
+                path = line.split('"GET /v3.1/', 1)[1].split(" ", 1)[0].rstrip('"')
                 resource = path.split("?", 1)[0]
                 kind = "deletion pass" if "deleted_since=" in path else "list"
                 key = f"{kind} {resource}" if resource != "businesses" else "businesses"
@@ -251,6 +252,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, help="sandbox scale (default 50; --quick: 5)")
     parser.add_argument("--db", type=Path, help="sandbox database to seed (or reuse)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of tap-sage (wire on, off) and the loop, least CPU kept")  # fmt: skip
     args = parser.parse_args()
     scale = args.scale or (5 if args.quick else 50)
     work = Path(tempfile.mkdtemp(prefix="tap-bench-"))
@@ -278,18 +281,29 @@ def main() -> None:
         offset = log_size(box)
         tap_all = run_tap(box, work, "all", STREAM)
         requests_made = count_requests(Path(box.log_path), offset)
-        tap_bare = run_tap(box, work, "all-nowire", STREAM, wire=False)
         peer_all = run_peer(box, work, "peer-all", STREAM, business)
-        loop = run_loop(box, work, "loop", STREAM, business)
+        # tap-sage with the wire on and off and the bare loop, taken in turn ``--repeat``
+        # times: the least CPU of each (a shared machine's noise only ever adds)
+        taps, bares, loops = [tap_all], [], []
+        for i in range(args.repeat):
+            if i:
+                taps.append(run_tap(box, work, f"all{i}", STREAM))
+            bares.append(run_tap(box, work, f"all-nowire{i}", STREAM, wire=False))
+            loops.append(run_loop(box, work, f"loop{i}", STREAM, business))
+        tap_best = min(taps, key=lambda r: r.work_cpu)
+        tap_bare = min(bares, key=lambda r: r.work_cpu)
+        loop = min(loops, key=lambda r: r.work_cpu)
         assert int(loop.stdout.read_text().strip()) == n_all  # the loop prints its count
-        for run, who in (
-            (tap_all, "tap-sage"),
-            (tap_bare, "tap-sage, wire off"),
-            (peer_all, "peer"),
-        ):
+        for run, who in ((tap_best, "tap-sage"), (tap_bare, "tap-sage, wire off"),
+                         (peer_all, "peer")):  # fmt: skip
             assert run.records() == n_all, (who, run.records(), n_all)
+        figures["cpu_us_runs"] = {
+            "tap": [r.work_cpu / n_all * 1e6 for r in taps],
+            "tap_nowire": [r.work_cpu / n_all * 1e6 for r in bares],
+            "loop": [r.work_cpu / n_all * 1e6 for r in loops],
+        }
         us = {k: r.work_cpu / n_all * 1e6 for k, r in
-              (("tap", tap_all), ("tap_nowire", tap_bare), ("peer", peer_all), ("loop", loop))}  # fmt: skip
+              (("tap", tap_best), ("tap_nowire", tap_bare), ("peer", peer_all), ("loop", loop))}  # fmt: skip
         rows.append(("2. marginal CPU per record", f"tap-sage {us['tap']:.1f} us",
                      f"requests loop {us['loop']:.1f} us",
                      f"{us['tap'] / us['loop']:.2f}x (goal <= 0.5x)"))  # fmt: skip

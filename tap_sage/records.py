@@ -48,7 +48,7 @@ class RawRecord(Mapping[str, Any]):
 
     __slots__ = ("_attrs", "_business", "_decoded", "_meta", "raw")
 
-    def __init__(self, raw: bytes, meta: Any, attrs: Mapping[str, str]) -> None:
+    def __init__(self, raw: bytes, meta: Any, attrs: Mapping[str, int]) -> None:
         self.raw = raw
         self._meta = meta
         self._attrs = attrs
@@ -78,9 +78,9 @@ class RawRecord(Mapping[str, Any]):
     @t.overload
     def get(self, key: str, /, default: Any) -> Any: ...
     def get(self, key: str, /, default: Any = None) -> Any:
-        attr = self._attrs.get(key)
-        if attr is not None:
-            value = getattr(self._meta, attr)
+        index = self._attrs.get(key)
+        if index is not None:
+            value = self._meta[index]
             return default if value is None and default is not None else value
         return self.record().get(key, default)
 

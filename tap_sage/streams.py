@@ -178,8 +178,9 @@ class SageStream(Stream):
     def post_process(
         self, row: types.Record, context: types.Context | None = None
     ) -> types.Record | None:
-        """Sage's wire to a record (``tap_sage.sage.wire``): decimal strings as exact
-        ``Decimal`` (emitted as JSON numbers with Sage's digits), ``""`` dates as null."""
+        """Sage's wire to a record (``tap_sage.sage.wire``): decimals as Sage's strings,
+        checked (a JSON number as its exact text), ``""`` dates as null; a ``RawRecord`` (the
+        fast path, ``tap_sage.records``) was checked already and needs nothing."""
         if isinstance(row, RawRecord):
             return row  # checked, nothing to change (``tap_sage.records``)
         try:

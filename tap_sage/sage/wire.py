@@ -459,26 +459,27 @@ READER_FIELDS = ("id", "updated_at", "created_at", "deleted_at")
 
 
 _Verify = t.Callable[[Any], bool]
+#: What ``verify`` must look at in one object: its decimals' attributes, and the nested objects
+#: (attribute, their tree, whether a list of them) that hold decimals; None: nothing.
+_Tree = tuple[list[str], list[tuple[str, "_Tree", bool]]]
 
 
-def _all_plain(_: Any) -> bool:
-    return True
-
-
-def _check_struct(plan: Plan, extra: tuple[str, ...] = ()) -> tuple[type, dict[str, str], _Verify]:
+def _check_struct(
+    plan: Plan, extra: tuple[str, ...] = ()
+) -> tuple[type, dict[str, str], _Tree | None]:
     """A msgspec Struct type that decodes exactly the values ``_record`` looks at, typed so
     that decoding fails (``msgspec.ValidationError``) wherever ``_record`` would change one
     (``""`` for a decimal or a date, a number for a decimal or in a text field, a nested
-    object or array of another shape than the plan expects), and a ``verify`` of a decoded
-    one for what types cannot say cheaply: that the decimals of each object, all at once, are
-    made of ``0-9.-`` only, as ``_record`` checks them. Every other field of the item is
+    object or array of another shape than the plan expects), and the tree of what
+    ``_verifier`` must still check in Python: that the decimals of each object, all at once,
+    are made of ``0-9.-`` only, as ``_record`` checks them. Every other field of the item is
     skipped by the decoder (in C). Also returns key -> attribute for the ``extra`` keys
     (decoded as they are unless the plan types them)."""
     fields: list[tuple[str, Any, None]] = []
     attrs: dict[str, str] = {}
     rename: dict[str, str] = {}
     decimals: list[str] = []
-    nested: list[tuple[str, _Verify, bool]] = []
+    nested: list[tuple[str, _Tree, bool]] = []
 
     def add(key: str, kind: Any) -> str:
         name = f"f{len(fields)}"
@@ -495,16 +496,16 @@ def _check_struct(plan: Plan, extra: tuple[str, ...] = ()) -> tuple[type, dict[s
         elif op == _TXT:
             add(key, str)
         elif op == _OBJ:
-            kind, _, verify = _check_struct(sub or _EMPTY)
+            kind, _, tree = _check_struct(sub or _EMPTY)
             name = add(key, kind)
-            if verify is not _all_plain:  # a sub-tree without decimals: its types say it all
-                nested.append((name, verify, False))
+            if tree is not None:  # a sub-tree without decimals: its types say it all
+                nested.append((name, tree, False))
         elif op == _ARR_OBJ:
             element: Any
-            element, _, verify = _check_struct(sub or _EMPTY)
+            element, _, tree = _check_struct(sub or _EMPTY)
             name = add(key, list[element | None])
-            if verify is not _all_plain:
-                nested.append((name, verify, True))
+            if tree is not None:
+                nested.append((name, tree, True))
         elif op == _ARR_DEC:
             add(key, list[_PlainDecimal | None])  # ``_record`` reads each with ``decimal_text``
     for key in extra:
@@ -513,53 +514,72 @@ def _check_struct(plan: Plan, extra: tuple[str, ...] = ()) -> tuple[type, dict[s
     kind = msgspec.defstruct(
         f"WireCheck{next(_struct_names)}", fields, rename=rename, gc=False, omit_defaults=True
     )
-    return kind, {key: attrs[key] for key in extra}, _verifier(decimals, nested)
+    tree = (decimals, nested) if decimals or nested else None
+    return kind, {key: attrs[key] for key in extra}, tree
 
 
-def _verifier(decimals: list[str], nested: list[tuple[str, _Verify, bool]]) -> _Verify:
-    if not decimals and not nested:
-        return _all_plain
-    values = operator.attrgetter(*decimals) if decimals else None
-    single = len(decimals) == 1
-    chars = _DECIMAL_CHARS.issuperset
-    join = "".join
+def _verifier(tree: _Tree | None) -> _Verify:
+    """``tree`` compiled into one Python function (no call per nested object, no loop over
+    the plan at run time): per object, its decimals joined and their characters checked at
+    once; the nested objects and lists that hold decimals, inline."""
+    if tree is None:
+        return lambda _: True
+    lines = ["def verify(o0):"]
+    names = itertools.count(1)
 
-    def verify(obj: Any) -> bool:
-        if values is not None:
-            got = values(obj)
-            if not chars(got or "") if single else not chars(join(filter(None, got))):
-                return False
-        for attr, inner, many in nested:
-            value = getattr(obj, attr)
-            if value is None:
-                continue
+    def emit(node: _Tree, var: str, depth: int) -> None:
+        pad = "    " * depth
+        decimals, nested = node
+        if len(decimals) == 1:
+            lines.append(f"{pad}v = {var}.{decimals[0]}")
+            lines.append(f"{pad}if v is not None and not chars(v): return False")
+        elif decimals:
+            values = ", ".join(f"{var}.{d}" for d in decimals)
+            lines.append(f"{pad}if not chars(join(filter(None, ({values})))): return False")
+        for attr, sub, many in nested:
+            inner = f"o{next(names)}"
             if many:
-                for element in value:
-                    if element is not None and not inner(element):
-                        return False
-            elif not inner(value):
-                return False
-        return True
+                lines.append(f"{pad}for {inner} in {var}.{attr} or ():")
+                lines.append(f"{pad}    if {inner} is not None:")
+                emit(sub, inner, depth + 2)
+            else:
+                lines.append(f"{pad}{inner} = {var}.{attr}")
+                lines.append(f"{pad}if {inner} is not None:")
+                emit(sub, inner, depth + 1)
 
+    emit(tree, "o0", 1)
+    lines.append("    return True")
+    scope: dict[str, Any] = {"chars": _DECIMAL_CHARS.issuperset, "join": "".join}
+    exec(compile("\n".join(lines), "<wire.RecordCheck>", "exec"), scope)  # noqa: S102 - our own code
+    verify: _Verify = scope["verify"]
     return verify
 
 
 class RecordCheck:
-    """Decides, per item, in one C pass and a join of its decimals, whether ``Shape.to_record`` would leave Sage's item
-    exactly as it is (the tap's fast path emits such an item's JSON text unchanged), and keeps
-    the few values the list reader needs (``READER_FIELDS``)."""
+    """Decides, per item, in one C pass and a join of its decimals, whether
+    ``Shape.to_record`` would leave Sage's item exactly as it is (the tap's fast path emits
+    such an item's JSON text unchanged), and keeps the few values the list reader needs
+    (``READER_FIELDS``): ``check`` gives them as a tuple, ``attrs`` says where each is."""
 
-    __slots__ = ("attrs", "decode", "verify")
+    __slots__ = ("attrs", "decode", "values", "verify")
 
     def __init__(self, plan: Plan) -> None:
-        kind, self.attrs, self.verify = _check_struct(plan, READER_FIELDS)
+        kind, names, tree = _check_struct(plan, READER_FIELDS)
+        self.verify = _verifier(tree)
         self.decode: t.Callable[[bytes], Any] = msgspec.json.Decoder(kind).decode
+        #: reader field -> its place in what ``check`` returns
+        self.attrs: dict[str, int] = {key: i for i, key in enumerate(READER_FIELDS)}
+        self.values = operator.attrgetter(*(names[key] for key in READER_FIELDS))
 
-    def check(self, raw: bytes) -> Any:
-        """The decoded check of one item's JSON text, or None when ``to_record`` would change
-        the item (or it is no JSON object): then it goes the ordinary way."""
+    def check(self, raw: bytes) -> tuple[Any, ...] | None:
+        """The reader's values of one item's JSON text, or None when ``to_record`` would
+        change the item (or it is no JSON object): then it goes the ordinary way. The decoded
+        check itself is dropped at once (it holds every decimal of the item)."""
         try:
             meta = self.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
-        return meta if self.verify(meta) else None
+        if not self.verify(meta):
+            return None
+        values: tuple[Any, ...] = self.values(meta)
+        return values
