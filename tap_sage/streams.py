@@ -26,6 +26,7 @@ from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
+from tap_sage import deletions
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
@@ -140,6 +141,7 @@ class SageStream(Stream):
         #: items_per_page of this stream's lists: lowered for good when pages keep failing as
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
+        self._deleted: deletions.Deletions | None = None  # the setting ``deletions``
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self._wire = wire.Shape.of(self.schema)
         self.primary_keys = ["business_id", resource.key or "id"]
@@ -337,6 +339,12 @@ class SageStream(Stream):
             self.name, business_id, status, reason,
         )  # fmt: skip
 
+    def _deletions(self) -> deletions.Deletions:
+        if self._deleted is None:
+            tap = self._sage_tap
+            self._deleted = deletions.Deletions(self, tap, deletions.mode(tap.config))
+        return self._deleted
+
     @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
         """Every record (and deletion record) of one business, in a consistent read."""
@@ -375,13 +383,15 @@ class SageStream(Stream):
             heavy=self._heavy,
             on_smaller_pages=self._smaller_pages(business_id),
         )
-        properties = self.schema["properties"]
+        deleted = self._deletions()
+        deleted.start_partition()
         try:
             for item, tombstone in reader.records():
                 if tombstone:
-                    record = {k: v for k, v in item.items() if k in properties}
-                    # a deleted item may come without ``deleted_at``: it was deleted by now
-                    record[DELETED_AT] = item.get("deleted_at") or iso(math.floor(time.time()))
+                    found = deleted.record(item, business_id)  # tap_sage.deletions
+                    if found is None:
+                        continue
+                    record = found
                 else:
                     record = item
                 record["business_id"] = business_id
