@@ -55,14 +55,14 @@ SUFFIX = "_deletions"
 SETTING: dict[str, Any] = {
     "type": ["string", "null"],
     "enum": [*MODES, None],
-    "default": FLAG,
+    # no "default": the SDK would fill it in and hide an older `include_deleted: false`
     "description": "What a record deleted in Sage becomes (resources that take "
-    "`deleted_since`). `flag`: a record with only its keys and `_sdc_deleted_at`, under a "
-    "SCHEMA narrowed to those, so merging loaders keep the row's data and set "
+    "`deleted_since`). `flag` (the default): a record with only its keys and `_sdc_deleted_at`, "
+    "under a SCHEMA narrowed to those, so loaders that merge by key keep the row's data and set "
     "`_sdc_deleted_at` (target-duckdb's `hard_delete: true` removes the row instead). "
     "`stream`: a record of the stream `<stream>_deletions` (keys and `deleted_at`), the "
-    "stream's own table untouched. `none`: no deletion records. Which works with which loader: README, "
-    '"Deleted records in a warehouse".',
+    "stream's own table untouched. `none`: no deletion records. Which works with which "
+    'loader: README, "Deleted records in a warehouse".',
 }
 
 
