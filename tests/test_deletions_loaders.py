@@ -9,19 +9,21 @@ suite's PostgreSQL server, and target-duckdb into a DuckDB file; a full sync, a 
 - ``stream``: the contacts table is untouched (the row live, its data intact) and
   ``contacts_deletions`` holds the deletion (both loaders).
 
-One tap output feeds every loader of a mode, so the module runs two pairs of syncs.
+One sandbox and one full sync feed every loader; then one incremental sync per mode.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import requests
 import sqlalchemy as sa
 
+from scripts.pgserver import PostgresServer
 from tap_sage.sandbox.runner import SandboxProcess
 from tests.tap_helpers import TIMEOUT, Run, run_tap
 from tests.warehouse_helpers import Wire, duckdb_query, run_loader
@@ -88,16 +90,21 @@ def utc_naive(value: str) -> dt.datetime:
 # -- the scenario ----------------------------------------------------------------------------------
 class Scenario:
     """A full sync (``full``); then (``change_and_resync``) one contact deleted in the first
-    business and one renamed in the last, and an incremental sync (``incremental``)."""
+    business and one renamed in the last, and an incremental sync per mode (``incremental``).
 
-    def __init__(self, sandbox: SandboxProcess, config: dict[str, Any], tmp: Path, mode: str) -> None:  # fmt: skip
-        self.sandbox, self.tmp, self.mode = sandbox, tmp, mode
-        self.settings = {**config, "deletions": mode}
+    The full sync is one run for both modes: a first read emits only the deletions made while
+    it reads (none here), so its output is the same in either mode (checked)."""
+
+    def __init__(self, sandbox: SandboxProcess, config: dict[str, Any], tmp: Path) -> None:
+        self.sandbox, self.tmp, self.config = sandbox, tmp, config
         self.wire = Wire(sandbox)
-        self.full = run_tap(tmp, self.settings, [STREAM], tag=f"{mode}-full")
-        self.name = f"Renamed {mode}"
+        self.full = run_tap(tmp, {**config, "deletions": "flag"}, [STREAM], tag="full")
+        assert not self.deletions(self.full)
+        assert {m["stream"] for m in self.full.messages if "stream" in m} == {STREAM}
+        self.name = "Renamed Ltd"
+        self.incremental: dict[str, Run] = {}
 
-    def change_and_resync(self) -> None:
+    def change_and_resync(self, modes: tuple[str, ...]) -> None:
         first, last = self.wire.business_ids[0], self.wire.business_ids[-1]
         assert first != last  # the full SCHEMA must come back for the next business's records
         items = self.wire.items(STREAM)
@@ -109,11 +116,14 @@ class Scenario:
         body = {"contact": {"name": self.name}}
         renamed = _api(self.sandbox, last, "PUT", f"/{STREAM}/{self.updated[1]}", body)
         assert renamed.status_code == 200, renamed.text
-        self.incremental = run_tap(self.tmp, self.settings, [STREAM], state=self.full.state, tag=f"{self.mode}-incr")  # fmt: skip
+        for mode in modes:
+            settings = {**self.config, "deletions": mode}
+            self.incremental[mode] = run_tap(self.tmp, settings, [STREAM], state=self.full.state, tag=f"{mode}-incr")  # fmt: skip
         self.live = self.wire.items(STREAM)  # the sandbox now, as Sage's client reads it
         assert self.deleted not in self.live and self.updated in self.live
 
-    def deletions(self, run: Run, stream: str = STREAM) -> dict[Key, str]:
+    @staticmethod
+    def deletions(run: Run, stream: str = STREAM) -> dict[Key, str]:
         """(business_id, id) -> the deletion time the tap emitted on ``stream``."""
         found = {}
         for r in run.records(stream):
@@ -139,17 +149,42 @@ def check_flagged(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, 
     key = scenario.deleted
     assert data(after[key]) == data(before[key])
     assert after[key]["name"]  # not a row of nulls
-    emitted = scenario.deletions(scenario.incremental)
+    emitted = scenario.deletions(scenario.incremental["flag"])
     assert key in emitted
     assert after[key]["_sdc_deleted_at"] == stamp(emitted[key])
     check_live_rows(after, scenario)
     flagged = {k for k, r in after.items() if r["_sdc_deleted_at"] is not None}
-    assert flagged == set(scenario.deletions(scenario.full)) | set(emitted)
+    assert flagged == set(emitted)
     for k, row in after.items():
         if k in before and k != scenario.updated:
             assert data(row) == data(before[k]), k  # nothing else changed
         if not row["name"]:
             assert k in flagged and k not in before, k
+
+
+def check_removed(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]], scenario: Scenario) -> None:  # fmt: skip
+    """The deleted contact's row is gone, every live one kept with its data."""
+    assert scenario.deleted in before and scenario.deleted not in after
+    assert set(after) == set(scenario.live)  # every flagged row removed, every live one kept
+    check_live_rows(after, scenario)
+    for key, row in after.items():
+        if key != scenario.updated:
+            assert data(row) == data(before[key]), key
+
+
+def check_listed(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]], listed: dict[Key, dict[str, Any]], scenario: Scenario, stamp: Any) -> None:  # fmt: skip
+    """The stream's table untouched but for the rename; the deletions in their own table."""
+    emitted = scenario.deletions(scenario.incremental["stream"], f"{STREAM}_deletions")
+    assert scenario.deleted in emitted
+    assert not scenario.deletions(scenario.incremental["stream"])  # none on the stream itself
+    assert set(after) == set(before)  # no row added, none removed
+    assert data(after[scenario.deleted]) == data(before[scenario.deleted])
+    assert all(r["_sdc_deleted_at"] is None for r in after.values())
+    assert after[scenario.updated]["name"] == scenario.name
+    assert set(listed) == set(emitted)
+    assert listed[scenario.deleted]["deleted_at"] == stamp(emitted[scenario.deleted])
+    # the live contacts, as a user's query (or view) finds them
+    assert {k for k in after if k not in listed} == set(scenario.live)
 
 
 def pg_config(url: str) -> dict[str, Any]:
@@ -173,7 +208,7 @@ def duck_config(db: Path, **more: Any) -> dict[str, Any]:
 
 
 def pg_stamp(value: str) -> str:
-    """``_sdc_deleted_at`` as row_to_json prints a ``timestamp without time zone``."""
+    """A date-time as row_to_json prints a ``timestamp without time zone`` (UTC)."""
     return utc_naive(value).isoformat()
 
 
@@ -182,80 +217,46 @@ def duck_stamp(value: str) -> str:
     return value
 
 
-def test_flag_keeps_the_row_flagged_or_removes_it(
-    sandbox: SandboxProcess, connection_config: dict[str, Any], pg_database: str, tmp_path: Path
-) -> None:
-    """``deletions: flag``: target-postgres and target-duckdb keep the deleted contact's row
-    with its data and ``_sdc_deleted_at``; target-duckdb with ``hard_delete: true`` removes it."""
-    flagged_db, removed_db = tmp_path / "flagged.duckdb", tmp_path / "removed.duckdb"
-    loads = {
-        "postgres": ("target-postgres", pg_config(pg_database)),
-        "duckdb": ("target-duckdb", duck_config(flagged_db)),
-        "duckdb-remove": ("target-duckdb", duck_config(removed_db, hard_delete=True)),
-    }
-
-    def read(name: str) -> dict[Key, dict[str, Any]]:
-        if name == "postgres":
-            return postgres_rows(pg_database)
-        return duckdb_rows(flagged_db if name == "duckdb" else removed_db)
-
-    scenario = Scenario(sandbox, connection_config, tmp_path, "flag")
-    before = {}
-    for name, (loader, config) in loads.items():
-        run_loader(loader, tmp_path, config, scenario.full, f"{name}-full")
-        before[name] = read(name)
-    scenario.change_and_resync()
-    for name, (loader, config) in loads.items():
-        run_loader(loader, tmp_path, config, scenario.incremental, f"{name}-incr")
-
-    check_flagged(before["postgres"], read("postgres"), scenario, pg_stamp)
-    check_flagged(before["duckdb"], read("duckdb"), scenario, duck_stamp)
-    removed = read("duckdb-remove")
-    assert scenario.deleted in before["duckdb-remove"] and scenario.deleted not in removed
-    assert set(removed) == set(scenario.live)  # every flagged row removed, every live one kept
-    check_live_rows(removed, scenario)
-    for key, row in removed.items():
-        if key != scenario.updated:
-            assert data(row) == data(before["duckdb-remove"][key]), key
+def duck_timestamp(value: str) -> str:
+    """A ``TIMESTAMP`` column as DuckDB's Python value prints (UTC)."""
+    return str(utc_naive(value))
 
 
-def test_stream_leaves_the_table_alone_and_lists_deletions(
-    sandbox: SandboxProcess, connection_config: dict[str, Any], pg_database: str, tmp_path: Path
-) -> None:
-    """``deletions: stream``: both loaders keep the contacts table as it was (the deleted
-    contact's row live, its data intact) and load ``contacts_deletions``."""
-    db = tmp_path / "stream.duckdb"
-    loads = {
-        "postgres": ("target-postgres", pg_config(pg_database)),
-        "duckdb": ("target-duckdb", duck_config(db)),
+def test_deletions_through_the_real_loaders(
+    sandbox: SandboxProcess, connection_config: dict[str, Any], pg_server: PostgresServer, tmp_path: Path
+) -> None:  # fmt: skip
+    """``flag``: target-postgres and target-duckdb keep the deleted contact's row with its data
+    and ``_sdc_deleted_at``; target-duckdb with ``hard_delete: true`` removes it. ``stream``:
+    both loaders leave the contacts table alone and load ``contacts_deletions``."""
+    urls = {m: pg_server.create_database(f"deletions_{m}_{uuid.uuid4().hex[:8]}") for m in ("flag", "stream")}  # fmt: skip
+    files = {name: tmp_path / f"{name}.duckdb" for name in ("flag", "remove", "stream")}
+    loads = {  # name -> (mode, loader, config, read the table)
+        "postgres-flag": ("flag", "target-postgres", pg_config(urls["flag"])),
+        "duckdb-flag": ("flag", "target-duckdb", duck_config(files["flag"])),
+        "duckdb-remove": ("flag", "target-duckdb", duck_config(files["remove"], hard_delete=True)),
+        "postgres-stream": ("stream", "target-postgres", pg_config(urls["stream"])),
+        "duckdb-stream": ("stream", "target-duckdb", duck_config(files["stream"])),
     }
 
     def read(name: str, table: str = STREAM) -> dict[Key, dict[str, Any]]:
-        return postgres_rows(pg_database, table) if name == "postgres" else duckdb_rows(db, table)
+        kind, mode = name.split("-")
+        if kind == "postgres":
+            return postgres_rows(urls[mode], table)
+        return duckdb_rows(files[mode], table)
 
-    scenario = Scenario(sandbox, connection_config, tmp_path, "stream")
-    assert not scenario.deletions(scenario.full)  # nothing flagged on the stream itself
+    scenario = Scenario(sandbox, connection_config, tmp_path)
     before = {}
-    for name, (loader, config) in loads.items():
+    for name, (_mode, loader, config) in loads.items():
         run_loader(loader, tmp_path, config, scenario.full, f"{name}-full")
         before[name] = read(name)
-    scenario.change_and_resync()
-    emitted = scenario.deletions(scenario.incremental, f"{STREAM}_deletions")
-    assert scenario.deleted in emitted
-    assert not scenario.deletions(scenario.incremental)
-    for name, (loader, config) in loads.items():
-        run_loader(loader, tmp_path, config, scenario.incremental, f"{name}-incr")
-        after = read(name)
-        assert set(after) == set(before[name])  # no row added, none removed
-        assert data(after[scenario.deleted]) == data(before[name][scenario.deleted])
-        assert all(r["_sdc_deleted_at"] is None for r in after.values())
-        assert after[scenario.updated]["name"] == scenario.name
+        assert set(before[name]) == set(scenario.wire.items(STREAM)), name
+    scenario.change_and_resync(("flag", "stream"))
+    for name, (mode, loader, config) in loads.items():
+        run_loader(loader, tmp_path, config, scenario.incremental[mode], f"{name}-incr")
+
+    check_flagged(before["postgres-flag"], read("postgres-flag"), scenario, pg_stamp)
+    check_flagged(before["duckdb-flag"], read("duckdb-flag"), scenario, duck_stamp)
+    check_removed(before["duckdb-remove"], read("duckdb-remove"), scenario)
+    for name, stamp in (("postgres-stream", pg_stamp), ("duckdb-stream", duck_timestamp)):
         listed = read(name, f"{STREAM}_deletions")
-        every = {**scenario.deletions(scenario.full, f"{STREAM}_deletions"), **emitted}
-        assert set(listed) == set(every)
-        stamp = pg_stamp if name == "postgres" else duck_stamp
-        when = listed[scenario.deleted]["deleted_at"]
-        assert when == stamp(emitted[scenario.deleted]) or str(when) == str(utc_naive(emitted[scenario.deleted])), when  # fmt: skip
-        # the live contacts, as a user's query (or view) finds them
-        live = {k for k in after if k not in listed}
-        assert live == set(scenario.live)
+        check_listed(before[name], read(name), listed, scenario, stamp)
