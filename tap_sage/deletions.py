@@ -13,7 +13,8 @@ deleted item sent under the stream's full schema blanks every column but the key
     set. (singer-sdk targets open a new sink on a changed schema and drain the retired one
     first; target-duckdb flushes a stream's rows before it takes a new SCHEMA.) The full
     SCHEMA goes out again before the next business's records. With ``target-duckdb``'s
-    ``hard_delete: true`` the loader then removes the flagged row instead.
+    ``hard_delete: true`` the loader then removes the flagged row instead. In BATCH mode (one
+    SCHEMA per batch file) ``flag`` acts as ``stream``.
 ``stream``
     Deletions as their own stream ``<stream>_deletions`` (key properties and ``deleted_at``);
     the stream's own table is not touched. For any loader, append-only ones included.
@@ -95,6 +96,14 @@ class Deletions:
         self.stream = stream
         self.tap = tap  # writes the messages, as the SDK's stream does
         self.mode = chosen
+        if chosen == FLAG and stream.get_batch_config(stream.config) is not None:
+            # BATCH files carry the records of a stream under one SCHEMA: a narrowed one would
+            # narrow the live records of the batch too
+            stream.logger.warning(
+                "Stream '%s': deletions go to '%s%s' (deletions: stream), as `flag` cannot be "
+                "told apart in BATCH mode (batch_config)", stream.name, stream.name, SUFFIX,
+            )  # fmt: skip
+            self.mode = STREAM
         self._narrowed = False  # the narrowed SCHEMA is the last one the loader saw
         self._announced: set[str] = set()  # `<alias>_deletions` streams whose SCHEMA went out
 
