@@ -1,8 +1,8 @@
 """How tap-sage tells loaders about records deleted in Sage (the setting ``deletions``).
 
 Sage's ``deleted_since`` lists say little about a deleted item: its id, perhaps ``deleted_at``
-(tap_sage/sync.py reads them; what else an item carries is unverified, NOTES.md "Deleted items"),
-never the record as it was. Loaders that merge by key (``meltanolabs-target-postgres``'s upsert,
+(tap_sage/sync/deletions.py reads them; what else an item carries is unverified, NOTES.md
+"Deleted items"), never the record as it was. Loaders that merge by key (``meltanolabs-target-postgres``'s upsert,
 ``target-duckdb``) update every column of the stream's SCHEMA from the incoming record, so a
 deleted item sent under the stream's full schema blanks every column but the keys. Hence:
 
