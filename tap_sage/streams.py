@@ -25,7 +25,7 @@ from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
-from tap_sage import reads, records
+from tap_sage import deletions, reads, records
 from tap_sage.readahead import Unit
 from tap_sage.records import RawRecord
 from tap_sage.sage import catalogue, wire
@@ -165,6 +165,7 @@ class SageStream(Stream):
         #: items_per_page of this stream's lists: lowered for good when pages keep failing as
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
+        self._deleted: deletions.Deletions | None = None  # the setting ``deletions``
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self._wire = wire.Shape.of(self.schema)
         self.primary_keys = ["business_id", resource.key or "id"]
@@ -402,6 +403,12 @@ class SageStream(Stream):
             self.name, business_id, status, reason,
         )  # fmt: skip
 
+    def _deletions(self) -> deletions.Deletions:
+        if self._deleted is None:
+            tap = self._sage_tap
+            self._deleted = deletions.Deletions(self, tap, deletions.mode(tap.config))
+        return self._deleted
+
     def _end_unit(self, unit: Unit, *, ended: bool) -> None:
         """A partition's read is over: abandoned (the SDK's record limit, an error) when not
         ``ended``; then the reads started ahead end too (the sync goes on without them)."""
@@ -432,14 +439,16 @@ class SageStream(Stream):
                 self.name, business_id, ", ".join(missing), self.name,
             )  # fmt: skip
             return
-        properties = self.schema["properties"]
+        deleted = self._deletions()
+        deleted.start_partition()
         ended = False
         try:
             for item, tombstone in unit.items():
                 if tombstone:
-                    record = {k: v for k, v in item.items() if k in properties}
-                    # a deleted item may come without ``deleted_at``: it was deleted by now
-                    record[DELETED_AT] = item.get("deleted_at") or iso(math.floor(time.time()))
+                    found = deleted.record(item, business_id)  # tap_sage.deletions
+                    if found is None:
+                        continue
+                    record = found
                 elif isinstance(item, RawRecord):  # ``business_id`` is in its text already
                     yield t.cast(
                         "dict[str, Any]",

@@ -17,6 +17,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 import tap_sage.about  # noqa: F401 - registers the markdown about formatter
+from tap_sage import deletions
 from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
@@ -51,9 +52,10 @@ TAP_PROPERTIES: dict[str, Any] = {
         "type": "boolean",
         "default": True,
         "description": "Emit records that Sage deleted since the last run (resources that take "
-        "`deleted_since`) as records with only their key fields and `_sdc_deleted_at` set, so "
-        "downstream tables can drop or flag them.",
+        "`deleted_since`). Kept for older configurations: `false` means `deletions: none`; "
+        "`deletions` says how they are emitted and wins when set.",
     },
+    "deletions": deletions.SETTING,
     "stream_filters": {
         "type": ["object", "null"],
         "additionalProperties": {"type": "object"},
@@ -284,8 +286,8 @@ class TapSage(Tap):
 
     @property
     def include_deleted(self) -> bool:
-        """Setting ``include_deleted``."""
-        return bool(self.config.get("include_deleted", True))
+        """Whether deletion records go out (settings ``deletions``, ``include_deleted``)."""
+        return deletions.mode(self.config) != deletions.NONE
 
     @property
     def max_concurrency(self) -> int:

@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +35,7 @@ import requests
 import sqlalchemy as sa
 
 from scripts import loader_venvs
+from tap_sage import duckdb_views
 from tap_sage.sage import catalogue
 from tap_sage.sandbox.runner import SandboxProcess
 from tap_sage.streams import REQUIRED_FILTERS
@@ -44,6 +46,7 @@ from tests.warehouse_helpers import (
     as_text,
     decimal_columns,
     duckdb_query,
+    duckdb_run,
     format_columns,
     key_columns,
     run_loader,
@@ -348,6 +351,73 @@ def test_full_then_incremental_sync_into_duckdb(
     live = {r[0] for r in got["contacts"]}
     assert ids["created"] in live
     assert ids["deleted"] not in live
+    check_duckdb_decimal_views(db, wire, incremental)
+
+
+def check_duckdb_decimal_views(db: Path, wire: Wire, tap: Run) -> None:
+    """``python -m tap_sage.duckdb_views`` (README "Decimals in DuckDB"): its views over the
+    loader's tables type every amount DECIMAL(38, 10), equal to the text the sandbox sent."""
+    streams = sorted(schemas(tap))
+    command = [sys.executable, "-m", "tap_sage.duckdb_views", "--schema", SCHEMA]
+    command += ["--streams", ",".join(streams)]
+    made = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    duckdb_query(db, {"views": made.stdout}, write=True)
+    views = f"{SCHEMA}_decimal"
+    queries: dict[str, str] = {}
+    amounts = {s: decimal_columns(schemas(tap)[s]) for s in streams}
+    for stream in streams:
+        if not amounts[stream]:
+            continue
+        keys = ", ".join(key_columns(stream))
+        texts = "".join(f', CAST("{c}" AS VARCHAR)' for c in amounts[stream])
+        queries[f"{stream} types"] = (
+            "SELECT column_name, data_type FROM information_schema.columns"  # noqa: S608
+            f" WHERE table_schema = '{views}' AND table_name = '{stream}'"
+        )
+        queries[f"{stream} rows"] = f'SELECT {keys}{texts} FROM {views}."{stream}" WHERE _sdc_deleted_at IS NULL'  # noqa: S608  # fmt: skip
+    result = duckdb_query(db, queries)
+    checked = 0
+    for stream in streams:
+        if not amounts[stream]:
+            continue
+        types = dict(result[f"{stream} types"])
+        assert {types[c] for c in amounts[stream]} == {"DECIMAL(38,10)"}, (stream, types)
+        items = wire.items(stream)
+        n = len(key_columns(stream))
+        rows = result[f"{stream} rows"]
+        assert {tuple(r[:n]) for r in rows} == set(items), stream
+        for r in rows:
+            for column, got in zip(amounts[stream], r[n:], strict=True):
+                sent = as_text(items[tuple(r[:n])].get(column))
+                assert (Decimal(got) if got is not None else None) == (Decimal(sent) if sent else None), (stream, r[:n], column)  # fmt: skip
+                checked += got is not None
+    assert checked > 1000
+
+
+_VIEW_TABLE = """
+CREATE SCHEMA sage;
+CREATE TABLE sage.products (id VARCHAR, cost_price VARCHAR);
+INSERT INTO sage.products VALUES ('a', '-430035.84'), ('b', '1.12345678900000'), ('c', NULL);
+"""
+
+
+def test_the_duckdb_views_refuse_what_decimal_38_10_would_round(tmp_path: Path) -> None:
+    """A value with more than ten significant decimals, or 29 integer digits, fails the query
+    (naming the table, column and value) instead of being rounded; trailing zeros are fine."""
+    db = tmp_path / "views.duckdb"
+    decimal = {"type": ["string", "null"], "format": "x-singer.decimal"}
+    schema = {"properties": {"id": {"type": "string"}, "cost_price": decimal}}
+    views = duckdb_views.script([("products", schema)], "sage")
+    duckdb_query(db, {"table": _VIEW_TABLE, "views": views}, write=True)
+    read = "SELECT id, CAST(cost_price AS VARCHAR) FROM sage_decimal.products ORDER BY id"
+    rows = duckdb_query(db, {"rows": read})["rows"]
+    assert rows == [["a", "-430035.8400000000"], ["b", "1.1234567890"], ["c", None]]
+    for bad in ("1.12345678901", "1" * 29):
+        change = f"UPDATE sage.products SET cost_price = '{bad}' WHERE id = 'a'"  # noqa: S608
+        duckdb_query(db, {"change": change}, write=True)
+        proc = duckdb_run(db, {"rows": read})
+        assert proc.returncode != 0
+        assert f"sage.products.cost_price: {bad} does not fit DECIMAL(38, 10)" in proc.stderr
 
 
 @pytest.mark.parametrize("loader", ["target-postgres", "target-duckdb"])

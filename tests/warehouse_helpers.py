@@ -155,24 +155,33 @@ def as_text(value: Any) -> str | None:
 _DUCKDB_READER = """
 import json, sys
 import duckdb
-con = duckdb.connect(sys.argv[1], read_only=True)
+con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "read")
 out = {}
 for name, sql in json.loads(sys.stdin.read()).items():
     try:
-        out[name] = con.execute(sql).fetchall()
+        cursor = con.execute(sql)
     except duckdb.CatalogException:  # a table the loader never made (a stream with no record)
         out[name] = []
+        continue
+    out[name] = cursor.fetchall() if cursor.description else []
 print(json.dumps(out, default=str))
 """
 
 
-def duckdb_query(db: Path, queries: dict[str, str]) -> dict[str, list[list[Any]]]:
-    """Run ``queries`` (name -> SQL) on the DuckDB file ``db`` with the loader's own duckdb."""
+def duckdb_run(db: Path, queries: dict[str, str], write: bool = False) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run ``queries`` (name -> SQL) on the DuckDB file ``db`` with the loader's own duckdb
+    (read-only unless ``write``); the finished process, whatever its exit."""
     loader_venvs.ensure("target-duckdb")
-    proc = subprocess.run(
-        [str(loader_venvs.python("target-duckdb")), "-c", _DUCKDB_READER, str(db)],
+    mode = "write" if write else "read"
+    return subprocess.run(
+        [str(loader_venvs.python("target-duckdb")), "-c", _DUCKDB_READER, str(db), mode],
         input=json.dumps(queries), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+def duckdb_query(db: Path, queries: dict[str, str], write: bool = False) -> dict[str, list[list[Any]]]:  # fmt: skip
+    """``duckdb_run``'s rows per query; the run must succeed."""
+    proc = duckdb_run(db, queries, write)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result: dict[str, list[list[Any]]] = json.loads(proc.stdout)
     return result
