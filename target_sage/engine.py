@@ -273,7 +273,7 @@ class Engine:
         Two processes writing the same records at once could both create a record Sage cannot
         deduplicate; the second waits. The OS drops the lock if the process dies.
         """
-        if self.settings.dry_run:
+        if self.settings.dry_run or self.ledger.shared:  # a database ledger locks itself
             return
         key = str(self.settings.ledger_path)
         with _RUN_LOCKS_GUARD:
