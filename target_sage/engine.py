@@ -496,6 +496,10 @@ class Engine:
                     if not s.dry_run:
                         self.ledger.record_version(bid, item.stream, item.key, item.version)
                     return result("delete", "skipped", entry.sage_id, "already deleted")
+                if not s.dry_run and item.version is not None:  # a tombstone: an older version
+                    self.ledger.record_deleted(  # read later (another input) is not applied
+                        bid, item.stream, item.key, res.name, None, item.version
+                    )
                 return result("delete", "skipped", None, "no Sage record known for this key")
             return self._delete(item, res, ctx, known_id, result)
 

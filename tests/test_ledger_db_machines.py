@@ -318,3 +318,22 @@ def test_a_database_that_goes_away_mid_run_loses_nothing(
         assert names == sorted(r["name"] for r in records)
     finally:
         server.close()
+
+
+def test_a_delete_read_first_outranks_an_older_version_read_later(
+    sandbox: Any, pg_database: str, tmp_path: Path
+) -> None:
+    """Machine a's input deletes a record Sage never had (its creation is only in b's input,
+    read earlier); a runs first. b's older version must not bring the record back."""
+    a, b = machines(tmp_path, sandbox, pg_database)
+    schema = schema_msg("customers", CONTACT_SCHEMA, ["code"])
+    gone = record_msg("customers", {"code": "LT-1", "_sdc_deleted_at": "2025-01-01T00:00:00Z"})
+    gone["time_extracted"] = "2025-03-01T10:00:02Z"
+    older = record_msg("customers", contact("LT-1", "LT tombstone"))
+    older["time_extracted"] = "2025-03-01T10:00:01Z"
+    assert a.run(singer([schema, gone])).returncode == 0
+    done = b.run(singer([schema, older]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert SageAPI(sandbox).contacts_named("LT tombstone") == []
+    (line,) = b.results()
+    assert line["outcome"] == "skipped" and "older than the version" in line["$message"]
