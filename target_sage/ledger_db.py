@@ -45,9 +45,11 @@ import logging
 import os
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
@@ -554,3 +556,84 @@ def _null_pool() -> Any:
     from sqlalchemy.pool import NullPool
 
     return NullPool
+
+
+def copy_file_ledger(path: Path, url: str) -> tuple[int, int]:
+    """Copy the rows of a file ledger into a database ledger: ``(copied, already there)``.
+
+    Holds the run lock of every business in the file meanwhile (no target of those businesses
+    writes during the copy); a row the database already holds (a run with the database ledger
+    wrote it) is kept. Safe to run again. The file keeps its rows (a ledger of an earlier
+    version gets its newer columns, as a target run would give them)."""
+    if not path.is_file():
+        raise LedgerError(f"The ledger {path} does not exist: give the file to copy")
+    Ledger(path).close()  # an earlier version's file: its added columns
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = source.execute(
+            f"SELECT {_COLUMNS}, updated_at FROM records"  # noqa: S608 - constant column list
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"The ledger {path} cannot be read ({exc}): is it a ledger?") from None
+    finally:
+        source.close()
+    from sqlalchemy import text
+
+    target = DatabaseLedger(url)
+    names = [c.strip() for c in _COLUMNS.split(",")]
+    insert = text(
+        f"INSERT INTO {TABLE} ({', '.join(names)}, updated_at) VALUES ("  # noqa: S608
+        + ", ".join(f":{n}" for n in names)
+        + ", to_timestamp(:updated_at)) ON CONFLICT (business_id, stream, source_key)"
+        " DO NOTHING RETURNING 1"
+    )
+    copied = 0
+    try:
+        with target._mutex:
+            for business in sorted({str(row[0]) for row in rows}):
+                target.acquire_run_lock(business)
+            conn = target._session()
+            for row in rows:
+                with target._errors("write"):
+                    if conn.execute(
+                        insert, dict(zip([*names, "updated_at"], row, strict=True))
+                    ).first():
+                        copied += 1
+    finally:
+        target.close()
+    return copied, len(rows) - copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m target_sage.ledger_db copy --from FILE --to URL``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m target_sage.ledger_db",
+        description="Copy a file ledger into a database ledger (then set ledger_path to the URL "
+        "in every config of the connection).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    copy = sub.add_parser("copy", help="copy the rows of a ledger file into a database")
+    copy.add_argument("--from", dest="source", required=True, help="the ledger file")
+    copy.add_argument("--to", dest="url", required=True, help="postgresql://... (ledger_path)")
+    args = parser.parse_args(argv)
+    try:
+        url = ledger_database_url(args.url)
+        if url is None:
+            raise SageConfigError("ledger_path", "--to must be a postgresql:// URL")
+        copied, kept = copy_file_ledger(Path(args.source).expanduser(), url)
+    except (SageConfigError, LedgerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Copied {copied} row(s) of {args.source} to {display_url(url)} (table {TABLE}); "
+        f"{kept} already there were kept. Now set ledger_path to that URL in every config of "
+        "the connection."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -269,3 +269,50 @@ def test_the_table_is_created_once_by_racing_processes(pg_database: str) -> None
         assert ledger.count() == 4
     finally:
         ledger.close()
+
+
+def test_a_file_ledger_is_copied_into_the_database(tmp_path: Path, pg_database: str) -> None:
+    """``python -m target_sage.ledger_db copy``: every row as it was, safe to run again, and a
+    row the database already has is kept."""
+    path = tmp_path / "l.sqlite"
+    file_ledger = Ledger(path)
+    for name, args, kwargs in _operations(random.Random(7), 60):
+        getattr(file_ledger, name)(*args, **kwargs)
+    file_ledger.record_applied("b1", "s", "kept", "contacts", "file-id", "h")
+    keys = [(b, k) for b in ("b1", "b2") for k in ('["A"]', '["B"]', '["C"]', "#h", "kept")]
+    before = {key: file_ledger.get(key[0], "s", key[1]) for key in keys}
+    rows = file_ledger.count()
+    file_ledger.close()
+    db = DatabaseLedger(pg_database)
+    db.record_applied("b1", "s", "kept", "contacts", "db-id", "h2")  # written by a DB-ledger run
+    db.close()
+
+    def copy() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "target_sage.ledger_db", "copy", "--from", str(path),
+             "--to", pg_database],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    done = copy()
+    assert done.returncode == 0, done.stderr
+    assert f"Copied {rows - 1} row(s)" in done.stdout and "1 already there" in done.stdout
+    db = DatabaseLedger(pg_database)
+    try:
+        for (bid, key), entry in before.items():
+            got = db.get(bid, "s", key)
+            if (bid, key) == ("b1", "kept"):
+                assert got is not None and got.sage_id == "db-id"
+            else:
+                assert (got and asdict(got)) == (entry and asdict(entry)), key
+        assert db.count() == rows
+    finally:
+        db.close()
+    again = copy()
+    assert again.returncode == 0 and "Copied 0 row(s)" in again.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "target_sage.ledger_db", "copy", "--from", str(path),
+         "--to", "mysql://u:pw12345@h/db"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "ledger_path" in bad.stderr and "pw12345" not in bad.stderr
