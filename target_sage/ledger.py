@@ -26,6 +26,7 @@ which one holds its run lock itself (the engine's file lock is for the file form
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -378,4 +379,12 @@ def open_ledger(settings: TargetSettings) -> Ledger:
         from target_sage.ledger_db import DatabaseLedger
 
         return DatabaseLedger(settings.ledger_url, read_only=settings.dry_run)
+    if settings.connection.token_store_url:
+        logging.getLogger("target_sage.ledger").warning(
+            "The token store is a database that machines share, but the ledger is the file %s "
+            "of this machine: a target of this connection on another machine would not know "
+            "what this one wrote. Set `ledger_path` to a postgresql:// URL to share it "
+            "(`python -m target_sage.ledger_db copy` moves this file there)",
+            settings.ledger_path,
+        )
     return Ledger(settings.ledger_path, read_only=settings.dry_run)

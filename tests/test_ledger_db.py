@@ -316,3 +316,16 @@ def test_a_file_ledger_is_copied_into_the_database(tmp_path: Path, pg_database: 
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert bad.returncode == 1 and "ledger_path" in bad.stderr and "pw12345" not in bad.stderr
+
+
+def test_a_file_ledger_beside_a_database_token_store_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = "postgresql://u:pw12345@db.example/sage"
+    ledger = open_ledger(settings(tmp_path, oauth_settings_location=store))
+    ledger.close()
+    assert "would not know what this one wrote" in caplog.text and "pw12345" not in caplog.text
+    caplog.clear()
+    open_ledger(settings(tmp_path, oauth_settings_location=store, ledger_path=store)).close()
+    open_ledger(settings(tmp_path)).close()
+    assert "would not know" not in caplog.text
