@@ -203,7 +203,8 @@ class TargetSettings:
             return Path(str(raw)).expanduser() if raw else base / f"{safe}.{default}"
 
         ledger_url = ledger_database_url(config.get("ledger_path"))
-        ledger_file = path("ledger_path", "ledger.sqlite") if not ledger_url else Path()
+        # a database ledger: the default file is named only (never opened)
+        ledger_file = base / f"{safe}.ledger.sqlite" if ledger_url else path("ledger_path", "ledger.sqlite")  # fmt: skip
         return cls(
             connection=connection,
             business_id=config.get("business_id") or None,
@@ -211,7 +212,7 @@ class TargetSettings:
             operations=operations,
             references=references,
             sage_id_field=str(config.get("sage_id_field") or "sage_id"),
-            ledger_path=base / f"{safe}.ledger.sqlite" if ledger_url else ledger_file,
+            ledger_path=ledger_file,
             ledger_url=ledger_url,
             results_path=path("results_path", "results.jsonl"),
             dead_letter_path=path("dead_letter_path", "dead-letter.singer"),
