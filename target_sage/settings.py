@@ -203,8 +203,10 @@ class TargetSettings:
             return Path(str(raw)).expanduser() if raw else base / f"{safe}.{default}"
 
         ledger_url = ledger_database_url(config.get("ledger_path"))
-        # a database ledger: the default file is named only (never opened)
-        ledger_file = base / f"{safe}.ledger.sqlite" if ledger_url else path("ledger_path", "ledger.sqlite")  # fmt: skip
+        if ledger_url:  # a database ledger: the default file is named only (never opened)
+            ledger_file = base / f"{safe}.ledger.sqlite"
+        else:
+            ledger_file = path("ledger_path", "ledger.sqlite")
         return cls(
             connection=connection,
             business_id=config.get("business_id") or None,
