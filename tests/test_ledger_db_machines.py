@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from scripts.pgserver import PostgresServer
 from tap_sage.sage.token_store_db import new_key
 from target_sage.ledger_db import LOCK_NAMESPACE, TABLE
+from tests.checkpoint_support import TARGET_CLI
 from tests.connection_helpers import ROOT, sandbox_config
 from tests.test_target_helpers import (
     CONTACT_SCHEMA,
@@ -58,7 +59,8 @@ PRICE_SCHEMA = {
         "active": {"type": "boolean"},
     },
 }
-TARGET = [sys.executable, "-c", "from target_sage.target import TargetSage; TargetSage.cli()"]
+#: target-sage with the tests' checkpoints installed (TARGET_SAGE_KILL_AT acts on them).
+TARGET = [sys.executable, "-c", TARGET_CLI]
 
 
 @dataclass

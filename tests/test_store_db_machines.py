@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tap_sage.sage.token_store_db import new_key
+from tests.checkpoint_support import TARGET_CLI
 from tests.connection_helpers import (
     ROOT,
     SAGE_AUTH,
@@ -102,8 +103,8 @@ class Machine:
             msgs.append(msg)
         source = self.root / f"input-{turn}.singer"
         source.write_text(singer(msgs))
-        return [sys.executable, "-c", "from target_sage.target import TargetSage; TargetSage.cli()",
-                "--config", str(self.target_config), "--input", str(source)]  # fmt: skip
+        return [sys.executable, "-c", TARGET_CLI, "--config", str(self.target_config),
+                "--input", str(source)]  # fmt: skip
 
 
 def machines(tmp_path: Path, sandbox: Any, url: str, key: str) -> list[Machine]:
