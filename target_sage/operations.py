@@ -179,6 +179,10 @@ def _apply_delete(
             if not dry_run:
                 engine.ledger.record_version(bid, item.stream, item.key, item.version)
             return result("delete", "skipped", entry.sage_id, "already deleted")
+        if not dry_run and item.version is not None:  # a tombstone: an older version read
+            engine.ledger.record_deleted(  # later (another input, another machine) is not applied
+                bid, item.stream, item.key, res.name, None, item.version
+            )
         return result("delete", "skipped", None, "no Sage record known for this key")
     return delete(engine, item, res, ctx, known_id, result)
 

@@ -28,7 +28,7 @@ def acquire_run_lock(settings: TargetSettings) -> None:
     Two processes writing the same records at once could both create a record Sage cannot
     deduplicate; the second waits. The OS drops the lock if the process dies.
     """
-    if settings.dry_run:
+    if settings.dry_run or settings.ledger_url:  # a database ledger locks itself (ledger_db)
         return
     key = str(settings.ledger_path)
     with _RUN_LOCKS_GUARD:

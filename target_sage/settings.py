@@ -10,6 +10,7 @@ from typing import Any
 
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import ConnectionSettings
+from target_sage.ledger_db import ledger_database_url
 from target_sage.routing import check_stream_resources
 
 OPERATIONS = ("create", "update", "upsert", "delete")
@@ -52,7 +53,9 @@ TARGET_PROPERTIES: dict[str, Any] = {
     },
     "ledger_path": {
         "type": ["string", "null"],
-        "description": "SQLite ledger of source key -> Sage id. Default: beside the token store, "
+        "description": "Ledger of source key -> Sage id: a SQLite file, or a PostgreSQL URL "
+        "(postgresql://user:password@host:5432/database, table target_sage_ledger) that targets "
+        "on several machines share. Default: beside the token store, "
         "<token store dir>/<connection_name>.ledger.sqlite.",
     },
     "results_path": {
@@ -132,6 +135,9 @@ class TargetSettings:
     references: dict[str, dict[str, str]] = field(default_factory=dict)
     sage_id_field: str = "sage_id"
     ledger_path: Path = Path("ledger.sqlite")
+    #: The SQLAlchemy URL of a database ledger (``ledger_path`` is then unused; may hold a
+    #: password: never printed).
+    ledger_url: str | None = field(default=None, repr=False)
     results_path: Path = Path("results.jsonl")
     dead_letter_path: Path = Path("dead-letter.singer")
     on_error: str = "fail"
@@ -182,6 +188,11 @@ class TargetSettings:
             raw = config.get(name)
             return Path(str(raw)).expanduser() if raw else base / f"{safe}.{default}"
 
+        ledger_url = ledger_database_url(config.get("ledger_path"))
+        if ledger_url:  # a database ledger: the default file is named only (never opened)
+            ledger_file = base / f"{safe}.ledger.sqlite"
+        else:
+            ledger_file = path("ledger_path", "ledger.sqlite")
         return cls(
             connection=connection,
             business_id=config.get("business_id") or None,
@@ -189,7 +200,8 @@ class TargetSettings:
             operations=operations,
             references=references,
             sage_id_field=str(config.get("sage_id_field") or "sage_id"),
-            ledger_path=path("ledger_path", "ledger.sqlite"),
+            ledger_path=ledger_file,
+            ledger_url=ledger_url,
             results_path=path("results_path", "results.jsonl"),
             dead_letter_path=path("dead_letter_path", "dead-letter.singer"),
             on_error=on_error,

@@ -26,7 +26,7 @@ from tap_sage.sage.settings import CONNECTION_PROPERTIES
 from tap_sage.sdk_private import active_sinks, env_var_config, latest_state
 from target_sage import run_lock
 from target_sage.engine import Engine, new_run_id
-from target_sage.ledger import Ledger
+from target_sage.ledger import open_ledger
 from target_sage.payload import source_key
 from target_sage.procedures import about_text
 from target_sage.reader import LineReader
@@ -70,7 +70,7 @@ class TargetSage(Target):
             settings=s,
             results=ResultsFile(s.results_path, self.run_id),
             dead_letter=DeadLetterFile(None if s.on_error == "fail" else s.dead_letter_path),
-            ledger=Ledger(s.ledger_path, read_only=s.dry_run),
+            ledger=open_ledger(s),
             client_factory=lambda: SageClient.for_config(s.connection),
         )
         self.current_message: dict[str, Any] | None = None

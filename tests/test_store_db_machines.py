@@ -6,8 +6,10 @@ work: each machine's default store would be its own). Against the sandbox with
 ``--token-ttl 1``, every tap run refreshes at least once:
 
 - machine A runs the tap over and over and a worker process that calls the API from a thread;
-  machine B runs the tap over and over and a ``sage-auth refresh`` loop. No invalid_grant, no
-  lost connection, and every refresh Sage made is the one in the store.
+  machine B runs the tap over and over and a ``sage-auth refresh`` loop; both run target-sage
+  over and over, with the ledger in the same database (``ledger_path`` = the URL), on the same
+  contacts. No invalid_grant, no lost connection, every refresh Sage made is the one in the
+  store, and each contact the targets wrote is in Sage once.
 - the same, while the database is stopped and started again: the runs that needed it meanwhile
   end with a clear ``store_unreachable`` error, none spends a token it cannot keep, and once it
   is back every run connects and nothing was lost.
@@ -30,6 +32,7 @@ from typing import Any
 import pytest
 
 from tap_sage.sage.token_store_db import new_key
+from tests.checkpoint_support import TARGET_CLI
 from tests.connection_helpers import (
     ROOT,
     SAGE_AUTH,
@@ -40,8 +43,18 @@ from tests.connection_helpers import (
     write_config,
 )
 from tests.tap_helpers import catalog_for, write_json
+from tests.test_target_helpers import (
+    CONTACT_SCHEMA,
+    SageAPI,
+    contact,
+    record_msg,
+    schema_msg,
+    singer,
+)
 
 SECONDS = float(os.environ.get("SAGE_MACHINES_SECONDS") or 12)
+#: Contacts each target run writes (the same ones on both machines).
+TARGET_CONTACTS = 5
 LOST = ("invalid_grant", "refresh_interrupted", "refresh_unsaved", "refresh_unconfirmed")
 
 
@@ -54,6 +67,7 @@ class Machine:
     env: dict[str, str]
     config: Path
     catalog: Path
+    target_config: Path
     runs: list[tuple[str, int, str]] = field(default_factory=list)  # (what, rc, stderr)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,12 +90,30 @@ class Machine:
     def refresh(self) -> list[str]:
         return [*SAGE_AUTH, "refresh", "--config", str(self.config)]
 
+    def target(self) -> list[str]:
+        """target-sage on the same contacts as the other machine's, at a newer version."""
+        with self.lock:
+            turn = sum(1 for r in self.runs if r[0] == "target")
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1e6) % 10**6:06d}Z"  # fmt: skip
+        msgs = [schema_msg("customers", CONTACT_SCHEMA, ["code"])]
+        for i in range(TARGET_CONTACTS):
+            msg = record_msg("customers", contact(f"MT-{i}", f"MT {i} {self.name}{turn}"))
+            msg["time_extracted"] = stamp
+            msgs.append(msg)
+        source = self.root / f"input-{turn}.singer"
+        source.write_text(singer(msgs))
+        return [sys.executable, "-c", TARGET_CLI, "--config", str(self.target_config),
+                "--input", str(source)]  # fmt: skip
+
 
 def machines(tmp_path: Path, sandbox: Any, url: str, key: str) -> list[Machine]:
     base = sandbox_config(sandbox, Path("unused"), access_token=None)
     base["oauth_settings_location"] = url
     base["advanced_config"].update(lock_timeout=20, max_retries=3)
     catalog = catalog_for(base, ["contacts"])
+    target = {**base, "business_id": SageAPI(sandbox).business_id, "ledger_path": url,
+              "stream_resources": {"customers": "contacts"}}  # fmt: skip
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("TAP_SAGE_", "TARGET_SAGE_", "SAGE_TOKEN_STORE"))}  # fmt: skip
     out = []
@@ -93,14 +125,21 @@ def machines(tmp_path: Path, sandbox: Any, url: str, key: str) -> list[Machine]:
                "TMPDIR": str(root / "tmp"), "SAGE_TOKEN_STORE_KEY": key,
                "PYTHONPATH": str(ROOT)}  # fmt: skip
         out.append(Machine(name, root, env, write_config(root / "config.json", base),
-                           write_json(root / "catalog.json", catalog)))  # fmt: skip
+                           write_json(root / "catalog.json", catalog),
+                           write_config(root / "target.json", target)))  # fmt: skip
     return out
 
 
-def loop(machine: Machine, what: str, deadline: float) -> threading.Thread:
+def loop(machine: Machine, what: str, deadline: float, least: int = 2) -> threading.Thread:
+    """Run ``what`` over and over until ``deadline``, and at least ``least`` times (however
+    slow the machine is)."""
+
     def body() -> None:
-        while time.monotonic() < deadline:
-            machine.run(what, machine.tap() if what == "tap" else machine.refresh())
+        done = 0
+        while time.monotonic() < deadline or done < least:
+            done += 1
+            args = {"tap": machine.tap, "refresh": machine.refresh, "target": machine.target}
+            machine.run(what, args[what]())
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
@@ -130,7 +169,8 @@ def summary(ms: list[Machine]) -> str:
     return "; ".join(
         f"{m.name}: " + ", ".join(f"{w} {sum(1 for r in m.runs if r[0] == w and r[1] == 0)}/"
                                   f"{sum(1 for r in m.runs if r[0] == w)} ok"
-                                  for w in ("tap", "refresh") if any(r[0] == w for r in m.runs))
+                                  for w in ("tap", "refresh", "target")
+                                  if any(r[0] == w for r in m.runs))
         for m in ms
     )  # fmt: skip
 
@@ -147,7 +187,8 @@ def test_two_machines_share_one_connection_through_the_database(
          "--threads", "1", "--out", str(worker_out)],
         cwd=ROOT, env=a.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    threads = [loop(a, "tap", deadline), loop(b, "tap", deadline), loop(b, "refresh", deadline)]
+    threads = [loop(a, "tap", deadline), loop(b, "tap", deadline), loop(b, "refresh", deadline),
+               loop(a, "target", deadline), loop(b, "target", deadline)]  # fmt: skip
     _out, worker_err = worker.communicate(timeout=SECONDS + 120)
     for t in threads:
         t.join(SECONDS + 180)
@@ -162,6 +203,11 @@ def test_two_machines_share_one_connection_through_the_database(
         assert sum(1 for r in machine.runs if r[0] == "tap") >= 2
     assert worker.returncode == 0 and result["errors"] == {}, (result, worker_err[-2000:])
     assert sum(1 for r in b.runs if r[0] == "refresh") >= 2
+    for machine in (a, b):
+        assert any(r[0] == "target" for r in machine.runs), machine.name
+    # one ledger for both targets: each contact once, whichever machine wrote it last
+    held = sorted(c["name"].split()[1] for c in SageAPI(sandbox).contacts_named("MT "))
+    assert held == sorted(str(i) for i in range(TARGET_CONTACTS)), held
     assert data["in_flight"] is None and data["last_error"] is None
     assert data["refresh_count"] == used_refresh_tokens(sandbox.db)  # every refresh was kept
     assert data["refresh_count"] >= SECONDS / 2
