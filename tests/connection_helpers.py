@@ -53,7 +53,15 @@ def sandbox_config(sandbox: Any, store: Path, **overrides: Any) -> dict[str, Any
 
 
 def forget_clients() -> None:
-    """Drop this process's cached clients and token sources (as if a new process started)."""
+    """Drop this process's cached clients and token sources (as if a new process started),
+    closing the clients' kept-alive connections."""
+    for client in list(SageClient._instances.values()):
+        client.session.close()
+    for source in list(_SourceCache.sources.values()):
+        oauth = getattr(source, "oauth", None)  # a rotating source's token endpoint session
+        session = getattr(oauth, "_session", None)
+        if session is not None:
+            session.close()
     SageClient._instances.clear()
     _SourceCache.sources.clear()
 

@@ -46,10 +46,18 @@ class Proxy:
             time.sleep(0.05)
         self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
 
-    def requests_to(self, host: str) -> list[str]:
-        time.sleep(0.3)  # the access log is written after the response
-        lines = self.log.read_text().splitlines() if self.log.exists() else []
-        return [line for line in lines if "access_log" in line and host in line]
+    def requests_to(self, host: str, *, expect: bool = True) -> list[str]:
+        """The access-log lines naming ``host``. proxy.py writes a line when the client's
+        connection ends, so callers close their clients first (``forget_clients``: the
+        sandbox keeps connections alive); lines are awaited up to 15 s when ``expect``."""
+        started = time.monotonic()
+        while True:
+            lines = self.log.read_text().splitlines() if self.log.exists() else []
+            found = [line for line in lines if "access_log" in line and host in line]
+            waited = time.monotonic() - started
+            if (found and expect) or (not expect and waited > 0.3) or waited > 15:
+                return found
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -101,11 +109,13 @@ def test_reaches_the_sandbox_only_through_the_proxy(
     # Without the proxy the name does not even resolve: nothing reaches the sandbox.
     with pytest.raises(SageNetworkError):
         SageClient.for_config(config).businesses()
-    assert proxy.requests_to("api.sage.test") == []
+    assert proxy.requests_to("api.sage.test", expect=False) == []
     forget_clients()
     via = {**config, "use_proxy": True, "proxy_url": proxy.url}
     report = check(via, probe="sample")
     assert report.ok, report.error
+    forget_clients()  # its connections end, and the proxy logs them
+    proxy.requests_to("/oauth/token")  # the token endpoint's connection is the last to end
     lines = proxy.requests_to("api.sage.test")
     assert any("POST api.sage.test" in line and "/oauth/token" in line for line in lines)
     assert sum("/v3.1/" in line for line in lines) >= 1 + len(report.businesses)
@@ -120,6 +130,7 @@ def test_proxy_from_the_environment_is_honoured(
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     config = hidden_config(sandbox, tmp_path)
     assert len(SageClient.for_config(config).businesses()) == 2
+    forget_clients()  # its connection ends, and the proxy logs it
     assert proxy.requests_to("/v3.1/businesses")
     # https URL: the client asks the HTTPS_PROXY for a tunnel (the sandbox speaks no TLS, so
     # the handshake then fails, which is expected: what matters is which proxy was asked).
