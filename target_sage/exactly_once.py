@@ -104,8 +104,17 @@ def find_pending(
         return None
     if not pending.intent_body:
         return None
+    settle(engine, item.stream, item.key)
     sent = json.loads(pending.intent_body, parse_float=decimal.Decimal)
     return find_created(engine, res, sent, ctx, since=pending.intent_at)
+
+
+def settle(engine: Engine, stream: str, source_key: str) -> None:
+    """Before looking for what another run's pending intent made: let a POST of that run
+    still in flight end first (``Ledger.settle``; nothing to wait for with the file form).
+    One request can last its connect and its read timeout."""
+    horizon = 2 * engine.client.settings.timeout + 1
+    engine.ledger.settle(engine.business_id, stream, source_key, horizon)
 
 
 def ambiguous_post(
@@ -120,6 +129,7 @@ def ambiguous_post(
     answer's JSON, or ``{"id": <found>}``. As many tries as the connection's max_retries."""
     tries = 1 + engine.client.settings.max_retries
     for attempt in range(tries):
+        engine.ledger.fence(engine.business_id)  # still this run's business (its lock held)
         try:
             response = engine.call(
                 "POST", path, ctx, json_body=body, retry=False, expected=(200, 201)

@@ -120,6 +120,16 @@ class Ledger:
     #: the file form's run lock is the engine's file lock beside it.
     shared = False
 
+    def fence(self, business_id: str) -> None:
+        """Before a POST Sage cannot deduplicate: this run still holds the run lock of
+        ``business_id``. The file form's lock lives exactly as long as this process, so there
+        is nothing to check; the database form checks that its session (and lock) is alive."""
+
+    def settle(self, business_id: str, stream: str, source_key: str, horizon: float) -> None:
+        """Before looking in Sage for what another run's pending intent made. The file form's
+        lock is this run's only once the run that left the intent has ended, so whatever that
+        run sent has been answered; the database form waits (see ``DatabaseLedger.settle``)."""
+
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         self.read_only = read_only

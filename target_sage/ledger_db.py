@@ -132,6 +132,9 @@ class DatabaseLedger(Ledger):
         self._engine: Engine | None = None
         self._conn: Connection | None = None
         self._held: set[str] = set()  # businesses whose run lock this ledger holds
+        #: when each run lock was taken (monotonic), and the intents this run wrote itself
+        self._taken: dict[str, float] = {}
+        self._mine: set[tuple[str, str, str]] = set()
         self._lost: str | None = None  # why the run's session is gone (then nothing goes on)
         self._table = False  # whether the table is known to exist
 
@@ -310,7 +313,37 @@ class DatabaseLedger(Ledger):
                 conn.execute(text("SELECT set_config('lock_timeout', '0', false)"))
                 LOGGER.info("Waited %.0f s for the ledger's run lock", time.monotonic() - started)
         self._held.add(business_id)
+        self._taken[business_id] = time.monotonic()
         return conn
+
+    @override
+    def fence(self, business_id: str) -> None:
+        """A query on the run's session: if the database lost it (and the run lock with it,
+        which another machine may now hold), this raises ``LedgerError`` before the POST."""
+        if not self.read_only:
+            self._query(business_id, "SELECT 1", {})
+
+    @override
+    def settle(self, business_id: str, stream: str, source_key: str, horizon: float) -> None:
+        """A pending intent of another run: that run may still be alive with its POST in
+        flight (its database session died, say in a restart, and its lock went to this run),
+        and its POST may land after this run's lookup, which would then create the record a
+        second time. Every such POST starts only while its run holds the lock (``fence``), so
+        it has been answered or abandoned ``horizon`` seconds (the connection's timeouts)
+        after this run took the lock: wait until then, once per business and run."""
+        if (business_id, stream, source_key) in self._mine:
+            return
+        self.acquire_run_lock(business_id)
+        wait = self._taken.get(business_id, 0.0) + horizon - time.monotonic()
+        if wait > 0:
+            LOGGER.info(
+                "Stream `%s`, source key %s: an earlier run's create is pending; waiting %.0f s "
+                "for any request of that run still in flight before looking for it in Sage",
+                stream,
+                source_key,
+                wait,
+            )
+            time.sleep(wait)
 
     def _holder(self, conn: Connection, key: int) -> str | None:
         from sqlalchemy import text
@@ -429,6 +462,7 @@ class DatabaseLedger(Ledger):
         body: str | None = None,
     ) -> None:
         """Commit ``pending`` before a create or an action (see ``Ledger.record_intent``)."""
+        self._mine.add((business_id, stream, source_key))
         self._exec(
             business_id,
             f"INSERT INTO {TABLE} AS t (business_id, stream, source_key, resource, state,"  # noqa: S608

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tap_sage.checkpoints import checkpoint
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.errors import SageAPIError, SageNotFound
-from target_sage.exactly_once import ambiguous_post, find_created
+from target_sage.exactly_once import ambiguous_post, find_created, settle
 from target_sage.ledger import APPLIED, DELETED, PENDING
 from target_sage.operations import resolve_references, result_of, void
 from target_sage.payload import RecordError, build_body, canonical, digest, idempotency_id
@@ -222,6 +222,7 @@ def _reissue(
         return skipped
     content_hash = digest(canonical(fields))
     if entry is not None and entry.state == PENDING and entry.note:
+        settle(engine, item.stream, item.key)
         found = _find_reissued(engine, ctx, original, json.loads(entry.note), entry.intent_at)
         if found:
             engine.ledger.record_applied(bid, item.stream, item.key, res.name, found, content_hash)
@@ -441,6 +442,7 @@ def _upload(
         if k in body_fields
     }
     if entry is not None and entry.state == PENDING:
+        settle(engine, item.stream, item.key)
         found = find_created(engine, res, lookup, ctx, since=entry.intent_at)
         if found:
             engine.ledger.record_applied(bid, item.stream, item.key, res.name, found, content_hash)

@@ -98,7 +98,7 @@ def machines(tmp_path: Path, sandbox: Any, url: str, **target: Any) -> list[Mach
     api = SageAPI(sandbox)
     base = sandbox_config(sandbox, Path("unused"), access_token=None)
     base["oauth_settings_location"] = url
-    base["advanced_config"].update(lock_timeout=60, max_retries=5, max_backoff=1)
+    base["advanced_config"].update(lock_timeout=60, max_retries=5, max_backoff=1, timeout=4)
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("TAP_SAGE_", "TARGET_SAGE_", "SAGE_TOKEN_STORE"))}  # fmt: skip
     out = []
