@@ -14,6 +14,9 @@ The points:
 - ``before_request``, ``after_request``: a write of target-sage is about to be sent / Sage has
   answered it, nothing recorded yet (reads are not checkpoints);
 - ``after_ledger``: the ledger has a write's outcome, the results file and STATE do not.
+
+(These are not the tap's STATE checkpoints of ``tap_sage.sync``, which are progress written to
+STATE so that a killed sync resumes.)
 """
 
 from __future__ import annotations
