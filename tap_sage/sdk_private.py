@@ -91,6 +91,13 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "sync resumes from there (tap_sage/streams.py)",
     ),
     PrivateName(
+        "singer_sdk:Stream",
+        "_write_starting_replication_value",
+        ("self", "context"),
+        "a partition read ahead starts from the value the SDK writes at the partition's turn, "
+        "written early and then undone (tap_sage/reads.py, read_start)",
+    ),
+    PrivateName(
         "singer_sdk:Tap",
         "_validate_config",
         ("self", "raise_errors"),
