@@ -95,8 +95,8 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "singer_sdk:Stream",
         "_write_starting_replication_value",
         ("self", "context"),
-        "a partition's starting bookmark shows in STATE from its turn on, as the SDK does it "
-        "when partitions are read one after another (tap_sage/reads.py)",
+        "a partition read ahead starts from the value the SDK writes at the partition's turn, "
+        "written early and then undone (tap_sage/reads.py, read_start)",
     ),
     PrivateName(
         "singer_sdk:Tap",
