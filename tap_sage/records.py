@@ -16,7 +16,7 @@ item's text is msgspec's own writing of it when:
 - it has no ``business_id`` of its own (the ordinary path would replace it in place),
 - ``wire.RecordCheck`` finds nothing ``to_record`` would change.
 
-What the check cannot see: a JSON number outside every decimal, integer and text field of the
+What the check cannot see: a JSON number outside every decimal and text field of the
 schema written with an exponent or as ``-0`` (the ordinary path writes ``1E+5`` for ``1e5``);
 Sage writes none (its decimals are strings, its integers plain).
 """
