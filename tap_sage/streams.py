@@ -26,6 +26,8 @@ from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
+from tap_sage import partitioning
+from tap_sage.progress import ReadProgress
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
@@ -39,9 +41,15 @@ if t.TYPE_CHECKING:
 
 DELETED_AT = "_sdc_deleted_at"
 
-#: List parameters Sage requires (from the v3.1 spec). Such a stream is not selected by default
-#: and reads only with the parameter given in ``stream_filters``.
-REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {"tax_determinations": ("usage",)}
+#: List parameters Sage requires (from the v3.1 spec) with no values listed in it. Such a stream
+#: is not selected by default and reads only with the parameter given in ``stream_filters``.
+#: (A required parameter the spec enumerates, tax_determinations' ``usage``, partitions the
+#: stream instead: ``tap_sage.partitioning``.)
+REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {
+    r.name: tuple(p.name for p in r.params if p.required and not p.enum)
+    for r in catalogue.resources().values()
+    if partitioning.needs_filters(r)
+}
 #: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
 DELETED_AFTER = "deleted_since"
 #: Partition state key: checkpoint of a read in progress (``tap_sage.sync.Progress``).
@@ -65,6 +73,7 @@ def stream_schema(resource: Resource) -> dict[str, Any]:
         "type": "string",
         "description": "Id of the Sage business the record belongs to.",
     }
+    partitioning.add_properties(resource, properties)
     if resource.deletions:
         properties[DELETED_AT] = {
             "type": ["string", "null"],
@@ -142,7 +151,8 @@ class SageStream(Stream):
         self._page_size: int | None = None
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self._wire = wire.Shape.of(self.schema)
-        self.primary_keys = ["business_id", resource.key or "id"]
+        by = [p.name for p in partitioning.enumerated(resource)]  # one read per value (usage)
+        self.primary_keys = ["business_id", *by, resource.key or "id"]
         self.replication_key = "updated_at" if resource.incremental else None
         if resource.name in REQUIRED_FILTERS:
             self.selected_by_default = False
@@ -188,8 +198,11 @@ class SageStream(Stream):
     @property
     @override
     def partitions(self) -> list[dict[str, Any]] | None:
-        """One partition per business (setting ``business_ids``, else all from /businesses)."""
-        return [{"business_id": business} for business in self._sage_tap.business_ids]
+        """One partition per business (setting ``business_ids``, else all from /businesses),
+        and per allowed value of a required parameter (``tap_sage.partitioning``)."""
+        given = self._sage_tap.stream_filters.get(self.name, {})
+        return [{"business_id": business, **values} for business in self._sage_tap.business_ids
+                for values in partitioning.values(self.resource, given)]  # fmt: skip
 
     @override
     def get_replication_key_signpost(self, context: types.Context | None = None) -> None:
@@ -344,7 +357,7 @@ class SageStream(Stream):
         business_id = str(context["business_id"])
         tap = self._sage_tap
         given = tap.stream_filters.get(self.name, {})
-        missing = [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
+        missing = partitioning.unreadable(self.resource, given)
         if missing:
             self.logger.warning(
                 "Skipping stream '%s' for business %s: Sage requires the parameter(s) %s; set "
@@ -353,11 +366,15 @@ class SageStream(Stream):
             )  # fmt: skip
             return
         since = self._since(context)
+        by = {k: str(v) for k, v in context.items() if k != "business_id"}  # e.g. usage
+        size = self._page_size or tap.connection.page_size
+        progress = ReadProgress(self.logger, self.name, business_id, page_size=size,
+                                label=partitioning.label(context))  # fmt: skip
         reader = ListReader(
-            self._fetch(business_id),
+            progress.wrap(self._fetch(business_id)),
             self.resource.path,
-            params=tap.stream_filters.get(self.name, {}),
-            page_size=self._page_size or tap.connection.page_size,
+            params={**given, **by},
+            page_size=size,
             # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
             **({"max_page_size": self._page_size} if self._page_size else {}),
             since=since,
@@ -376,6 +393,7 @@ class SageStream(Stream):
             on_smaller_pages=self._smaller_pages(business_id),
         )
         properties = self.schema["properties"]
+        progress.start()
         try:
             for item, tombstone in reader.records():
                 if tombstone:
@@ -385,11 +403,14 @@ class SageStream(Stream):
                 else:
                     record = item
                 record["business_id"] = business_id
+                record.update(by)
+                progress.record()
                 yield record
         except (SageAccessDenied, SageNotFound) as error:
             self._skip(business_id, error)
             return
         finally:
+            progress.stop()
             tap.flush_output()
         result = reader.result
         self.logger.log(
