@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from target_sage.engine import Dispatcher, TargetFailure, WorkItem
 from target_sage.ledger import APPLIED
-from target_sage.payload import source_key
+from target_sage.payload import nest_dotted, source_key
 from target_sage.results import Result
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class SageSink(Sink):
             "record": record,
         }
         sage_id = record.get(self.engine.settings.sage_id_field)
+        record = nest_dotted(record)  # `main_address.city` -> {"main_address": {"city": ...}}
         item = WorkItem(
             stream=self.stream_name,
             record=record,
