@@ -63,6 +63,20 @@ def _query(path: str, params: Mapping[str, Any] | None) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(path).query))
 
 
+def request_timer(stream: str, endpoint: str, business_id: str) -> metrics.Timer:
+    """The SDK's ``http_request_duration`` metric of one request, tagged with the stream, the
+    endpoint, the business and the status. SDK REST streams log it themselves
+    (singer_sdk/streams/rest.py); ours request through ``tap_sage.sage.client``."""
+    return metrics.Timer(
+        metrics.Metric.HTTP_REQUEST_DURATION,
+        {
+            metrics.Tag.STREAM: stream,
+            metrics.Tag.ENDPOINT: endpoint,
+            metrics.Tag.CONTEXT: {"business_id": business_id},
+        },
+    )
+
+
 class ReadProgress:
     """Counts one read's pages and records and logs its progress (see the module docstring)."""
 
@@ -104,17 +118,7 @@ class ReadProgress:
 
         def fetch_noted(path: str, params: Mapping[str, Any] | None) -> Page:
             query = _query(path, params)
-            endpoint = urlsplit(path).path
-            # The SDK's own request metric, with the stream's name (SDK REST streams log it,
-            # singer_sdk/streams/rest.py; ours reads through tap_sage.sage.client).
-            with metrics.Timer(
-                metrics.Metric.HTTP_REQUEST_DURATION,
-                {
-                    metrics.Tag.STREAM: self.stream,
-                    metrics.Tag.ENDPOINT: endpoint,
-                    metrics.Tag.CONTEXT: {"business_id": self.business_id},
-                },
-            ):
+            with request_timer(self.stream, urlsplit(path).path, self.business_id):
                 page = fetch(path, params)
             self.page(page, query)
             return page

@@ -27,7 +27,7 @@ from singer_sdk.streams import Stream
 from typing_extensions import override
 
 from tap_sage import partitioning
-from tap_sage.progress import ReadProgress
+from tap_sage.progress import ReadProgress, request_timer
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
@@ -439,9 +439,10 @@ class SageSingletonStream(SageStream):
         assert context is not None
         business_id = str(context["business_id"])
         try:
-            response = self._sage_tap.client.request(
-                "GET", self.resource.path, business_id=business_id
-            )
+            with request_timer(self.name, self.resource.path, business_id):
+                response = self._sage_tap.client.request(
+                    "GET", self.resource.path, business_id=business_id
+                )
         except (SageAccessDenied, SageNotFound) as error:
             self._skip(business_id, error)
             return

@@ -102,20 +102,24 @@ def test_a_long_read_logs_its_progress(sandbox_factory: Any, tmp_path: Path) -> 
 
 def test_metric_lines_name_the_stream(sandbox: SandboxProcess, connection_config: dict[str, Any],
                                       tmp_path: Path) -> None:  # fmt: skip
-    """The SDK's METRIC lines of a read (record counts, request durations) carry its stream."""
-    run = _run(tmp_path, connection_config, ["contacts", "ledger_accounts"])
+    """The SDK's METRIC lines of a read (record counts, request durations) carry its stream:
+    lists, a settings singleton, and a request Sage refuses (cis_settings: GB only)."""
+    streams = ["contacts", "ledger_accounts", "business_settings", "cis_settings"]
+    run = _run(tmp_path, connection_config, streams)
+    gb, us = business_ids(sandbox.db)
     points = _metrics(run.stderr)
     durations = [p for p in points if p["metric"] == "http_request_duration"]
     counts = [p for p in points if p["metric"] == "record_count"]
     assert durations, run.stderr[-3000:]
     assert counts, run.stderr[-3000:]
-    assert all(p["tags"].get("stream") in ("contacts", "ledger_accounts") for p in durations)
-    assert all(p["tags"].get("stream") in ("contacts", "ledger_accounts") for p in counts)
-    for stream in ("contacts", "ledger_accounts"):
+    assert all(p["tags"].get("stream") in streams for p in durations + counts)
+    for stream in streams:
         mine = [p for p in durations if p["tags"]["stream"] == stream]
         assert mine, f"no request duration of {stream}"
         assert {p["tags"]["endpoint"] for p in mine} == {f"/{stream}"}
-        assert all(p["tags"]["status"] == "succeeded" for p in mine)
+        assert {p["tags"]["context"]["business_id"] for p in mine} == {gb, us}
+        refused = {p["tags"]["context"]["business_id"] for p in mine if p["tags"]["status"] == "failed"}  # fmt: skip
+        assert refused == ({us} if stream == "cis_settings" else set())
         counted = sum(p["value"] for p in counts if p["tags"]["stream"] == stream)
         assert counted == len(run.records(stream))
 
