@@ -3,7 +3,9 @@ lines with the stream's name, and ``tax_determinations`` read once per ``usage``
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -11,8 +13,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tap_sage.progress import INTERVAL_ENV
+from tap_sage import partitioning
+from tap_sage.progress import INTERVAL_ENV, ReadProgress
+from tap_sage.sage import catalogue
 from tap_sage.sandbox.runner import SandboxProcess
+from tap_sage.sync import Page
 from tap_sage.tap import TapSage
 from tests.tap_helpers import Run, live_records, tap_command
 from tests.test_tap_sync import business_ids, with_settings
@@ -173,3 +178,61 @@ def test_tax_determinations_are_read_once_per_usage(
     sales = _run(tmp_path, only, ["tax_determinations"])
     assert {r["usage"] for r in sales.records("tax_determinations")} == {"sales"}
     assert {r["id"] for r in sales.records("tax_determinations")} == live
+
+
+def test_partitions_of_required_parameters() -> None:
+    """Units: one read per allowed value, a value set in stream_filters reads alone, and a
+    required parameter without values in the spec needs stream_filters."""
+    res = catalogue.resource("tax_determinations")
+    assert partitioning.values(res, {}) == [{"usage": "sales"}, {"usage": "purchases"}]
+    assert partitioning.values(res, {"usage": "sales", "date": "2026-01-01"}) == [
+        {"usage": "sales"}
+    ]
+    assert partitioning.values(catalogue.resource("contacts"), {}) == [{}]
+    assert not partitioning.needs_filters(res)
+    assert partitioning.label({"business_id": "b", "usage": "sales"}) == "usage sales"
+    free = dataclasses.replace(res, params=(catalogue.Param("code", "string", required=True),))
+    assert partitioning.needs_filters(free)
+    assert partitioning.unreadable(free, {}) == ["code"]
+    assert partitioning.unreadable(free, {"code": "X"}) == []
+    assert partitioning.values(free, {}) == [{}]
+
+
+def test_a_progress_line_from_a_clock_units() -> None:
+    """Units with a clock the test turns: a line only once the interval has passed, the page of
+    the total from the scan's first ``$total``, other pages apart, rate and time left."""
+    now = [100.0]
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("tests.progress")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Keep())
+    progress = ReadProgress(
+        logger, "contacts", "b1", page_size=10, interval=5, clock=lambda: now[0]
+    )
+    first = Page(1, [{}] * 10, 95, "/contacts?page=2", 0, 0)
+    progress.page(first, {"page": "1", "items_per_page": "10"})
+    assert lines == []  # the interval has not passed
+    for _ in range(10):
+        progress.record()
+    now[0] = 102.0
+    assert progress.line() == (
+        "Progress: contacts for business b1: 10 records, page 1 of 10, 5 records/s, about 17 s left"
+    )
+    now[0] = 106.0
+    progress.page(Page(1, [], 0, None, 0, 0), {"deleted_since": "x", "items_per_page": "10"})
+    assert lines == [
+        "Progress: contacts for business b1: 10 records, page 1 of 10, "
+        "1 more pages (repairs, deletions), 2 records/s, about 51 s left"
+    ]
+    progress.page(first, {"items_per_page": "10"})
+    assert len(lines) == 1  # the next line is one interval later
+    labelled = ReadProgress(logger, "tax_determinations", "b1", page_size=10, label="usage sales", interval=1)  # fmt: skip
+    assert labelled.line().startswith(
+        "Progress: tax_determinations for business b1 (usage sales): 0 records, page 0 of ?"
+    )
