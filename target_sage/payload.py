@@ -271,7 +271,43 @@ def _is_index(part: str) -> bool:
     return part.isdigit() and part.isascii()
 
 
-def nest_dotted(record: Mapping[str, Any]) -> dict[str, Any]:
+#: The second separator of nested names: the SDK's flattening separator. Meltano reads a dot
+#: in a ``meltano.yml`` key as nesting (``stream_maps: {s: {main_address.city: town}}`` reaches
+#: the tap as ``{main_address: {city: town}}``, which an SDK stream map refuses), so a stream map
+#: in Meltano names ``main_address__city`` instead.
+NESTED_SEPARATOR = "__"
+
+
+def nested_fields(resource: str) -> frozenset[str]:
+    """The fields of ``resource``'s write bodies that hold an object or a list: the only heads
+    ``NESTED_SEPARATOR`` nests (a ``__`` elsewhere in a field name is left alone)."""
+    out: set[str] = set()
+    for verb in ("post", "put"):
+        for name, schema in write_fields(resource, verb).items():
+            raw = schema.get("type")
+            types = {raw} if isinstance(raw, str) else set(raw or ())
+            if types & {"object", "array"}:
+                out.add(name)
+    return frozenset(out)
+
+
+def _undouble(record: Mapping[str, Any], heads: frozenset[str]) -> Mapping[str, Any]:
+    """``main_address__city`` as ``main_address.city`` where ``main_address`` is in ``heads``."""
+    if not heads or not any(NESTED_SEPARATOR in k for k in record):
+        return record
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = key
+        head = key.split(NESTED_SEPARATOR, 1)[0]
+        if NESTED_SEPARATOR in key and head in heads and not key.startswith(CONTROL_PREFIX):
+            name = key.replace(NESTED_SEPARATOR, ".")
+            if name in record:
+                raise DottedFieldError(key, f"`{key}` and `{name}` name the same field")
+        out[name] = value
+    return out
+
+
+def nest_dotted(record: Mapping[str, Any], heads: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The record with its dotted field names built into nested objects.
 
     A flat source (a SQL table, a CSV file) cannot hold the objects Sage's write bodies nest
@@ -281,11 +317,13 @@ def nest_dotted(record: Mapping[str, Any]) -> dict[str, Any]:
     part that is a number is a list index (``contact_type_ids.0`` -> ``["CUSTOMER"]``; indexes
     start at 0 without gaps). An object or list all of whose values are null is left out (a flat
     row without an address writes no address). Fields without dots pass unchanged; a null field
-    ``a`` beside ``a.b`` is dropped. ``_sdc_*`` fields are never nested.
+    ``a`` beside ``a.b`` is dropped. ``_sdc_*`` fields are never nested. Where the head is one
+    of ``heads`` (``nested_fields``), ``__`` separates as a dot does: ``main_address__city``.
 
     Raises ``DottedFieldError`` naming the field: ``a`` and ``a.b`` both set, ``a.0`` beside
     ``a.b``, an empty part (``a..b``), an index gap.
     """
+    record = _undouble(record, heads)
     dotted = [k for k in record if "." in k and not k.startswith(CONTROL_PREFIX)]
     if not dotted:
         return dict(record)

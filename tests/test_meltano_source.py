@@ -1,9 +1,11 @@
 """Another system into Sage: a flat PostgreSQL table, read by MeltanoLabs' tap-postgres (the real
-executable, in .venv-loaders/tap-postgres), piped into target-sage with the README's recipe
-("From another system: a SQL table into contacts") and the SDK's record validation on, becomes
-contacts with a main contact person and a main address in the sandbox.
+executable, in .venv-loaders/tap-postgres), into target-sage with the README's recipe ("From
+another system: a SQL table into contacts") and the SDK's record validation on, becomes contacts
+with a main contact person and a main address in the sandbox: through `meltano run` (the
+pinned Meltano of tests/test_meltano_project.py) and with the two executables piped.
 
-About 10 s once tap-postgres is installed (scripts/loader_venvs.py; a minute more the first time).
+About 30 s once tap-postgres and Meltano are installed (scripts/loader_venvs.py and the
+`meltano` fixture; a minute more each the first time).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 
 from scripts import loader_venvs
 from tap_sage.sandbox.runner import SandboxProcess
+from tests.test_meltano_project import meltano  # noqa: F401  (the pinned Meltano, a fixture)
 from tests.test_target_helpers import SageAPI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,19 +92,15 @@ def _crm_table(url: str) -> None:
             )
 
 
-def test_a_postgres_table_becomes_contacts_with_person_and_address(
-    tap_postgres: Path,
-    pg_database: str,
-    sandbox: SandboxProcess,
-    connection_config: dict[str, Any],
-    tmp_path: Path,
-) -> None:
+def _configs(
+    pg_database: str, connection_config: dict[str, Any], api: SageAPI, tmp_path: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe's tap and target config, pointed at the test's PostgreSQL and sandbox."""
     project = recipe()
     tap = _plugin(project, "extractors", "tap-postgres")
     target = _plugin(project, "loaders", "target-sage")
     assert tap["pip_url"] == f"meltanolabs-tap-postgres=={_pinned()}"  # the version tested here
     assert tap["select"] == [f"{STREAM}.*"]
-    _crm_table(pg_database)
     where = urlsplit(pg_database)
     tap_config = {
         **tap["config"],
@@ -111,7 +110,6 @@ def test_a_postgres_table_becomes_contacts_with_person_and_address(
         "password": where.password or "",  # the test server trusts 127.0.0.1
         "database": where.path.lstrip("/"),
     }
-    api = SageAPI(sandbox)
     target_config = {
         **connection_config,
         **target["config"],
@@ -121,9 +119,46 @@ def test_a_postgres_table_becomes_contacts_with_person_and_address(
         "dead_letter_path": str(tmp_path / "dead-letter.singer"),
     }
     assert "validate_records" not in target_config  # the SDK's default: validation on
+    return tap_config, target_config
+
+
+def _check_contacts(api: SageAPI, results_path: Path) -> None:
+    """Every row is a created contact, with its person and (where the row has one) address."""
+    results = [json.loads(line) for line in results_path.read_text().splitlines()]
+    assert [(r["stream"], r["outcome"]) for r in results] == [(STREAM, "created")] * len(ROWS)
+    contacts = {c["reference"]: c for c in api.all("/contacts") if c.get("reference", "").startswith("CRM-")}  # fmt: skip
+    assert sorted(contacts) == [row[1] for row in ROWS]
+    for _id, code, company, person, email, street, town, postcode, country in ROWS:
+        contact = contacts[code]
+        assert contact["name"] == company
+        assert [t["id"] for t in contact["contact_types"]] == ["CUSTOMER"]
+        main_person = contact["main_contact_person"]
+        assert (main_person["name"], main_person["email"]) == (person, email)
+        address = contact.get("main_address") or {}
+        if street is None:
+            assert not address.get("address_line_1")
+        else:
+            assert address["address_line_1"] == street
+            assert address["city"] == town
+            assert address["postal_code"] == postcode
+            assert address["country"]["id"] == country
+
+
+def test_the_recipe_piped_from_tap_postgres_into_target_sage(
+    tap_postgres: Path,
+    pg_database: str,
+    sandbox: SandboxProcess,
+    connection_config: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The two executables piped, with the recipe's settings (and its ``select``)."""
+    _crm_table(pg_database)
+    api = SageAPI(sandbox)
+    tap_config, target_config = _configs(pg_database, connection_config, api, tmp_path)
     (tmp_path / "tap.json").write_text(json.dumps(tap_config))
-    (tmp_path / "catalog.json").write_text(json.dumps(_selected(tap_postgres, tmp_path, tap)))
     (tmp_path / "target.json").write_text(json.dumps(target_config))
+    tap = _plugin(recipe(), "extractors", "tap-postgres")
+    (tmp_path / "catalog.json").write_text(json.dumps(_selected(tap_postgres, tmp_path, tap)))
     target_exe = Path(sys.executable).parent / "target-sage"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     tap_cmd = [str(tap_postgres), "--config", str(tmp_path / "tap.json"),
@@ -147,25 +182,58 @@ def test_a_postgres_table_becomes_contacts_with_person_and_address(
     tap_log = (tmp_path / "tap.log").read_text()
     assert tap_proc.returncode == 0, tap_log[-3000:]
     assert written.returncode == 0, written.stderr[-3000:]
-    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [(r["stream"], r["outcome"]) for r in results] == [(STREAM, "created")] * len(ROWS)
+    _check_contacts(api, tmp_path / "results.jsonl")
 
-    contacts = {c["reference"]: c for c in api.all("/contacts") if c.get("reference", "").startswith("CRM-")}  # fmt: skip
-    assert sorted(contacts) == [row[1] for row in ROWS]
-    for _id, code, company, person, email, street, town, postcode, country in ROWS:
-        contact = contacts[code]
-        assert contact["name"] == company
-        assert [t["id"] for t in contact["contact_types"]] == ["CUSTOMER"]
-        main_person = contact["main_contact_person"]
-        assert (main_person["name"], main_person["email"]) == (person, email)
-        address = contact.get("main_address") or {}
-        if street is None:
-            assert not address.get("address_line_1")
-        else:
-            assert address["address_line_1"] == street
-            assert address["city"] == town
-            assert address["postal_code"] == postcode
-            assert address["country"]["id"] == country
+
+def test_the_recipe_through_meltano_run(
+    meltano: Path,  # noqa: F811  (the fixture imported above)
+    tap_postgres: Path,
+    pg_database: str,
+    sandbox: SandboxProcess,
+    connection_config: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The recipe's meltano.yml as Meltano reads it (its dotted keys would nest: the recipe uses
+    ``__``), `meltano run tap-postgres target-sage`: the plugins run from the executables this
+    checkout installed (no `pip_url`), target-sage's definition from hub/."""
+    _crm_table(pg_database)
+    api = SageAPI(sandbox)
+    tap_config, target_config = _configs(pg_database, connection_config, api, tmp_path)
+    subprocess.run(
+        [str(meltano), "init", "crm", "--no-usage-stats"],
+        cwd=tmp_path, env=_meltano_env(), capture_output=True, text=True, timeout=TIMEOUT,
+        check=True,
+    )  # fmt: skip
+    project_dir = tmp_path / "crm"
+    project = yaml.safe_load((project_dir / "meltano.yml").read_text())
+    snippet = recipe()
+    tap = _plugin(snippet, "extractors", "tap-postgres")
+    tap.pop("pip_url")
+    tap["executable"] = str(tap_postgres)
+    tap["config"] = tap_config
+    hub = yaml.safe_load((ROOT / "hub" / "target-sage.yml").read_text())
+    target = {
+        **{k: hub[k] for k in ("namespace", "capabilities", "settings") if k in hub},
+        "name": "target-sage",
+        "executable": str(Path(sys.executable).parent / "target-sage"),
+        "config": target_config,
+    }
+    project["plugins"] = {"extractors": [tap], "loaders": [target]}
+    (project_dir / "meltano.yml").write_text(yaml.safe_dump(project, sort_keys=False))
+    run = subprocess.run(
+        [str(meltano), "run", "tap-postgres", "target-sage"],
+        cwd=project_dir, env=_meltano_env(), capture_output=True, text=True, timeout=TIMEOUT,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    _check_contacts(api, tmp_path / "results.jsonl")
+
+
+def _meltano_env() -> dict[str, str]:
+    prefixes = ("MELTANO_", "TAP_", "TARGET_", "SAGE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(MELTANO_SEND_ANONYMOUS_USAGE_STATS="false", NO_COLOR="1")
+    return env
 
 
 def _selected(tap_postgres: Path, tmp_path: Path, tap: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from target_sage.payload import DottedFieldError, nest_dotted
+from target_sage.payload import DottedFieldError, nest_dotted, nested_fields
 from tests.test_target_helpers import SageAPI, record_msg, results, schema_msg, target_config
 from tests.test_target_input import line, run_bytes
 
@@ -131,3 +131,32 @@ def test_dotted_records_reach_sage_and_a_bad_name_names_line_stream_key_and_fiel
     (failed,) = [x for x in results(config) if x["outcome"] == "failed"]
     assert want in failed["$message"]
     assert failed["$source"] == "main_address.address_line_1"
+
+
+def test_double_underscores_nest_only_object_and_list_fields_of_the_resource() -> None:
+    """``__`` (what a stream map in meltano.yml can name: Meltano nests dotted keys) nests where
+    the name before it is an object or list field of the resource's write body."""
+    heads = nested_fields("contacts")
+    assert {"main_address", "main_contact_person", "contact_type_ids"} <= heads
+    assert "name" not in heads
+    row = {
+        "name": "N",
+        "main_address__address_line_1": "1 Row",
+        "main_contact_person__contact_person_type_ids__0": "ACCOUNTS",
+        "contact_type_ids__0": "CUSTOMER",
+        "notes__kept": "a field Sage does not nest",
+        "_sdc_main_address__x": 1,
+    }
+    assert nest_dotted(row, heads) == {
+        "name": "N",
+        "notes__kept": "a field Sage does not nest",
+        "_sdc_main_address__x": 1,
+        "main_address": {"address_line_1": "1 Row"},
+        "main_contact_person": {"contact_person_type_ids": ["ACCOUNTS"]},
+        "contact_type_ids": ["CUSTOMER"],
+    }
+    assert nest_dotted(row) == row  # without the resource's fields, `__` is a plain name
+    with pytest.raises(DottedFieldError) as error:
+        nest_dotted({"main_address__city": "A", "main_address.city": "B"}, heads)
+    assert error.value.field == "main_address__city"
+    assert "name the same field" in str(error.value)
