@@ -4,7 +4,7 @@ another system: a SQL table into contacts") and the SDK's record validation on, 
 with a main contact person and a main address in the sandbox: through `meltano run` (the
 pinned Meltano of tests/test_meltano_project.py) and with the two executables piped.
 
-About 30 s once tap-postgres and Meltano are installed (scripts/loader_venvs.py and the
+About 50 s once tap-postgres and Meltano are installed (scripts/loader_venvs.py and the
 `meltano` fixture; a minute more each the first time).
 """
 
