@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
-LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts)
+LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts orchestrator)
 
 .PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean postgres loaders warehouse-all store-soak
 
@@ -76,6 +76,14 @@ stress: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh
 
+# The orchestrator example (orchestrator/, docs/scale.md): Dagster (dagster-meltano) runs two
+# business partitions of tap-sage at once against the sandbox, with Meltano's state, the token
+# store and the warehouse in one PostgreSQL database, twice (full, then incremental), and checks
+# the result. Its own venv (orchestrator/.venv, stamped); about 5 minutes; not in `test`.
+.PHONY: scale-demo
+scale-demo: $(STAMP) postgres
+	$(BIN)/python orchestrator/scale_demo.py
+
 # Regenerate the settings and streams tables of README.md and meltano.yml from the executables'
 # `--about` and discovery (tests/test_readme.py fails when they drift).
 .PHONY: docs
@@ -85,3 +93,4 @@ docs: $(STAMP)
 clean:
 	-[ ! -f .pgserver/server.json ] || $(PYTHON) scripts/pgserver.py stop --remove
 	rm -rf $(VENV) .venv-loaders .pgserver .pytest_cache .mypy_cache .ruff_cache
+	rm -rf orchestrator/.venv orchestrator/.meltano orchestrator/.work

@@ -14,7 +14,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("sandbox_bench.py", "tap_bench.py", "target_bench.py")
+#: the scripts, in turn; ``pipeline_bench.py`` (the tap's pipeline, many businesses) where it is
+SCRIPTS = tuple(
+    s
+    for s in ("sandbox_bench.py", "tap_bench.py", "pipeline_bench.py", "target_bench.py")
+    if (HERE / s).exists()
+)
 
 
 def main() -> int:
@@ -23,7 +28,16 @@ def main() -> int:
     parser.add_argument("--only", choices=[s.split("_")[0] for s in SCRIPTS], action="append")
     args = parser.parse_args()
     cpus = len(__import__("os").sched_getaffinity(0))
-    print(f"machine: {platform.machine()}, {cpus} cores, Python {platform.python_version()}")
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kib = int(meminfo.read_text().split()[1])
+        memory = f", {total_kib / 1024 / 1024:.0f} GiB"
+    print(
+        f"machine: {platform.machine()}, {cpus} cores{memory}, Python "
+        f"{platform.python_version()}, {platform.platform(terse=True)}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     failed = []
     for script in SCRIPTS:
         if args.only and script.split("_")[0] not in args.only:

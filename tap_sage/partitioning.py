@@ -67,3 +67,16 @@ def add_properties(resource: Resource, properties: dict[str, Any]) -> list[str]:
 def label(context: Mapping[str, Any]) -> str:
     """The partition's keys other than the business, as words (``usage sales``)."""
     return ", ".join(f"{k} {v}" for k, v in context.items() if k != "business_id")
+
+
+def values_of(context: Mapping[str, Any]) -> dict[str, str]:
+    """The partition's values other than the business (``{"usage": "sales"}``): what its read
+    sends and what each of its records carries."""
+    return {k: str(v) for k, v in context.items() if k != "business_id"}
+
+
+def key(context: Mapping[str, Any]) -> str:
+    """The partition within its stream, as text: the business, then any other values
+    (``tap_sage.readahead`` keys its reads by stream and this)."""
+    rest = "".join(f"|{k}={v}" for k, v in values_of(context).items())
+    return f"{context['business_id']}{rest}"

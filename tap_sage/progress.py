@@ -27,8 +27,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from singer_sdk import metrics
@@ -40,6 +40,7 @@ INTERVAL_ENV = "TAP_SAGE_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 10.0
 
 Fetch = Callable[[str, Mapping[str, Any] | None], Page]
+_T = TypeVar("_T")
 
 
 def interval_from_env() -> float:
@@ -114,16 +115,24 @@ class ReadProgress:
     # -- hooks ------------------------------------------------------------------------------
 
     def wrap(self, fetch: Fetch) -> Fetch:
-        """``fetch`` that notes every page answered (and the stream's request duration metric)."""
+        """``fetch`` that notes every page answered (any thread)."""
 
         def fetch_noted(path: str, params: Mapping[str, Any] | None) -> Page:
-            query = _query(path, params)
-            with request_timer(self.stream, urlsplit(path).path, self.business_id):
-                page = fetch(path, params)
-            self.page(page, query)
+            page = fetch(path, params)
+            self.page(page, _query(path, params))
             return page
 
         return fetch_noted
+
+    def counted(self, items: Iterable[_T]) -> Iterator[_T]:
+        """``items`` (the read's records), counted, with the watcher running while they come."""
+        self.start()
+        try:
+            for item in items:
+                self.record()
+                yield item
+        finally:
+            self.stop()
 
     def start(self) -> None:
         """Start the watcher thread (a line also when no page comes for an interval)."""
@@ -134,11 +143,11 @@ class ReadProgress:
             self._watcher.start()
 
     def stop(self) -> None:
-        """Stop the watcher thread (idempotent)."""
+        """Stop the watcher thread (idempotent; from any thread but the watcher's)."""
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join()
-            self._watcher = None
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join()
 
     def page(self, page: Page, query: Mapping[str, str]) -> None:
         """One page answered (any thread)."""

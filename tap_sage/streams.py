@@ -7,7 +7,6 @@ bookmarks. The consistent, concurrent read of a list lives in ``tap_sage.sync``.
 
 from __future__ import annotations
 
-import copy
 import email.utils
 import logging
 import math
@@ -19,19 +18,28 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
-from singer_sdk.helpers._catalog import pop_deselected_record_properties
-from singer_sdk.helpers._util import utc_now
+from singer_sdk.exceptions import MapperNotInitialized
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
-from tap_sage import partitioning
-from tap_sage.progress import ReadProgress, request_timer
+from tap_sage import partitioning, reads, records
+from tap_sage.progress import request_timer
+from tap_sage.readahead import Unit
+from tap_sage.records import RawRecord
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
-from tap_sage.sync import ListReader, Page, Progress, ReadResult, epoch, iso
+from tap_sage.sdk_private import pop_deselected_record_properties, utc_now
+from tap_sage.sync import (
+    Page,
+    Progress,
+    ReadResult,
+    epoch,
+    iso,
+)
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -57,18 +65,24 @@ PROGRESS = "progress"
 
 # JSON numbers with a fraction decode as Decimal: no amount ever becomes a binary float.
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode
+_DELETIONS = "deleted_since"
 
 
 def stream_schema(resource: Resource) -> dict[str, Any]:
     """The record schema of ``resource``: Sage's item schema plus ``business_id`` (and
     ``_sdc_deleted_at`` where the resource reports deletions)."""
-    schema = copy.deepcopy(catalogue.list_schema(resource.name))
+    # a private copy (the catalogue's is shared), made in C: a JSON round trip costs a tenth
+    # of ``copy.deepcopy`` on the big schemas (start-up, issue 15)
+    schema: dict[str, Any] = msgspec.json.decode(
+        msgspec.json.encode(catalogue.list_schema(resource.name))
+    )
     properties: dict[str, Any] = schema.setdefault("properties", {})
     # Every list item has its key and every answer its ``$path``, even where the spec's item
     # definition forgets them (the exchange-rate lists, email_settings).
     if not resource.singleton:
         properties.setdefault(resource.key or "id", {"type": ["string", "null"]})
     properties.setdefault("$path", {"type": ["string", "null"]})
+    wire.fix_spec_types(schema)
     properties["business_id"] = {
         "type": "string",
         "description": "Id of the Sage business the record belongs to.",
@@ -83,10 +97,18 @@ def stream_schema(resource: Resource) -> dict[str, Any]:
     return schema
 
 
-def _decode_list(response: t.Any, path: str) -> t.Any:
+def _decode_list(
+    response: t.Any, path: str, check: wire.RecordCheck | None = None, business_id: str = ""
+) -> t.Any:
     """Sage's JSON body; an answer that is not JSON (an HTML page from a gateway) is a
     ``SageAPIError`` naming the status, the path and the request id, never a decoding
-    traceback."""
+    traceback. With ``check``: the items that need no change as ``RawRecord``
+    (``tap_sage.records``)."""
+    if check is not None:
+        try:
+            return records.decode_page(response.content, check, business_id or None)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass  # not a list page: the ordinary decoding says what it is
     try:
         return _decode(response.content)
     except msgspec.DecodeError:
@@ -146,6 +168,8 @@ class SageStream(Stream):
         self.resource = resource
         self._sage_tap = tap
         self._everything_selected: bool | None = None
+        #: whether records that need no change go out as Sage's JSON text (``_fast_path``)
+        self._fast: bool | None = None
         #: items_per_page of this stream's lists: lowered for good when pages keep failing as
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
@@ -165,6 +189,8 @@ class SageStream(Stream):
     ) -> types.Record | None:
         """Sage's wire to a record (``tap_sage.sage.wire``): decimal strings as exact
         ``Decimal`` (emitted as JSON numbers with Sage's digits), ``""`` dates as null."""
+        if isinstance(row, RawRecord):
+            return row  # checked, nothing to change (``tap_sage.records``)
         try:
             return self._wire.to_record(row)
         except wire.WireValueError as exc:
@@ -178,6 +204,14 @@ class SageStream(Stream):
         """The SDK's record messages, minus two per-record costs that do nothing here: walking
         the record against the selection mask when every property is selected, and conforming
         types (``TYPE_CONFORMANCE_LEVEL`` is NONE). Stream maps and flattening apply as usual."""
+        if isinstance(record, RawRecord):  # only when ``_fast_path``: one map, no change
+            yield RecordMessage(
+                stream=self.stream_maps[0].stream_alias,
+                record=t.cast("dict[str, Any]", msgspec.Raw(record.raw)),
+                version=self._stream_version,
+                time_extracted=utc_now(),
+            )
+            return
         if self._everything_selected is None:
             self._everything_selected = all(self.mask.values())
         if not self._everything_selected:
@@ -192,6 +226,29 @@ class SageStream(Stream):
                     version=self._stream_version,
                     time_extracted=extracted,
                 )
+
+    def _fast_path(self) -> bool:
+        """Whether records that need no change but ``business_id`` may go out as Sage's JSON
+        text (``tap_sage.records``): no stream map or flattening (the SDK's one default map),
+        every property selected, no BATCH messages, no child streams. Types are never
+        conformed (``TYPE_CONFORMANCE_LEVEL``). Each record is then checked on its own."""
+        if self._fast is None:
+            try:
+                maps = self.stream_maps
+            except MapperNotInitialized:  # a tap made without its mapper (get_records alone)
+                maps = []
+            self._fast = (
+                len(maps) == 1
+                and type(maps[0]) is SameRecordTransform
+                and not maps[0].flattening_enabled
+                and maps[0].stream_alias == self.name
+                and all(self.mask.values())
+                and self.get_batch_config(self.config) is None
+                and not self.child_streams
+                and self.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE
+                and not partitioning.enumerated(self.resource)  # records get `usage`
+            )
+        return self._fast
 
     # -- partitions and state -----------------------------------------------------------------
 
@@ -286,12 +343,20 @@ class SageStream(Stream):
 
     def _fetch(self, business_id: str) -> t.Callable[[str, Mapping[str, Any] | None], Page]:
         client = self._sage_tap.client
+        fast = self._fast_path()
+        check = self._wire.record_check
+
+        budget = self._sage_tap.request_budget
 
         def fetch(path: str, params: Mapping[str, Any] | None) -> Page:
-            started = time.time()
-            response = client.request("GET", path, business_id=business_id, params=params)
-            elapsed = time.time() - started
-            body = _decode_list(response, path)
+            # one of the connection's requests in flight (tap_sage.readahead)
+            with budget, request_timer(self.name, urlsplit(path).path, business_id):
+                started = time.time()
+                response = client.request("GET", path, business_id=business_id, params=params)
+                elapsed = time.time() - started
+            # deletion passes become tombstones (dicts), never raw records
+            raw = fast and _DELETIONS not in (params if params is not None else path)
+            body = _decode_list(response, path, check if raw else None, business_id)
             served = _server_time(response.headers)
             if served is None:
                 served = math.floor(time.time())
@@ -350,69 +415,66 @@ class SageStream(Stream):
             self.name, business_id, status, reason,
         )  # fmt: skip
 
+    def _end_unit(self, unit: Unit, *, ended: bool) -> None:
+        """A partition's read is over: abandoned (the SDK's record limit, an error) when not
+        ``ended``; then the reads started ahead end too (the sync goes on without them)."""
+        unit.stop()
+        if not ended:
+            self._sage_tap.scheduler.close()
+
+    def _missing_filters(self) -> list[str]:
+        given = self._sage_tap.stream_filters.get(self.name, {})
+        return partitioning.unreadable(self.resource, given)
+
+    def read_unit(self, context: types.Context) -> Unit:
+        """The read of one partition, started in a thread of its own (``tap_sage.reads``)."""
+        return reads.list_unit(self, context)
+
     @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
         """Every record (and deletion record) of one business, in a consistent read."""
         assert context is not None
         business_id = str(context["business_id"])
         tap = self._sage_tap
-        given = tap.stream_filters.get(self.name, {})
-        missing = partitioning.unreadable(self.resource, given)
-        if missing:
+        key = (self.name, partitioning.key(context))
+        unit = tap.scheduler.take(key, lambda: self.read_unit(context))
+        by = partitioning.values_of(context)  # e.g. {"usage": "sales"}
+        missing = self._missing_filters()
+        if missing:  # (its unit reads nothing)
             self.logger.warning(
                 "Skipping stream '%s' for business %s: Sage requires the parameter(s) %s; set "
                 "them in stream_filters.%s",
                 self.name, business_id, ", ".join(missing), self.name,
             )  # fmt: skip
             return
-        since = self._since(context)
-        by = {k: str(v) for k, v in context.items() if k != "business_id"}  # e.g. usage
-        size = self._page_size or tap.connection.page_size
-        progress = ReadProgress(self.logger, self.name, business_id, page_size=size,
-                                label=partitioning.label(context))  # fmt: skip
-        reader = ListReader(
-            progress.wrap(self._fetch(business_id)),
-            self.resource.path,
-            params={**given, **by},
-            page_size=size,
-            # once pages proved too heavy, the reader's wide pages (repairs) keep to that size
-            **({"max_page_size": self._page_size} if self._page_size else {}),
-            since=since,
-            incremental=self.resource.incremental,
-            sortable=self.resource.sortable,
-            deletions=self.resource.deletions,
-            include_deleted=tap.include_deleted,
-            executor=tap.executor,
-            max_concurrency=tap.max_concurrency,
-            deleted_after=self.get_context_state(context).get(DELETED_AFTER),
-            checkpoint=self._checkpoint(context),
-            resume=self._resume(context, since),
-            on_start=self._on_start(context, since),
-            logger=self.logger,
-            heavy=self._heavy,
-            on_smaller_pages=self._smaller_pages(business_id),
-        )
         properties = self.schema["properties"]
-        progress.start()
+        ended = False
         try:
-            for item, tombstone in reader.records():
+            for item, tombstone in unit.items():
                 if tombstone:
                     record = {k: v for k, v in item.items() if k in properties}
                     # a deleted item may come without ``deleted_at``: it was deleted by now
                     record[DELETED_AT] = item.get("deleted_at") or iso(math.floor(time.time()))
+                elif isinstance(item, RawRecord):  # ``business_id`` is in its text already
+                    yield t.cast(
+                        "dict[str, Any]",
+                        item if item.has_business else item.with_business(business_id),
+                    )
+                    continue
                 else:
                     record = item
                 record["business_id"] = business_id
                 record.update(by)
-                progress.record()
                 yield record
+            ended = True
         except (SageAccessDenied, SageNotFound) as error:
+            ended = True
             self._skip(business_id, error)
             return
         finally:
-            progress.stop()
+            self._end_unit(unit, ended=ended)
             tap.flush_output()
-        result = reader.result
+        result: ReadResult = unit.result
         self.logger.log(
             logging.INFO if result.verified else logging.WARNING,
             "Read %s for business %s: %d records, %d deletions, %d requests, %d repaired "
@@ -434,19 +496,25 @@ class SageSingletonStream(SageStream):
         self.replication_key = None
 
     @override
+    def read_unit(self, context: types.Context) -> Unit:
+        """The request for the singleton of one business, in a thread of its own."""
+        return reads.singleton_unit(self, context, _decode_list)
+
+    @override
     def get_records(self, context: types.Context | None) -> Iterable[dict[str, Any]]:
         """The singleton of one business."""
         assert context is not None
         business_id = str(context["business_id"])
+        unit = self._sage_tap.scheduler.take(
+            (self.name, business_id), lambda: self.read_unit(context)
+        )
+        ended = False
         try:
-            with request_timer(self.name, self.resource.path, business_id):
-                response = self._sage_tap.client.request(
-                    "GET", self.resource.path, business_id=business_id
-                )
+            yield from unit.items()
+            ended = True
         except (SageAccessDenied, SageNotFound) as error:
+            ended = True
             self._skip(business_id, error)
             return
-        body = _decode_list(response, self.resource.path)
-        if isinstance(body, dict):
-            body["business_id"] = business_id
-            yield body
+        finally:
+            self._end_unit(unit, ended=ended)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import typing as t
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
@@ -14,11 +17,14 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 import tap_sage.about  # noqa: F401 - registers the markdown about formatter
+from tap_sage import partitioning
+from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
+from tap_sage.selection import lean_catalog, row_selected, selected
 from tap_sage.streams import SageSingletonStream, SageStream
 from tap_sage.sync import epoch
 from tap_sage.writer import BufferedMsgSpecWriter
@@ -62,8 +68,10 @@ TAP_PROPERTIES: dict[str, Any] = {
         "minimum": 1,
         "maximum": MAX_CONCURRENCY,
         "default": 4,
-        "description": "Pages of one list fetched at the same time (1 to Sage's limit of 150). "
-        "Records are emitted in the same order, with the same bookmarks, whatever the value.",
+        "description": "Requests to Sage in flight at the same time, across every stream and "
+        "business (1 to Sage's limit of 150): the pages of one list, and the lists that come "
+        "next read ahead while one is emitted. Records and STATE are emitted in the same order, "
+        "with the same bookmarks, whatever the value.",
     },
 }
 
@@ -147,8 +155,14 @@ class TapSage(Tap):
         """Initialise the tap; with ``validate_config`` (the default), check every setting."""
         self._business_ids: list[str] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._budget: RequestBudget | None = None
+        self._scheduler: Scheduler | None = None
         self._filters: dict[str, dict[str, str]] | None = None
         self._connection: ConnectionSettings | None = None
+        #: every stream the input catalog lists, selected or not (``_only_selected``)
+        self._catalogued: set[str] | None = None
+        if isinstance(kwargs.get("catalog"), Mapping):
+            kwargs["catalog"] = self._only_selected(kwargs["catalog"])
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             try:
@@ -190,6 +204,25 @@ class TapSage(Tap):
 
     @classmethod
     @override
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: t.IO[str] | None = None,
+        catalog: t.IO[str] | None = None,
+    ) -> None:
+        """The SDK's sync command, with the catalog file read lean: a deselected entry's
+        schema is skipped, not parsed (``lean_catalog``)."""
+        if catalog is not None:
+            catalog = io.StringIO(lean_catalog(catalog.read()))
+        super().invoke(
+            about=about, about_format=about_format, config=config, state=state, catalog=catalog
+        )
+
+    @classmethod
+    @override
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
         """``--test``: first the connection check (credentials, businesses, a sample of
         resources per business, reported in the log), then the SDK's one-record sync of every
@@ -213,6 +246,23 @@ class TapSage(Tap):
         super().cb_test(ctx, param, value)
 
     # -- settings, shared by every stream -------------------------------------------------
+
+    def _only_selected(self, catalog: Mapping[str, Any]) -> dict[str, Any]:
+        """The input catalog (as the CLI reads it) with only the entries that select their
+        stream: the SDK parses every entry's schema and registers every entry with its mapper,
+        so a run of one stream would pay for all 85. What is not listed at all is still
+        synced (the SDK's rule), so the names listed are kept (``_catalogued``)."""
+        entries = catalog.get("streams")
+        if not isinstance(entries, list):
+            return dict(catalog)
+        self._catalogued = {str(e.get("tap_stream_id")) for e in entries if isinstance(e, dict)}
+        kept = []
+        for entry in entries:
+            rows = entry.get("metadata") if isinstance(entry, dict) else None
+            rows = [m for m in rows if isinstance(m, dict)] if isinstance(rows, list) else []
+            if row_selected(rows):
+                kept.append(entry)
+        return {**catalog, "streams": kept}
 
     @property
     def connection(self) -> ConnectionSettings:
@@ -255,6 +305,40 @@ class TapSage(Tap):
         return self._executor
 
     @property
+    def request_budget(self) -> RequestBudget:
+        """The connection's requests in flight: at most ``max_concurrency``, whatever the
+        streams and businesses they belong to."""
+        if self._budget is None:
+            self._budget = RequestBudget(self.max_concurrency)
+        return self._budget
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """Reads the partitions that come next while one is emitted (``tap_sage.readahead``)."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(
+                self._sync_plan, ahead=partitions_ahead(self.max_concurrency)
+            )
+        return self._scheduler
+
+    def _sync_plan(self) -> list[Slot]:
+        """The partitions in the order ``Tap.sync_all`` reads them: the selected streams in
+        catalogue order, each one's businesses in order; none before the businesses are known
+        (a stream's partition read on its own, outside a sync, reads nothing ahead)."""
+        slots: list[Slot] = []
+        if self._business_ids is None:
+            return slots  # no sync under way (its partitions ask for the businesses first)
+        for stream in self.streams.values():
+            if not isinstance(stream, SageStream) or not stream.selected:
+                continue
+            if stream.parent_stream_type:
+                continue
+            for partition in stream.partitions or []:
+                key = (stream.name, partitioning.key(partition))  # business (and usage)
+                slots.append(Slot(key, functools.partial(stream.read_unit, partition)))
+        return slots
+
+    @property
     def business_ids(self) -> list[str]:
         """The businesses to read: setting ``business_ids``, else every reachable one."""
         if self._business_ids is None:
@@ -284,9 +368,19 @@ class TapSage(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """One stream per list resource and per settings singleton of the catalogue."""
+        """One stream per list resource and per settings singleton of the catalogue; with an
+        input catalog, only those it selects (or does not list: the SDK syncs those too), so
+        that a run of one stream builds one stream. Discovery (no catalog) builds them all."""
+        catalog = self.input_catalog
+        wanted: set[str] | None = None
+        if catalog is not None:
+            listed = self._catalogued or {e.tap_stream_id for e in catalog.streams}
+            wanted = {e.tap_stream_id for e in catalog.streams if selected(e.metadata)}
+            wanted |= set(catalogue.resources()) - listed
         streams: list[Stream] = []
         for resource in catalogue.resources().values():
+            if wanted is not None and resource.name not in wanted:
+                continue
             if resource.singleton:
                 streams.append(SageSingletonStream(self, resource))
             elif resource.list:

@@ -22,17 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tap_sage.checkpoints import checkpoint
 from tap_sage.sage import catalogue, wire
 from tap_sage.sage.errors import SageAPIError, SageNotFound
-from target_sage import hooks
-from target_sage.engine import Call
+from target_sage.exactly_once import ambiguous_post, find_created
 from target_sage.ledger import APPLIED, DELETED, PENDING
+from target_sage.operations import resolve_references, result_of, void
 from target_sage.payload import RecordError, build_body, canonical, digest, idempotency_id
 from target_sage.results import Result
+from target_sage.work import Call
 
 if TYPE_CHECKING:
-    from target_sage.engine import Engine, WorkItem
+    from target_sage.engine import Engine
     from target_sage.ledger import Entry
+    from target_sage.work import WorkItem
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class Procedure:
             if value is not None and inp.type == "boolean" and not isinstance(value, bool):
                 raise RecordError(item.stream, item.key, inp.name, "must be true or false")
         fields = copy.deepcopy(fields)
-        engine.resolve_references(item, fields)
+        resolve_references(engine, item, fields)
         return self.handler(engine, item, ctx, self, fields)
 
     def about(self) -> str:
@@ -99,18 +102,9 @@ def _result(
     message: str | None = None,
     output: dict[str, Any] | None = None,
 ) -> Result:
-    return Result(
-        item.stream,
-        "execute",
-        item.key_display,
-        outcome,
-        sage_id=sage_id,
-        http_status=ctx.status,
-        x_request_id=ctx.request_id,
-        message=message,
-        output=output,
-        dry_run=engine.settings.dry_run,
-    )
+    """The result line of a procedure's operation (``execute``)."""
+    result = result_of(item, ctx, dry_run=engine.settings.dry_run)
+    return result("execute", outcome, sage_id, message, output)
 
 
 def _applied_already(
@@ -152,7 +146,7 @@ def _void(
         r.operation = "execute"
         return r
 
-    return engine.void(item, res, ctx, sage_id, reason, result, "execute")
+    return void(engine, item, res, ctx, sage_id, reason, result, "execute")
 
 
 # -- release ----------------------------------------------------------------------------------
@@ -186,7 +180,7 @@ def _release(
         message = "released by an interrupted run"
     else:
         try:
-            engine.ambiguous_post(f"{res.path}/{sage_id}/release", ctx, None, released)
+            ambiguous_post(engine, f"{res.path}/{sage_id}/release", ctx, None, released)
         except SageAPIError as exc:
             if exc.status != 422:
                 raise
@@ -206,7 +200,7 @@ def _release(
                 f"not a draft (status {now}): nothing to release",
             )
     engine.ledger.record_applied(bid, item.stream, item.key, res.name, sage_id, content_hash)
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return _result(engine, item, ctx, "executed", sage_id, message)
 
 
@@ -250,7 +244,8 @@ def _reissue(
     engine.ledger.record_intent(
         bid, item.stream, item.key, res.name, content_hash, note, at=intent_at
     )
-    answer = engine.ambiguous_post(
+    answer = ambiguous_post(
+        engine,
         f"{res.path}/{original}/reissue",
         ctx,
         None,
@@ -258,7 +253,7 @@ def _reissue(
     )
     new_id = str(answer["id"])
     engine.ledger.record_applied(bid, item.stream, item.key, res.name, new_id, content_hash)
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return _result(
         engine,
         item,
@@ -314,6 +309,29 @@ _LINE_FIELDS = (
 _LINE_LINKS = ("ledger_account", "tax_rate", "product", "service")
 
 
+def _invoice_fields(source: str, quote: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The write fields of the sales invoice a quote or estimate (as read) becomes."""
+    # Sage sends decimals as strings (tap_sage.sage.wire): back to numbers for the write body
+    quote = wire.read_shape(source).to_decimals(copy.deepcopy(quote))
+    lines_key = "quote_lines" if source == "sales_quotes" else "estimate_lines"
+    lines = []
+    for line in quote.get(lines_key) or []:
+        out = {k: line[k] for k in _LINE_FIELDS if line.get(k) is not None}
+        for link in _LINE_LINKS:
+            if isinstance(line.get(link), dict) and line[link].get("id"):
+                out[f"{link}_id"] = line[link]["id"]
+        lines.append(out)
+    body_fields: dict[str, Any] = {
+        "contact_id": (quote.get("contact") or {}).get("id"),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "invoice_lines": lines,
+        "reference": quote.get("reference"),
+    }
+    body_fields = {k: v for k, v in body_fields.items() if v is not None}
+    body_fields.update({k: v for k, v in fields.items() if k != "sage_id"})
+    return body_fields
+
+
 def _convert(
     engine: Engine, item: WorkItem, ctx: Call, proc: Procedure, fields: dict[str, Any]
 ) -> Result:
@@ -345,24 +363,7 @@ def _convert(
             "the quote or estimate is already invoiced",
             {"sales_invoice_id": invoice_id},
         )
-    # Sage sends decimals as strings (tap_sage.sage.wire): back to numbers for the write body
-    quote = wire.read_shape(source.name).to_decimals(copy.deepcopy(quote))
-    lines_key = "quote_lines" if source.name == "sales_quotes" else "estimate_lines"
-    lines = []
-    for line in quote.get(lines_key) or []:
-        out = {k: line[k] for k in _LINE_FIELDS if line.get(k) is not None}
-        for link in _LINE_LINKS:
-            if isinstance(line.get(link), dict) and line[link].get("id"):
-                out[f"{link}_id"] = line[link]["id"]
-        lines.append(out)
-    body_fields: dict[str, Any] = {
-        "contact_id": (quote.get("contact") or {}).get("id"),
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "invoice_lines": lines,
-        "reference": quote.get("reference"),
-    }
-    body_fields = {k: v for k, v in body_fields.items() if v is not None}
-    body_fields.update({k: v for k, v in fields.items() if k != "sage_id"})
+    body_fields = _invoice_fields(source.name, quote, fields)
     generation = entry.generation if entry is not None else 0
     extra = {
         "original_quote_estimate_id": quote_id,
@@ -391,7 +392,7 @@ def _convert(
     engine.ledger.record_applied(
         bid, item.stream, item.key, invoices.name, invoice_id, content_hash
     )
-    hooks.reached("after_ledger")
+    checkpoint("after_ledger")
     return _result(
         engine, item, ctx, "executed", invoice_id, None, {"sales_invoice_id": invoice_id}
     )
@@ -421,6 +422,66 @@ def _upload(
     )
     if skipped is not None:
         return skipped
+    data, name = _upload_file(engine, item, fields)
+    body_fields = _upload_fields(item, fields, data, name)
+    extra: dict[str, Any] = {}
+    if res.idempotency:
+        generation = entry.generation if entry is not None else 0
+        extra["idempotency_id"] = idempotency_id(bid, item.stream, item.key, generation)
+    body, _ = build_body(
+        res.name, "post", body_fields, stream=item.stream, key=item.key, extra=extra
+    )
+    if engine.settings.dry_run:
+        return _result(engine, item, ctx, "skipped", None, "dry run: would upload")
+    content_hash = digest(canonical(fields))
+    # What identifies the upload in Sage if its answer is lost: name, size and the link.
+    lookup: dict[str, Any] = {
+        k: body_fields[k]
+        for k in ("file_name", "file_size", "attachment_context_id", "transaction_id")
+        if k in body_fields
+    }
+    if entry is not None and entry.state == PENDING:
+        found = find_created(engine, res, lookup, ctx, since=entry.intent_at)
+        if found:
+            engine.ledger.record_applied(bid, item.stream, item.key, res.name, found, content_hash)
+            return _result(
+                engine,
+                item,
+                ctx,
+                "executed",
+                found,
+                "uploaded by an interrupted run",
+                {"attachment_id": found, "file_name": name, "file_size": len(data)},
+            )
+    if res.idempotency:  # Sage's guide promises it: retried blindly
+        response = engine.call(
+            "POST", res.path, ctx, json_body=body, retry=True, expected=(200, 201)
+        )
+        attachment_id = str(response.json()["id"])
+    else:  # attachments are not in Sage's idempotency guide: intent, then lookups
+        since = engine.sage_now()
+        engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash, at=since)
+        answer = ambiguous_post(
+            engine, res.path, ctx, body, lambda: find_created(engine, res, lookup, ctx, since=since)
+        )
+        attachment_id = str(answer["id"])
+    engine.ledger.record_applied(
+        bid, item.stream, item.key, res.name, attachment_id, digest(canonical(fields))
+    )
+    checkpoint("after_ledger")
+    return _result(
+        engine,
+        item,
+        ctx,
+        "executed",
+        attachment_id,
+        None,
+        {"attachment_id": attachment_id, "file_name": name, "file_size": len(data)},
+    )
+
+
+def _upload_file(engine: Engine, item: WorkItem, fields: dict[str, Any]) -> tuple[bytes, str]:
+    """The bytes to upload and their file name, from ``file_path`` or ``file_base64``."""
     path = fields.get("file_path")
     encoded = fields.get("file_base64")
     if bool(path) == bool(encoded):
@@ -438,6 +499,13 @@ def _upload(
         name = str(fields.get("file_name") or "")
         if not name:
             raise RecordError(item.stream, item.key, "file_name", "is required with `file_base64`")
+    return data, name
+
+
+def _upload_fields(
+    item: WorkItem, fields: dict[str, Any], data: bytes, name: str
+) -> dict[str, Any]:
+    """The attachment's write fields: the file, and the one record it is linked to."""
     links = [k for k in (*_CONTEXTS, "transaction_id") if fields.get(k)]
     ctx_type = fields.get("attachment_context_type_id")
     ctx_id = fields.get("attachment_context_id")
@@ -471,60 +539,7 @@ def _upload(
         body_fields["attachment_context_type_id"] = ctx_type
         body_fields["attachment_context_id"] = ctx_id
     body_fields = {k: v for k, v in body_fields.items() if v is not None}
-    extra: dict[str, Any] = {}
-    if res.idempotency:
-        generation = entry.generation if entry is not None else 0
-        extra["idempotency_id"] = idempotency_id(bid, item.stream, item.key, generation)
-    body, _ = build_body(
-        res.name, "post", body_fields, stream=item.stream, key=item.key, extra=extra
-    )
-    if engine.settings.dry_run:
-        return _result(engine, item, ctx, "skipped", None, "dry run: would upload")
-    content_hash = digest(canonical(fields))
-    # What identifies the upload in Sage if its answer is lost: name, size and the link.
-    lookup: dict[str, Any] = {
-        k: body_fields[k]
-        for k in ("file_name", "file_size", "attachment_context_id", "transaction_id")
-        if k in body_fields
-    }
-    if entry is not None and entry.state == PENDING:
-        found = engine.find_created(res, lookup, ctx, since=entry.intent_at)
-        if found:
-            engine.ledger.record_applied(bid, item.stream, item.key, res.name, found, content_hash)
-            return _result(
-                engine,
-                item,
-                ctx,
-                "executed",
-                found,
-                "uploaded by an interrupted run",
-                {"attachment_id": found, "file_name": name, "file_size": len(data)},
-            )
-    if res.idempotency:  # Sage's guide promises it: retried blindly
-        response = engine.call(
-            "POST", res.path, ctx, json_body=body, retry=True, expected=(200, 201)
-        )
-        attachment_id = str(response.json()["id"])
-    else:  # attachments are not in Sage's idempotency guide: intent, then lookups
-        since = engine.sage_now()
-        engine.ledger.record_intent(bid, item.stream, item.key, res.name, content_hash, at=since)
-        answer = engine.ambiguous_post(
-            res.path, ctx, body, lambda: engine.find_created(res, lookup, ctx, since=since)
-        )
-        attachment_id = str(answer["id"])
-    engine.ledger.record_applied(
-        bid, item.stream, item.key, res.name, attachment_id, digest(canonical(fields))
-    )
-    hooks.reached("after_ledger")
-    return _result(
-        engine,
-        item,
-        ctx,
-        "executed",
-        attachment_id,
-        None,
-        {"attachment_id": attachment_id, "file_name": name, "file_size": len(data)},
-    )
+    return body_fields
 
 
 def _read_upload(engine: Engine, item: WorkItem, raw: str) -> tuple[bytes, Path]:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tap_sage.sage import catalogue
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import ConnectionSettings
+from target_sage.routing import check_stream_resources
 
 OPERATIONS = ("create", "update", "upsert", "delete")
 ON_ERROR = ("fail", "continue")
@@ -145,23 +145,9 @@ class TargetSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
         """Validate; ``SageConfigError`` names the setting (and the stream) at fault."""
-        from target_sage.procedures import PROCEDURES
-
         connection = ConnectionSettings.from_config(config)
         stream_resources = {str(k): str(v) for k, v in _mapping(config, "stream_resources").items()}
-        for stream, target in stream_resources.items():
-            if target in PROCEDURES:
-                continue
-            res = catalogue.resources().get(target)
-            if res is None:
-                raise SageConfigError(
-                    f"stream_resources.{stream}",
-                    f"{target!r} is neither a Sage resource nor an Execute procedure",
-                )
-            if not res.writable:
-                raise SageConfigError(
-                    f"stream_resources.{stream}", f"Sage resource {target!r} cannot be written"
-                )
+        check_stream_resources(stream_resources)
         operations = {str(k): str(v) for k, v in _mapping(config, "operations").items()}
         for stream, op in operations.items():
             if op not in OPERATIONS:

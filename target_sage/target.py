@@ -23,7 +23,9 @@ import tap_sage.about  # noqa: F401 - registers the markdown about formatter
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES
-from target_sage.engine import Engine, TargetFailure, new_run_id
+from tap_sage.sdk_private import active_sinks, env_var_config, latest_state
+from target_sage import run_lock
+from target_sage.engine import Engine, new_run_id
 from target_sage.ledger import Ledger
 from target_sage.payload import DottedFieldError, source_key
 from target_sage.procedures import about_text
@@ -31,6 +33,7 @@ from target_sage.reader import LineReader
 from target_sage.results import DeadLetterFile, Result, ResultsFile
 from target_sage.settings import TARGET_PROPERTIES, TargetSettings
 from target_sage.sinks import SageSink
+from target_sage.work import TargetFailure
 
 LOGGER = logging.getLogger("target_sage")
 
@@ -114,7 +117,7 @@ class TargetSage(Target):
                 merged = dict(config.config) if config is not None else {}
                 if config is not None and getattr(config, "parse_env", False):
                     # `--config ENV`: the TARGET_SAGE_* variables, read as a run reads them.
-                    merged.update(cls._env_var_config)
+                    merged.update(env_var_config(cls))
                 sys.exit(cls.test_connection(merged))
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
@@ -175,7 +178,7 @@ class TargetSage(Target):
 
     def active_sink(self, stream: str) -> Sink | None:
         """The active sink of a stream, if any."""
-        return self._sinks_active.get(stream)
+        return active_sinks(self).get(stream)
 
     def schema_message(self, stream: str) -> dict[str, Any] | None:
         """The SCHEMA message last received for a (tap-side) stream."""
@@ -229,7 +232,7 @@ class TargetSage(Target):
         message = f"Input line {number}: {problem}"
         result = Result("", "read", None, "failed", message=message)
         self.engine.results.write(result)
-        self.engine.count_failure()
+        self.engine.reporter.count_failure()
         if self.target_settings.on_error != "continue":
             self._stop(message)
         self.engine.dead_letter.write_bad_line(number, problem, text)
@@ -238,7 +241,7 @@ class TargetSage(Target):
     def _invalid_record(self, message: dict[str, Any], exc: Exception) -> None:
         stream = str(message.get("stream"))
         record = message.get("record") or {}
-        sink = self._sinks_active.get(stream)
+        sink = active_sinks(self).get(stream)
         keys = list(sink.key_properties) if sink is not None else []
         key: Any = "?"
         if isinstance(record, dict) and all(k in record for k in keys):
@@ -251,23 +254,23 @@ class TargetSage(Target):
         result = Result(stream, "upsert", key, "failed", message=text[:1000], source=field)
         if self.target_settings.on_error != "continue":
             self.engine.results.write(result)
-            self.engine.count_failure()
+            self.engine.reporter.count_failure()
             self.drain_all()  # the records before it are applied
             # The SDK's own error, with the one line that says where (its standard tests
             # expect the type); ``invoke`` prints it as `target-sage stopped: ...`.
             exc.args = (f"{text[:1000]} — stopping (on_error is `fail`)",)
             raise exc
         dead = {**message, "input_line": number}
-        self.engine.report_message(result, self._schema_messages.get(stream), dead)
+        self.engine.reporter.report_message(result, self._schema_messages.get(stream), dead)
 
     @override
     def _process_state_message(self, message_dict: dict[str, Any]) -> None:
         super()._process_state_message(message_dict)
         # STATE goes out only once everything before it is applied: drain, then emit.
-        if any(sink.current_size for sink in self._sinks_active.values()):
+        if any(sink.current_size for sink in active_sinks(self).values()):
             self.drain_all()
-        elif self._latest_state is not None and self._latest_state != self._emitted_state:
-            self._write_state_message(self._latest_state)
+        elif (latest := latest_state(self)) is not None and latest != self._emitted_state:
+            self._write_state_message(latest)
 
     @override
     def _write_state_message(self, state: dict[str, Any]) -> None:
@@ -285,13 +288,13 @@ class TargetSage(Target):
             self.engine.results.close()
             self.engine.dead_letter.close()
             self.engine.ledger.close()
-            self.engine.release_run_lock()
+            run_lock.release_run_lock(self.engine.settings)
         if self._meltano_probe:
             self._answer_meltano_probe()
         s = self.target_settings
-        if s.dry_run and self.engine.failed and s.on_error == "fail":
+        if s.dry_run and self.engine.reporter.failed and s.on_error == "fail":
             raise TargetFailure(
-                f"dry run: {self.engine.failed} record(s) would fail; see {s.results_path}"
+                f"dry run: {self.engine.reporter.failed} record(s) would fail; see {s.results_path}"
             )
 
     def _summary(self) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from tap_sage.sage.auth import _SourceCache
 from tap_sage.sage.client import SageClient
+from tests.checkpoint_support import PAUSE_ENV, PAUSE_FILE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "connection_worker.py"
@@ -121,3 +124,22 @@ def secrets_of(config: dict[str, Any], store: Path | None = None) -> list[str]:
         pending = data.get("pending_login") or {}
         values.append(pending.get("code_verifier"))
     return [v for v in values if v]
+
+
+def kill_during_refresh(config_path: Path, point: str, tmp_path: Path) -> None:
+    """Start a worker that refreshes now, wait until it pauses at checkpoint ``point`` (it
+    says so with a file), and SIGKILL it there."""
+    marker = tmp_path / f"paused-{point}"
+    env = {**os.environ, PAUSE_ENV: point, PAUSE_FILE_ENV: str(marker)}
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(config_path), "refresh"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the worker never reached the pause point"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL

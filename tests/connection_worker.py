@@ -20,9 +20,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.*
+
 from tap_sage.sage.auth import RotatingTokenSource
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageAuthError, SageError
+from tests.checkpoint_support import install_from_environment
 
 
 def _code(exc: BaseException) -> str:
@@ -39,6 +42,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    install_from_environment()  # the kill tests' pause points
     config = json.loads(Path(args.config).read_text())
     result: dict[str, Any] = {"ok": 0, "errors": {}, "messages": []}
     errors: Counter[str] = Counter()

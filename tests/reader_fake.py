@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from typing_extensions import override
 
-from tap_sage.sync import ListReader, Page, epoch, iso
+from tap_sage.sync import ListReader, Page, ReaderHooks, ReaderSettings, epoch, iso
 
 BASE = 1_700_000_000
 
@@ -252,23 +252,24 @@ class SeededExecutor(Executor):
 
 def read(fake: FakeList, since: str | None, *, sortable: bool, deletions: bool, workers: int,
          executor: Executor | None, size: int = 10, deleted_after: str | None = None,
-         ) -> tuple[list[tuple[dict[str, Any], bool]], ListReader]:  # fmt: skip
+         wide: int | None = None) -> tuple[list[tuple[dict[str, Any], bool]], ListReader]:  # fmt: skip
     """One read of ``fake`` by the reader, all of it."""
     reader = ListReader(
         lambda path, params: fake.fetch(path, params, sortable=sortable),
         "/things",
-        params={},
-        heavy=lambda error: isinstance(error, HeavyPage),
-        page_size=size,
-        since=since,
-        incremental=True,
-        sortable=sortable,
-        deletions=deletions,
-        include_deleted=True,
+        ReaderSettings(
+            page_size=size,
+            since=since,
+            incremental=True,
+            sortable=sortable,
+            deletions=deletions,
+            include_deleted=True,
+            max_concurrency=workers,
+            deleted_after=deleted_after,
+            max_page_size=wide or 2 * size,
+        ),
         executor=executor,
-        max_concurrency=workers,
-        deleted_after=deleted_after,
-        max_page_size=2 * size,
+        hooks=ReaderHooks(heavy=lambda error: isinstance(error, HeavyPage)),
     )
     return list(reader.records()), reader
 
@@ -283,24 +284,30 @@ class Outcome:
     verified: bool
     rate: float
     requests: int
+    #: the first read's page sizes at its end: main scan, and the other reads
+    page_sizes: tuple[int, int] = (0, 0)
 
 
 def check_seed(seed: int, *, sortable: bool, deletions: bool, workers: int,
-               heavy: bool = False, stamps: bool = True) -> Outcome:  # fmt: skip
+               heavy: bool = False, stamps: bool = True,
+               heavy_repairs: bool = False) -> Outcome:  # fmt: skip
     """Run the property for one seed; AssertionError (naming the seed) when it fails.
 
     ``heavy``: pages of more than 20 records fail, so the first read falls back from pages of
-    80 to 40 to 20 (the second reads pages of 10, and 20 in its repairs)."""
+    80 to 40 to 20 (the second reads pages of 10, and 20 in its repairs). ``heavy_repairs``:
+    the same limit, with a main scan of pages of 10 and the other reads (deletion pass,
+    repairs, changed records) asking for 80, so that those fall back (80, 40, 20) instead."""
     rng = random.Random(seed)
     fake = FakeList(rng, rng.randint(0, 300))
-    fake.heavy_above = 20 if heavy else 0
+    fake.heavy_above = 20 if heavy or heavy_repairs else 0
     fake.stamps = stamps
     before = {r.id for r in fake.live()}
     rate = rng.choice(RATES)
     executor = SeededExecutor(fake, random.Random(f"scheduler {seed}"))
     fake.writes_per_request = rate
     out1, reader1 = read(fake, None, sortable=sortable, deletions=deletions, workers=workers,
-                         executor=executor, size=80 if heavy else 10)  # fmt: skip
+                         executor=executor, size=80 if heavy else 10,
+                         wide=80 if heavy_repairs else None)  # fmt: skip
     fake.writes_per_request = 0.0
     if heavy:
         assert reader1.page_size == 20, f"seed {seed}: no fallback to smaller pages"
@@ -335,4 +342,8 @@ def check_seed(seed: int, *, sortable: bool, deletions: bool, workers: int,
     # 3. no version twice in one run
     versions = [(r["id"], r.get("updated_at")) for r, t in out1 if not t]
     assert len(versions) == len(set(versions)), f"{where}: duplicate in one run"
-    return Outcome(reader1.result.verified, rate, fake.requests)
+    if heavy_repairs:
+        assert reader1.page_size == 10, f"seed {seed}: the main scan's pages changed"
+        assert reader1.max_page_size in (20, 80), f"seed {seed}: {reader1.max_page_size}"
+    sizes = (reader1.page_size, reader1.max_page_size)
+    return Outcome(reader1.result.verified, rate, fake.requests, sizes)

@@ -6,8 +6,6 @@ Real processes (``tests/connection_worker.py``), a real sandbox over HTTP, one t
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,10 +15,10 @@ from typing import Any
 import pytest
 import requests
 
-from tap_sage.sage.auth import PAUSE_ENV, PAUSE_FILE_ENV
 from tests.connection_helpers import (
     ROOT,
     WORKER,
+    kill_during_refresh,
     run_worker,
     sage_auth,
     sandbox_config,
@@ -71,23 +69,6 @@ def test_processes_share_one_connection_through_many_refreshes(
     assert data["in_flight"] is None and data["last_error"] is None
 
 
-def _kill_during_refresh(config_path: Path, point: str, tmp_path: Path) -> None:
-    marker = tmp_path / f"paused-{point}"
-    env = {**os.environ, PAUSE_ENV: point, PAUSE_FILE_ENV: str(marker)}
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(config_path), "refresh"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the worker never reached the pause point"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
-
-
 @pytest.mark.parametrize("point", ["after_marker", "after_write"])
 def test_killed_during_refresh_next_run_connects(sandbox: Any, tmp_path: Path, point: str) -> None:
     """SIGKILL while holding the lock (before the POST, or after the store was written): the
@@ -96,7 +77,7 @@ def test_killed_during_refresh_next_run_connects(sandbox: Any, tmp_path: Path, p
     config = sandbox_config(sandbox, store, access_token=None)
     config["advanced_config"]["lock_timeout"] = 10
     path = write_config(tmp_path / "config.json", config)
-    _kill_during_refresh(path, point, tmp_path)
+    kill_during_refresh(path, point, tmp_path)
     expected_marker = point == "after_marker"
     assert (store_data(store)["in_flight"] is not None) is expected_marker
     started = time.monotonic()
@@ -119,7 +100,7 @@ def test_killed_after_sage_answered_before_store_written(sandbox: Any, tmp_path:
     config = sandbox_config(sandbox, store, access_token=None)
     config["callback_url"] = "http://localhost:8765/callback"
     path = write_config(tmp_path / "config.json", config)
-    _kill_during_refresh(path, "after_answer", tmp_path)
+    kill_during_refresh(path, "after_answer", tmp_path)
     assert used_refresh_tokens(sandbox.db) == 1  # Sage did consume it
     result = run_worker(path, "once")
     assert result.returncode == 1

@@ -20,7 +20,7 @@ import pytest
 import requests
 from typing_extensions import override
 
-from tap_sage.sage.auth import LOSE_ANSWER_ENV, RotatingTokenSource
+from tap_sage.sage.auth import RotatingTokenSource
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.connection_check import check
 from tap_sage.sage.errors import (
@@ -30,6 +30,7 @@ from tap_sage.sage.errors import (
     SageSubscriptionInactive,
 )
 from tap_sage.sandbox.runner import SandboxProcess
+from tests.checkpoint_support import lose_next_refresh_answer
 from tests.connection_helpers import (
     forget_clients,
     free_port,
@@ -340,7 +341,7 @@ def test_getandrefresh_without_a_terminal_fails_at_once_naming_the_command(
 
 
 def test_lost_refresh_answer_is_not_replayed_blindly(
-    sandbox300: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox300: SandboxProcess, tmp_path: Path
 ) -> None:
     """The answer to a refresh is lost after Sage consumed the token: the store is unchanged,
     the error says so; the next attempt re-reads the store, tries once, and on invalid_grant
@@ -348,9 +349,8 @@ def test_lost_refresh_answer_is_not_replayed_blindly(
     store = tmp_path / "tokens.json"
     config = sandbox_config(sandbox300, store, access_token=None)
     before = used_refresh_tokens(sandbox300.db)
-    monkeypatch.setenv(LOSE_ANSWER_ENV, "1")
     source = tokens_of(config)
-    with pytest.raises(SageAuthError) as lost:
+    with lose_next_refresh_answer(), pytest.raises(SageAuthError) as lost:
         source.token()
     assert lost.value.code == "refresh_unconfirmed"
     assert "may have consumed" in lost.value.message and "sage-auth login" in lost.value.fix

@@ -13,6 +13,7 @@ from tap_sage.sage.settings import (
     ADVANCED_KEYS,
     CONNECTION_PROPERTIES,
     ConnectionSettings,
+    OAuthMode,
     _default_store,
 )
 
@@ -59,6 +60,14 @@ def test_bad_mode_and_scope() -> None:
     assert error_of(initiate_oauth="sometimes").setting == "initiate_oauth"
     assert error_of(scope="everything").setting == "scope"
     assert settings(initiate_oauth="getandrefresh").initiate_oauth == "GETANDREFRESH"
+
+
+def test_the_mode_is_a_typed_member_that_reads_as_its_name() -> None:
+    mode = settings(initiate_oauth=" refresh ").initiate_oauth
+    assert mode is OAuthMode.REFRESH and mode.rotates
+    assert not OAuthMode.OFF.rotates and OAuthMode.GETANDREFRESH.rotates
+    assert f"{mode}" == str(mode) == json.loads(json.dumps(mode)) == "REFRESH"
+    assert [m.value for m in OAuthMode] == ["OFF", "REFRESH", "GETANDREFRESH"]
 
 
 def test_advanced_config_unknown_key_and_bad_values() -> None:

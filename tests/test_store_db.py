@@ -9,10 +9,6 @@ encrypted with the user's key; ``sage-auth`` unchanged, and ``sage-auth move`` b
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,15 +19,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tap_sage.sage.auth import PAUSE_ENV, PAUSE_FILE_ENV, RotatingTokenSource
+from tap_sage.sage.auth import RotatingTokenSource
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageAuthError, SageConfigError
 from tap_sage.sage.settings import ConnectionSettings
 from tap_sage.sage.token_store_db import LOCK_NAMESPACE, TABLE, DatabaseTokenStore, new_key
 from tests.connection_helpers import (
-    ROOT,
-    WORKER,
     forget_clients,
+    kill_during_refresh,
     run_worker,
     sage_auth,
     sandbox_config,
@@ -265,22 +260,6 @@ def test_a_write_that_lost_its_lock_never_overwrites_a_newer_pair(
     assert store.read()["refresh_token"] != "stale"
 
 
-def _kill_during_refresh(config_path: Path, point: str, tmp_path: Path) -> None:
-    marker = tmp_path / f"paused-{point}"
-    env = {**os.environ, PAUSE_ENV: point, PAUSE_FILE_ENV: str(marker)}
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(config_path), "refresh"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the worker never reached the pause point"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
-
-
 @pytest.mark.parametrize("point", ["after_marker", "after_answer"])
 def test_killed_during_refresh_marker_and_refresh_interrupted(
     sandbox: Any, pg_database: str, tmp_path: Path, point: str
@@ -291,7 +270,7 @@ def test_killed_during_refresh_marker_and_refresh_interrupted(
     config = db_config(sandbox, pg_database, access_token=None)
     config["advanced_config"]["lock_timeout"] = 10
     path = write_config(tmp_path / "config.json", config)
-    _kill_during_refresh(path, point, tmp_path)
+    kill_during_refresh(path, point, tmp_path)
     assert tokens_of(config).store.read()["in_flight"] is not None
     started = time.monotonic()
     result = run_worker(path, "once")

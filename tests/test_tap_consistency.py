@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from typing_extensions import override
 
 from tap_sage.sandbox.runner import SandboxProcess
 from tap_sage.tap import TapSage
@@ -30,13 +31,12 @@ from tests.test_tap_sync import Api, business_ids, with_settings
 STREAMS = ("contacts", "sales_invoices", "contact_payments")
 
 
-class Writer(threading.Thread):
-    """Random creates, updates and deletes until stopped."""
+class _RandomWriter(threading.Thread):
+    """Random writes over HTTP (``step``) until stopped; counts them, keeps the first error."""
 
-    def __init__(self, api: Api, ids: dict[str, list[str]], seed: int) -> None:
+    def __init__(self, api: Api, seed: int) -> None:
         super().__init__(daemon=True)
         self.api = api
-        self.ids = {k: list(v) for k, v in ids.items()}
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.done: Counter[str] = Counter()
@@ -50,6 +50,18 @@ class Writer(threading.Thread):
                 self.errors.append(repr(exc))
                 return
 
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class Writer(_RandomWriter):
+    """Random creates, updates and deletes until stopped."""
+
+    def __init__(self, api: Api, ids: dict[str, list[str]], seed: int) -> None:
+        super().__init__(api, seed)
+        self.ids = {k: list(v) for k, v in ids.items()}
+
+    @override
     def step(self) -> None:
         roll = self.rng.random()
         contacts, invoices = self.ids["contacts"], self.ids["sales_invoices"]
@@ -98,19 +110,26 @@ class Writer(threading.Thread):
             self.done["void or delete invoice"] += 1
 
 
-def test_a_sync_under_concurrent_writes_loses_nothing(sandbox_factory, connection_config, tmp_path: Path) -> None:  # fmt: skip
-    box: SandboxProcess = sandbox_factory(latency_ms=10)
+@pytest.mark.parametrize("heavy", [False, True])
+def test_a_sync_under_concurrent_writes_loses_nothing(sandbox_factory, connection_config, tmp_path: Path, heavy: bool) -> None:  # fmt: skip
+    """``heavy`` (issue 11): list pages above 20 items fail, and the main scan reads pages of
+    20: the reads after it (changed records, repairs, each asking for 200) fall back to
+    smaller pages, and nothing is lost."""
+    knobs = {"heavy_page_size": 20, "heavy_fault_rate": 1.0, "fault_seed": 7} if heavy else {}
+    box: SandboxProcess = sandbox_factory(latency_ms=10, **knobs)
     business = business_ids(box.db)[0]
     granted = box.grant()
+    retries = {"max_retries": 1, "max_backoff": 0.1} if heavy else {}
     config = with_settings(
         connection_config,
         access_token=granted["access_token"],
         refresh_token=granted["refresh_token"],
         oauth_settings_location=str(tmp_path / "tokens.json"),
-        advanced_config={"api_url": box.api_url, "token_url": box.token_url, "page_size": 20},
+        advanced_config={"api_url": box.api_url, "token_url": box.token_url, "page_size": 20,
+                         **retries},
         business_ids=[business],
         max_concurrency=4,
-    )
+    )  # fmt: skip
     before = {s: live_records(box.db, s, business) for s in STREAMS}
     writer = Writer(Api(box, business), {s: sorted(before[s]) for s in STREAMS}, seed=11)
     writer.start()
@@ -124,6 +143,11 @@ def test_a_sync_under_concurrent_writes_loses_nothing(sandbox_factory, connectio
     assert writer.done["delete payment"] and writer.done["delete contact"], writer.done
     after = {s: live_records(box.db, s, business) for s in STREAMS}
     second = run_tap(tmp_path, config, STREAMS, state=first.state, tag="next")
+    if heavy:  # the main scan's pages of 20 never fail: the repairs' pages did
+        fell_back = [line for line in first.stderr.splitlines() if "kept failing" in line]
+        assert fell_back, first.stderr[-3000:]
+        streams = [line.split("Pages of ", 1)[1].split(" ", 1)[0] for line in fell_back]
+        assert len(streams) == len(set(streams)), fell_back  # said once per stream
 
     for stream in STREAMS:
         live1 = [r for r in first.records(stream) if not r.get("_sdc_deleted_at")]
@@ -152,26 +176,15 @@ def test_a_sync_under_concurrent_writes_loses_nothing(sandbox_factory, connectio
         assert deleted <= tombstones, f"{stream}: deletions not emitted"
 
 
-class TransferWriter(threading.Thread):
+class TransferWriter(_RandomWriter):
     """Creates, updates and deletes bank transfers (sorted by updated_at, with a deletion feed)
     over HTTP until stopped."""
 
     def __init__(self, api: Api, ids: list[str], accounts: list[str], seed: int) -> None:
-        super().__init__(daemon=True)
-        self.api, self.ids, self.accounts = api, list(ids), accounts
-        self.rng = random.Random(seed)
-        self.stop = threading.Event()
-        self.done: Counter[str] = Counter()
-        self.errors: list[str] = []
+        super().__init__(api, seed)
+        self.ids, self.accounts = list(ids), accounts
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.step()
-            except Exception as exc:  # noqa: BLE001 - reported by the test
-                self.errors.append(repr(exc))
-                return
-
+    @override
     def step(self) -> None:
         roll = self.rng.random()
         if roll < 0.4 or len(self.ids) < 30:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tap_sage.sync import ListReader, Progress, epoch, iso, with_page
+from tap_sage.sync import ListReader, Progress, ReaderHooks, ReaderSettings, epoch, iso, with_page
 from tests.reader_fake import BASE, FakeList, SeededExecutor, check_seed, read
 
 #: seeds per case in ``make test`` (the stress run: ``make stress``)
@@ -46,6 +46,16 @@ def test_no_record_is_lost_under_concurrent_writes(sortable: bool, deletions: bo
 def test_heavy_pages_fall_back_to_smaller_ones_under_writes(sortable: bool, deletions: bool) -> None:  # fmt: skip
     for seed in range(40):
         check_seed(seed, sortable=sortable, deletions=deletions, workers=4, heavy=True)
+
+
+@pytest.mark.parametrize(("sortable", "deletions"), [(True, True), (True, False), (False, True)])
+def test_heavy_repair_pages_fall_back_too(sortable: bool, deletions: bool) -> None:
+    """Issue 11: the fallback applies to every read of a list, not only the main scan: with
+    main pages of 10 and repairs asking for 80 (more than the 20 the list serves), the repairs
+    go on with 40 and then 20, and no record is lost (``check_seed``)."""
+    outcomes = [check_seed(seed, sortable=sortable, deletions=deletions, workers=4,
+                           heavy_repairs=True) for seed in range(40)]  # fmt: skip
+    assert sum(o.page_sizes == (10, 20) for o in outcomes) > 5  # the repairs did fall back
 
 
 @pytest.mark.parametrize("sortable", [True, False])
@@ -145,9 +155,11 @@ def _read_until_checkpoint(
     started: list[str] = []
     reader = ListReader(
         lambda path, params: fake.fetch(path, params, sortable=True),
-        "/things", params={}, page_size=10, since=None, incremental=True, sortable=True,
-        deletions=True, include_deleted=True, executor=executor, max_concurrency=4,
-        max_page_size=20, checkpoint=saved.append, checkpoint_pages=3, on_start=started.append,
+        "/things",
+        ReaderSettings(page_size=10, since=None, incremental=True, sortable=True,
+                       deletions=True, max_concurrency=4, max_page_size=20, checkpoint_pages=3),
+        executor=executor,
+        hooks=ReaderHooks(checkpoint=saved.append, on_start=started.append),
     )  # fmt: skip
     out: list[tuple[dict[str, Any], bool]] = []
     records = reader.records()
@@ -172,10 +184,11 @@ def test_a_killed_read_resumes_from_its_checkpoint(rate: float) -> None:
                 assert progress is not None  # with writes a read may never offer one
             resumed = ListReader(
                 functools.partial(fake.fetch, sortable=True),
-                "/things", params={}, page_size=10, since=None, incremental=True,
-                sortable=True, deletions=True, include_deleted=True, executor=executor,
-                max_concurrency=4, max_page_size=20, resume=progress,
-                deleted_after=deleted_after,
+                "/things",
+                ReaderSettings(page_size=10, since=None, incremental=True, sortable=True,
+                               deletions=True, max_concurrency=4, max_page_size=20,
+                               resume=progress, deleted_after=deleted_after),
+                executor=executor,
             )  # fmt: skip
             out2 = list(resumed.records())
             fake.writes_per_request = 0.0

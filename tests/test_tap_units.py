@@ -108,3 +108,91 @@ def test_a_tombstone_without_deleted_at_still_says_deleted(tmp_path) -> None:
     gone = [r for r in records if r["id"] == "gone"]
     assert gone and gone[0]["_sdc_deleted_at"]
     assert next(r for r in records if r["id"] == "kept").get("_sdc_deleted_at") is None
+
+
+def _catalog(selected: set[str], drop: frozenset[str] = frozenset()) -> dict[str, object]:
+    from tests.tap_helpers import catalog_for
+
+    config = {"access_token": "x", "initiate_oauth": "OFF", "business_ids": ["b"]}
+    catalog = catalog_for(config, selected)
+    catalog["streams"] = [e for e in catalog["streams"] if e["tap_stream_id"] not in drop]
+    return catalog
+
+
+def test_a_catalog_of_one_selected_stream_builds_one_stream() -> None:
+    """Start-up proportional to what is selected (issue 15): the deselected entries of an
+    input catalog are neither built as streams nor registered with the SDK's mapper; a stream
+    the catalog does not list at all is built (the SDK syncs it); discovery builds them all."""
+    config = {"access_token": "x", "initiate_oauth": "OFF", "business_ids": ["b"]}
+    tap = TapSage(config=config, validate_config=False, catalog=_catalog({"sales_invoices"}))
+    assert list(tap.streams) == ["sales_invoices"] and tap.streams["sales_invoices"].selected
+    assert list(tap.mapper.stream_maps) == ["sales_invoices"]
+    unlisted = TapSage(
+        config=config, validate_config=False,
+        catalog=_catalog({"contacts"}, drop={"products"}),
+    )  # fmt: skip
+    assert sorted(unlisted.streams) == ["contacts", "products"]
+    everything = TapSage(config=config, validate_config=False)
+    assert len(everything.streams) > 80
+    assert len(everything.catalog_dict["streams"]) == len(everything.streams)
+    assert everything.catalog_dict["streams"][0]["schema"]["properties"]
+
+
+def test_catalog_selection_follows_the_sdk_rule() -> None:
+    from singer_sdk.singerlib import MetadataMapping
+
+    from tap_sage.selection import selected as _selected
+
+    def root(**md: object) -> MetadataMapping:
+        return MetadataMapping.from_iterable([{"breadcrumb": [], "metadata": md}])
+
+    assert _selected(MetadataMapping()) is True
+    assert _selected(root(selected=True)) and not _selected(root(selected=False))
+    assert _selected(root(**{"selected-by-default": True}))
+    assert not _selected(root(**{"selected-by-default": False}))
+    assert _selected(root(inclusion="automatic", selected=False))
+    assert not _selected(root(inclusion="unsupported", selected=True))
+    # the same as the SDK resolves it for the stream itself
+    for md in ({"selected": True}, {"selected": False}, {"selected-by-default": True}, {}):
+        mapping = root(**md)
+        assert _selected(mapping) == bool(mapping.resolve_selection()[()]), md
+
+
+def test_the_catalog_file_is_read_lean() -> None:
+    """A deselected entry keeps its name and root metadata, not its schema; selected ones
+    stay exactly as they were; text that is no catalog is left to the SDK's error."""
+    import json
+
+    from tap_sage.selection import lean_catalog
+
+    catalog = _catalog({"contacts"})
+    lean = json.loads(lean_catalog(json.dumps(catalog)))
+    assert [e["tap_stream_id"] for e in lean["streams"]] == [
+        e["tap_stream_id"] for e in catalog["streams"]
+    ]  # type: ignore[union-attr]
+    for before, after in zip(catalog["streams"], lean["streams"], strict=True):  # type: ignore[call-overload]
+        if before["tap_stream_id"] == "contacts":
+            assert after == before
+        else:
+            assert after["schema"] == {} and [m["breadcrumb"] for m in after["metadata"]] == [[]]
+            assert after["metadata"][0]["metadata"]["selected"] is False
+    assert lean_catalog("not json") == "not json"
+
+
+def test_the_writer_writes_schema_messages_as_the_sdk_does() -> None:
+    """The SCHEMA line is built without ``dataclasses.asdict`` (start-up): byte for byte the
+    SDK's msgspec line, with and without bookmark properties, ``None`` inside the schema kept."""
+    from singer_sdk.contrib.msgspec import MsgSpecWriter
+    from singer_sdk.singerlib import SchemaMessage
+
+    from tap_sage.sage import catalogue
+
+    big = catalogue.list_schema("sales_invoices")
+    for message in (
+        SchemaMessage(stream="s", schema=big, key_properties=["business_id", "id"],
+                      bookmark_properties=["updated_at"]),
+        SchemaMessage(stream="s", schema={"type": "object", "x": None}, key_properties=[]),
+    ):  # fmt: skip
+        ours = bytes(BufferedMsgSpecWriter().serialize_message(message))
+        assert ours == bytes(MsgSpecWriter().serialize_message(message))
+        assert ours.startswith(b'{"type":"SCHEMA","stream":"s","schema":{')

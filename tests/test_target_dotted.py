@@ -11,8 +11,15 @@ from typing import Any
 import pytest
 
 from target_sage.payload import DottedFieldError, nest_dotted, nested_fields
-from tests.test_target_helpers import SageAPI, record_msg, results, schema_msg, target_config
-from tests.test_target_input import line, run_bytes
+from tests.test_target_helpers import (
+    SageAPI,
+    record_msg,
+    results,
+    run_cli,
+    schema_msg,
+    target_config,
+)
+from tests.test_target_input import line
 
 FLAT_SCHEMA = {
     "type": "object",
@@ -108,7 +115,7 @@ def test_dotted_records_reach_sage_and_a_bad_name_names_line_stream_key_and_fiel
         connection_config, tmp_path, api, on_error=on_error, stream_resources={"crm": "contacts"}
     )
     bad = flat("DOT-9", main_address="1 Flat Row")  # `main_address` and `main_address.*`
-    done = run_bytes(config, _input(bad), tmp_path)
+    done = run_cli(config, _input(bad), tmp_path)
     assert "Traceback" not in done.stderr
     want = 'Input line 3, stream `crm`, source key ["DOT-9"], field `main_address.address_line_1`'
     first = api.contacts_named("Dotted DOT-1")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from typing import Any
 
 import pytest
@@ -12,6 +11,8 @@ from tests.test_target_helpers import (
     CONTACT_SCHEMA,
     SageAPI,
     contact,
+    faulty_connection,
+    killed_run,
     record_msg,
     results,
     run_cli,
@@ -93,8 +94,7 @@ def test_sigkill_anywhere_then_rerun_leaves_each_record_once(
         stream_resources={"customers": "contacts", "price_types": "product_sales_price_types"},
     )
     text = mixed_input(tag)
-    killed = run_cli(config, text, tmp_path, env={"TARGET_SAGE_KILL_AT": kill_at})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    killed = killed_run(config, text, tmp_path, kill_at)
     states = [json.loads(x)["part"] for x in killed.stdout.splitlines() if x.startswith("{")]
     assert 3 not in states  # never a STATE past what was applied
 
@@ -111,21 +111,9 @@ def test_sigkill_anywhere_then_rerun_leaves_each_record_once(
 
 
 def test_faults_and_committed_500s_still_exactly_once(sandbox_factory, connection_config, tmp_path):
-    faulty = sandbox_factory(fault_rate=0.3, extra_args=["--fault-seed", "11"])
-    reader = sandbox_factory(db=faulty.db)  # same data, no faults: for checking
-    api = SageAPI(reader)
-    grant = faulty.grant()
-    conn = {
-        **connection_config,
-        "access_token": grant["access_token"],
-        "refresh_token": grant["refresh_token"],
-        "advanced_config": {
-            "api_url": faulty.api_url,
-            "token_url": faulty.token_url,
-            "max_backoff": 1,
-            "max_retries": 10,
-        },
-    }
+    faulty, api, conn = faulty_connection(
+        sandbox_factory, connection_config, 0.3, "--fault-seed", "11"
+    )
     config = target_config(
         conn,
         tmp_path,
@@ -198,21 +186,9 @@ def test_procedures_under_faults_act_once(sandbox_factory, connection_config, tm
     (including writes committed and then answered 500, and dropped connections)."""
     import base64
 
-    faulty = sandbox_factory(fault_rate=0.3, extra_args=["--fault-seed", str(seed)])
-    reader = sandbox_factory(db=faulty.db)
-    api = SageAPI(reader)
-    grant = faulty.grant()
-    conn = {
-        **connection_config,
-        "access_token": grant["access_token"],
-        "refresh_token": grant["refresh_token"],
-        "advanced_config": {
-            "api_url": faulty.api_url,
-            "token_url": faulty.token_url,
-            "max_backoff": 1,
-            "max_retries": 10,
-        },
-    }
+    _faulty, api, conn = faulty_connection(
+        sandbox_factory, connection_config, 0.3, "--fault-seed", str(seed)
+    )
     config = target_config(conn, tmp_path, api)
     account = api.first_id("/ledger_accounts")
     customer = api.first_id("/contacts", contact_type_id="CUSTOMER")

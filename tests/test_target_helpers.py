@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import requests
 
 from tap_sage.sandbox.runner import SandboxProcess
+from tests.checkpoint_support import KILL_ENV, TARGET_CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "target"
@@ -99,33 +101,73 @@ def run_target(config: dict[str, Any], text: str) -> list[dict[str, Any]]:
 
 def run_cli(
     config: dict[str, Any],
-    text: str,
+    text: str | bytes,
     tmp_path: Path,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    code: str = TARGET_CLI,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``target-sage`` as a child process (for SIGKILL tests)."""
+    """Run ``target-sage`` as a child process (for SIGKILL tests), its input from a file
+    (``bytes``: written as they are); ``code`` is the ``python -c`` program (target-sage with
+    the tests' checkpoints). A kill point comes only from ``env``, never from this process."""
     config_path = tmp_path / "target-config.json"
     config_path.write_text(json.dumps(config))
     input_path = tmp_path / "input.singer"
-    input_path.write_text(text)
-    full_env = {**os.environ, **(env or {})}
+    if isinstance(text, bytes):
+        input_path.write_bytes(text)
+    else:
+        input_path.write_text(text)
+    full_env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    full_env.update(env or {})
     return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from target_sage.target import TargetSage; TargetSage.cli()",
-            "--config",
-            str(config_path),
-            "--input",
-            str(input_path),
-        ],
+        [sys.executable, "-c", code, "--config", str(config_path), "--input", str(input_path)],
         capture_output=True,
         text=True,
         env=full_env,
         timeout=timeout,
         cwd=str(tmp_path),
     )
+
+
+def killed_run(
+    config: dict[str, Any],
+    text: str,
+    tmp_path: Path,
+    kill_at: str,
+    *,
+    may_finish: bool = False,
+    env: dict[str, str] | None = None,
+    code: str = TARGET_CLI,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run the target with ``TARGET_SAGE_KILL_AT=kill_at``: it must die there by SIGKILL (or,
+    with ``may_finish``, when the point may come after the last write, die or finish)."""
+    killed = run_cli(config, text, tmp_path, {**(env or {}), KILL_ENV: kill_at}, timeout, code)
+    allowed = (0, -signal.SIGKILL) if may_finish else (-signal.SIGKILL,)
+    assert killed.returncode in allowed, killed.stderr[-2000:]
+    return killed
+
+
+def faulty_connection(
+    sandbox_factory: Any, connection_config: dict[str, Any], fault_rate: float, *args: str
+) -> tuple[SandboxProcess, SageAPI, dict[str, Any]]:
+    """A sandbox failing ``fault_rate`` of requests (``args``: its --fault-* arguments), a
+    fault-free view of the same data for checking, and a connection to the faulty one."""
+    faulty = sandbox_factory(fault_rate=fault_rate, extra_args=list(args))
+    api = SageAPI(sandbox_factory(db=faulty.db))  # same data, no faults: for checking
+    grant = faulty.grant()
+    conn = {
+        **connection_config,
+        "access_token": grant["access_token"],
+        "refresh_token": grant["refresh_token"],
+        "advanced_config": {
+            "api_url": faulty.api_url,
+            "token_url": faulty.token_url,
+            "max_backoff": 1,
+            "max_retries": 10,
+        },
+    }
+    return faulty, api, conn
 
 
 def results(config: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import decimal
 import json
-import signal
 import sqlite3
 import time
 import uuid
@@ -17,6 +16,7 @@ import requests
 from tap_sage.sage import catalogue
 from tests.test_target_helpers import (
     SageAPI,
+    killed_run,
     record_msg,
     results,
     run_cli,
@@ -150,8 +150,7 @@ def test_reuse_across_resources_is_a_clear_error_naming_stream_and_record(
     api = SageAPI(sandbox)
     config = target_config(connection_config, tmp_path, api, stream_resources={"items": "contacts"})
     text = contacts([row("IM-1", "Idem Mismatch")])
-    killed = run_cli(config, text, tmp_path, env={"TARGET_SAGE_KILL_AT": "after_request:1"})
-    assert killed.returncode == -signal.SIGKILL
+    killed_run(config, text, tmp_path, "after_request:1")
     # The same stream now routed to another idempotent resource: its interrupted create
     # comes back with the same idempotency_id.
     moved = {**config, "stream_resources": {"items": "products"}}
@@ -193,8 +192,7 @@ def test_a_create_replayed_after_the_idempotency_window_makes_no_duplicate(
     }
     config = target_config(conn, tmp_path, api, stream_resources={"items": "contacts"})
     text = contacts([row("IW-1", "Idem Window", notes="v1")])
-    killed = run_cli(config, text, tmp_path, env={"TARGET_SAGE_KILL_AT": "after_request:1"})
-    assert killed.returncode == -signal.SIGKILL
+    killed_run(config, text, tmp_path, "after_request:1")
     assert len(api.contacts_named("Idem Window")) == 1
     # Eight days pass: Sage forgets the id (here after 1 s); the ledger's intent is that old.
     time.sleep(1.5)

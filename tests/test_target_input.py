@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from tests.test_target_helpers import (
     contact,
     record_msg,
     results,
+    run_cli,
     schema_msg,
     target_config,
 )
@@ -46,30 +45,6 @@ def input_with(bad: bytes) -> bytes:
         + bad
         + b"\n"
         + line(record_msg("customers", GOOD_AFTER))
-    )
-
-
-def run_bytes(
-    config: dict[str, Any], data: bytes, tmp_path: Path
-) -> subprocess.CompletedProcess[str]:
-    config_path = tmp_path / "target-config.json"
-    config_path.write_text(json.dumps(config))
-    input_path = tmp_path / "input.singer"
-    input_path.write_bytes(data)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from target_sage.target import TargetSage; TargetSage.cli()",
-            "--config",
-            str(config_path),
-            "--input",
-            str(input_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
     )
 
 
@@ -111,7 +86,7 @@ def test_bad_line_under_continue_goes_to_the_dead_letter_with_its_number(
 def test_bad_line_under_fail_stops_after_applying_what_came_before(
     connection_config, tmp_path, api, name, bad, says
 ):
-    from target_sage.engine import TargetFailure
+    from target_sage.work import TargetFailure
 
     config = target_config(connection_config, tmp_path, api)
     with pytest.raises(TargetFailure) as stopped:
@@ -123,7 +98,7 @@ def test_bad_line_under_fail_stops_after_applying_what_came_before(
 
 def test_bad_line_under_fail_is_one_line_on_the_command_line(connection_config, tmp_path, api):
     config = target_config(connection_config, tmp_path, api)
-    done = run_bytes(config, input_with(BAD_LINES[1][1]), tmp_path)
+    done = run_cli(config, input_with(BAD_LINES[1][1]), tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     stopped = [x for x in done.stderr.splitlines() if "target-sage stopped" in x]
@@ -136,7 +111,7 @@ def test_a_record_breaking_its_schema_names_line_stream_key_and_json_schema_path
 ):
     config = target_config(connection_config, tmp_path, api, on_error=on_error)
     broken = record_msg("customers", {**contact("BI-9", "BadInput broken"), "credit_limit": "x"})
-    done = run_bytes(config, input_with(line(broken).rstrip(b"\n")), tmp_path)
+    done = run_cli(config, input_with(line(broken).rstrip(b"\n")), tmp_path)
     assert "Traceback" not in done.stderr
     want = 'Input line 3, stream `customers`, source key ["BI-9"], field `$.credit_limit`'
     assert len(api.contacts_named("BadInput before")) == 1
@@ -164,7 +139,7 @@ def test_results_dead_letter_and_ledger_files_are_0600(connection_config, tmp_pa
     )
     old = os.umask(0o022)
     try:
-        done = run_bytes(config, input_with(b"nope"), tmp_path)
+        done = run_cli(config, input_with(b"nope"), tmp_path)
     finally:
         os.umask(old)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -197,7 +172,7 @@ def test_unusable_output_paths_are_one_clear_line(connection_config, tmp_path, a
     blocker.write_text("x")
     config = target_config(connection_config, tmp_path, api, on_error="continue")
     config[which] = str(blocker / "inside" / "f")
-    done = run_bytes(config, input_with(b"nope"), tmp_path)
+    done = run_cli(config, input_with(b"nope"), tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     (stopped,) = [x for x in done.stderr.splitlines() if "target-sage stopped" in x]
@@ -208,7 +183,7 @@ def test_unusable_output_paths_are_one_clear_line(connection_config, tmp_path, a
 def test_a_corrupt_ledger_is_named_with_the_fix(connection_config, tmp_path, api):
     config = target_config(connection_config, tmp_path, api)
     Path(config["ledger_path"]).write_bytes(b"this is no database" * 300)
-    done = run_bytes(config, input_with(b""), tmp_path)
+    done = run_cli(config, input_with(b""), tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     (stopped,) = [x for x in done.stderr.splitlines() if "target-sage stopped" in x]

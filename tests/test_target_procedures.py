@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tap_sage.sage import catalogue
-from target_sage.engine import TargetFailure
 from target_sage.procedures import PROCEDURES, about_text
+from target_sage.work import TargetFailure
 from tests.test_target_helpers import (
     SageAPI,
+    killed_run,
     record_msg,
     results,
     run_cli,
@@ -111,8 +111,7 @@ def test_reissue_journal_killed_after_the_post_then_rerun_reissues_once(config, 
     journal = api.get("/journals", items_per_page=1, attributes="all")["$items"][0]
     text = proc_input("reissue_journals", [{"id": journal["id"]}])
     # The first write is the reissue POST (reads are not kill points).
-    killed = run_cli(config, text, tmp_path, env={"TARGET_SAGE_KILL_AT": "after_request:1"})
-    assert killed.returncode == -signal.SIGKILL
+    killed_run(config, text, tmp_path, "after_request:1")
     again = run_cli(config, text, tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     line = results(config)[-1]

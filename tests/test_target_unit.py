@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tap_sage.sage.errors import SageConfigError
-from target_sage.engine import Engine, RoutingError
+from target_sage.engine import Engine
 from target_sage.ledger import APPLIED, DELETED, PENDING, Ledger
 from target_sage.payload import (
     RecordError,
@@ -21,6 +21,7 @@ from target_sage.payload import (
     to_json_value,
 )
 from target_sage.results import DeadLetterFile, ResultsFile
+from target_sage.routing import RoutingError
 from target_sage.settings import TargetSettings
 
 BASE = {"client_id": "c", "client_secret": "s", "refresh_token": "r"}

@@ -11,8 +11,9 @@ import pytest
 
 from tap_sage.sage.client import SageClient
 from tap_sage.sage.errors import SageConfigError
-from target_sage.engine import RoutingError, TargetFailure
 from target_sage.ledger import Ledger
+from target_sage.routing import RoutingError
+from target_sage.work import TargetFailure
 from tests.test_target_helpers import (
     CONTACT_SCHEMA,
     SageAPI,

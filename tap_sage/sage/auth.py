@@ -37,44 +37,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import backoff
 import requests
 
+from tap_sage.checkpoints import checkpoint
 from tap_sage.sage.errors import (
     SageAuthError,
     SageConfigError,
     SageNetworkError,
 )
 from tap_sage.sage.oauth import OAuthEndpoints, TokenAnswerLost, TokenRequestNotSent
-from tap_sage.sage.settings import ConnectionSettings
-from tap_sage.sage.stores import Store, open_store
+from tap_sage.sage.settings import ConnectionSettings, OAuthMode
+from tap_sage.sage.stores import Store, apply_config, open_store
 from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
-
-#: Test-only: name of a point of the refresh where the process pauses (for kill tests).
-PAUSE_ENV = "TAP_SAGE_TEST_PAUSE_AT"
-#: Test-only: file created when the process reaches the pause point.
-PAUSE_FILE_ENV = "TAP_SAGE_TEST_PAUSE_FILE"
-#: Test-only: when "1", the answer of the next refresh POST is dropped (as if lost).
-LOSE_ANSWER_ENV = "TAP_SAGE_TEST_LOSE_REFRESH_ANSWER"
-
-
-def _pause_point(name: str) -> None:
-    """Test hook: stop here (until killed) when ``TAP_SAGE_TEST_PAUSE_AT`` names this point."""
-    if os.environ.get(PAUSE_ENV) != name:
-        return
-    marker = os.environ.get(PAUSE_FILE_ENV)
-    if marker:
-        with open(marker, "w", encoding="utf-8") as handle:
-            handle.write(f"{os.getpid()} {name}\n")
-    time.sleep(600)
-
-
-#: How many fingerprints of applied config tokens a store remembers.
-SEEN_KEEP = 20
 
 
 class TokenSource(Protocol):
@@ -166,7 +145,6 @@ class RotatingTokenSource:
         self._lifetime: float | None = None
         self._refused: str | None = None
         self.refreshes = 0  # refreshes done by this process
-        self._waiting_logged = False
 
     def __repr__(self) -> str:
         return f"RotatingTokenSource({self.settings.connection_name!r}, {self.store!r})"
@@ -253,105 +231,14 @@ class RotatingTokenSource:
                         if access
                         else "there is no token yet"
                     )
-                if not self._refresh_elsewhere(data.get("in_flight")):
+                if not self.store.unfinished_elsewhere(data.get("in_flight")):
                     data = self._refresh_locked(data)
                     return self._adopt(data)
             time.sleep(0.25)  # outside the lock, so that the other refresh can finish
 
-    def _refresh_elsewhere(self, marker: Any) -> bool:
-        """Whether an unfinished refresh of another process may still finish.
-
-        With a file store, never: the file lock is free only once its holder ended, so a marker
-        found under the lock is an interrupted refresh. A database store's lock is lost with
-        its session (database restarted, network cut) while the holder lives on and keeps
-        trying to store the new pair; its marker is then given twice ``lock_timeout`` (from its
-        start) to clear before the token is tried again. A marker of a dead process of this
-        host, or of this process, is not waited for.
-        """
-        if not isinstance(marker, dict) or not getattr(self.store, "markers_outlive_locks", False):
-            return False
-        pid = marker.get("pid")
-        here = marker.get("host") == socket.gethostname() and isinstance(pid, int)
-        if here and (pid == os.getpid() or not _process_alive(int(str(pid)))):
-            return False
-        age = time.time() - float(marker.get("started_at") or 0)
-        if age >= 2 * self.settings.lock_timeout:
-            return False
-        if not self._waiting_logged:
-            self._waiting_logged = True
-            LOGGER.warning(
-                "Connection %r: a refresh started %.0fs ago by process %s on %s has not finished; "
-                "waiting for it (up to %.0fs in all) rather than spending the same token",
-                self.settings.connection_name, age, pid, marker.get("host"),
-                2 * self.settings.lock_timeout,
-            )  # fmt: skip
-        return True
-
     def _reconcile(self, data: dict[str, Any]) -> dict[str, Any]:
         """Check the store's owner and apply tokens newly put into the config (under the lock)."""
-        settings = self.settings
-        check_owner(self.store, data, settings)
-        owner = data.get("client_id")
-        changed = not data
-        if not data:
-            data = {"connection_name": settings.connection_name, "created_at": time.time()}
-        if settings.refresh_token:
-            # A refresh token is "new" when its fingerprint was never applied to this store:
-            # a config still holding an older seed (or a second plugin holding another grant)
-            # defers to the rotated stored token instead of flip-flopping the store.
-            seed = fingerprint(settings.refresh_token)
-            seen = seen_fingerprints(data, "seed_fingerprints", "seed_fingerprint")
-            if seed not in seen:
-                if data.get("refresh_token") != settings.refresh_token:
-                    if data.get("refresh_token"):
-                        LOGGER.info(
-                            "Connection %r: the config holds a new refresh token; it replaces "
-                            "the stored one",
-                            settings.connection_name,
-                        )
-                    data["refresh_token"] = settings.refresh_token
-                    data["refresh_token_expires_at"] = None
-                    data["in_flight"] = None
-                    data["last_error"] = None
-                    data["access_token"] = settings.access_token
-                    data["access_token_expires_at"] = None
-                    data["access_token_lifetime"] = None
-                    if settings.access_token:
-                        data["access_seed_fingerprints"] = [
-                            *seen_fingerprints(
-                                data, "access_seed_fingerprints", "access_seed_fingerprint"
-                            ),
-                            fingerprint(settings.access_token),
-                        ][-SEEN_KEEP:]
-                data["seed_fingerprint"] = seed
-                data["seed_fingerprints"] = [*seen, seed][-SEEN_KEEP:]
-                changed = True
-        if settings.access_token:
-            seed = fingerprint(settings.access_token)
-            seen = seen_fingerprints(data, "access_seed_fingerprints", "access_seed_fingerprint")
-            if seed not in seen:
-                if not data.get("access_token"):
-                    data["access_token"] = settings.access_token
-                    data["access_token_expires_at"] = None
-                    data["access_token_lifetime"] = None
-                data["access_seed_fingerprints"] = [*seen, seed][-SEEN_KEEP:]
-                changed = True
-        if settings.client_id and not owner:
-            data["client_id"] = settings.client_id
-            changed = True
-        if changed:
-            self.store.write(data)
-            data = self.store.read()
-        moved = data.get("moved_to")
-        if moved and not data.get("refresh_token"):
-            raise SageAuthError(
-                "store_moved",
-                f"The tokens of connection {settings.connection_name!r} were moved from "
-                f"{self.store.location} to {moved} (`sage-auth move`); this store no longer "
-                "holds them",
-                f"set oauth_settings_location to {moved} in every config of this connection",
-            )
-        return data
+        return apply_config(self.store, data, self.settings)
 
     def _refresh_locked(self, data: dict[str, Any]) -> dict[str, Any]:
         """Spend the stored refresh token once and store the new pair (the lock is held)."""
@@ -366,57 +253,82 @@ class RotatingTokenSource:
             "host": socket.gethostname(),
         }
         self.store.write(data)
-        _pause_point("after_marker")
+        checkpoint("after_marker")
         try:
             answer = self._post_refresh(refresh_token)
         except TokenAnswerLost as lost:
-            # Never replay blindly: re-read the store first.
-            current = self.store.read()
-            if current.get("refresh_token") != refresh_token and current.get("access_token"):
-                LOGGER.warning("Connection %r: %s; the store meanwhile holds a newer token",
-                               self.settings.connection_name, lost.reason)  # fmt: skip
-                return current
-            raise SageAuthError(
-                "refresh_unconfirmed",
-                f"Connection {self.settings.connection_name!r}: {lost.reason}. Sage may have "
-                "consumed the refresh token, and its replacement exists only in the lost "
-                "answer; the token store is unchanged, so the refresh is not replayed",
-                "run the sync (or `sage-auth refresh`) again: it tries the stored token once "
-                "more and connects if Sage had not consumed it; if Sage then answers "
-                f"invalid_grant, authorise again with `{login_command()}`",
-            ) from None
+            return self._answer_lost(refresh_token, lost)
         except (TokenRequestNotSent, SageNetworkError) as not_sent:
-            data["in_flight"] = earlier
-            self.store.write(data)
-            if isinstance(not_sent, SageNetworkError):  # proxy or TLS: not retried
-                raise
-            raise SageNetworkError(
-                f"Could not reach Sage's token endpoint for connection "
-                f"{self.settings.connection_name!r} ({not_sent.reason}); the refresh token "
-                "is untouched",
-                "check the network, advanced_config.token_url and the proxy settings; the "
-                "next run refreshes normally",
-            ) from None
+            self._not_sent(data, earlier, not_sent)
         except SageAuthError as refused:
-            data["in_flight"] = None
-            failure = refused
-            if refused.code == "invalid_grant" and interrupted and isinstance(earlier, dict):
-                failure = self._interrupted_error(earlier)
-            data["last_error"] = {
-                "code": failure.code,
-                "message": failure.message,
-                "at": time.time(),
-            }
-            if refused.code == "invalid_grant":
-                data["refresh_token"] = None
-                data["access_token"] = None
-            self.store.write(data)
-            if refused.code == "invalid_grant":
-                # REFRESH: the error with the login command; GETANDREFRESH: the login itself
-                # at a terminal, else the same explanation and command.
-                raise _LoginNeeded(failure.message, failure) from None
-            raise
-        _pause_point("after_answer")
+            self._refresh_refused(data, earlier if interrupted else None, refused)
+        checkpoint("after_answer")
+        return self._keep(data, answer, refresh_token)
+
+    def _answer_lost(self, refresh_token: str, lost: TokenAnswerLost) -> dict[str, Any]:
+        """Never replay blindly: re-read the store first."""
+        current = self.store.read()
+        if current.get("refresh_token") != refresh_token and current.get("access_token"):
+            LOGGER.warning("Connection %r: %s; the store meanwhile holds a newer token",
+                           self.settings.connection_name, lost.reason)  # fmt: skip
+            return current
+        raise SageAuthError(
+            "refresh_unconfirmed",
+            f"Connection {self.settings.connection_name!r}: {lost.reason}. Sage may have "
+            "consumed the refresh token, and its replacement exists only in the lost "
+            "answer; the token store is unchanged, so the refresh is not replayed",
+            "run the sync (or `sage-auth refresh`) again: it tries the stored token once "
+            "more and connects if Sage had not consumed it; if Sage then answers "
+            f"invalid_grant, authorise again with `{login_command()}`",
+        ) from None
+
+    def _not_sent(
+        self,
+        data: dict[str, Any],
+        earlier: Any,
+        not_sent: TokenRequestNotSent | SageNetworkError,
+    ) -> NoReturn:
+        """The refresh never reached Sage: the marker goes back to what it was."""
+        data["in_flight"] = earlier
+        self.store.write(data)
+        if isinstance(not_sent, SageNetworkError):  # proxy or TLS: not retried
+            raise not_sent
+        raise SageNetworkError(
+            f"Could not reach Sage's token endpoint for connection "
+            f"{self.settings.connection_name!r} ({not_sent.reason}); the refresh token "
+            "is untouched",
+            "check the network, advanced_config.token_url and the proxy settings; the "
+            "next run refreshes normally",
+        ) from None
+
+    def _refresh_refused(
+        self, data: dict[str, Any], interrupted: Any, refused: SageAuthError
+    ) -> NoReturn:
+        """Sage refused the refresh; ``interrupted``: the marker of an earlier refresh that
+        spent the same token (so ``invalid_grant`` means that refresh did not finish)."""
+        data["in_flight"] = None
+        failure = refused
+        if refused.code == "invalid_grant" and isinstance(interrupted, dict):
+            failure = self._interrupted_error(interrupted)
+        data["last_error"] = {
+            "code": failure.code,
+            "message": failure.message,
+            "at": time.time(),
+        }
+        if refused.code == "invalid_grant":
+            data["refresh_token"] = None
+            data["access_token"] = None
+        self.store.write(data)
+        if refused.code == "invalid_grant":
+            # REFRESH: the error with the login command; GETANDREFRESH: the login itself
+            # at a terminal, else the same explanation and command.
+            raise _LoginNeeded(failure.message, failure) from None
+        raise refused
+
+    def _keep(
+        self, data: dict[str, Any], answer: dict[str, Any], refresh_token: str
+    ) -> dict[str, Any]:
+        """Store the new pair before it is used; returns the store's data."""
         now = time.time()
         lifetime = float(answer.get("expires_in") or 300)
         data.update(
@@ -448,7 +360,7 @@ class RotatingTokenSource:
                 f"once the token store is back, authorise the connection again: "
                 f"`{login_command()}`",
             ) from None
-        _pause_point("after_write")
+        checkpoint("after_write")
         self.refreshes += 1
         LOGGER.info(
             "Connection %r: refreshed the access token (valid for %.0fs; refresh #%d of this "
@@ -460,58 +372,16 @@ class RotatingTokenSource:
         return self.store.read()
 
     def _post_refresh(self, refresh_token: str) -> dict[str, Any]:
-        """One refresh POST; repeated only when it provably never reached Sage."""
-
-        def waits() -> Generator[float, Any, None]:
-            # python-backoff primes the generator, then sends each exception into it.
-            exc = yield 0.0
-            attempt = 0
-            while True:
-                retry_after = getattr(exc, "retry_after", None)
-                wait = (
-                    min(float(retry_after), self.settings.max_backoff)
-                    if retry_after is not None
-                    else min(0.5 * 2**attempt, 8.0, self.settings.max_backoff)
-                )
-                attempt += 1
-                exc = yield wait
-
-        send = backoff.on_exception(
-            waits,
-            TokenRequestNotSent,
-            max_tries=1 + self.settings.max_retries,
-            max_time=max(60.0, self.settings.max_backoff * 2),
-            jitter=None,
-            logger=None,
-            on_backoff=lambda d: LOGGER.warning(
-                "Token refresh of connection %r not sent (%s); trying again in %.1fs",
-                self.settings.connection_name,
-                d.get("exception"),
-                d["wait"],
-            ),
-        )(self.oauth.refresh)
-        answer: dict[str, Any] = send(refresh_token)
-        if os.environ.pop(LOSE_ANSWER_ENV, None) == "1":
-            raise TokenAnswerLost("the answer to the token refresh was lost (test hook)")
+        answer = post_refresh(self.settings, self.oauth, refresh_token)
+        checkpoint("refresh_answered")
         return answer
 
     def _interrupted_error(self, marker: dict[str, Any]) -> SageAuthError:
-        started = time.strftime(
-            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(marker.get("started_at") or 0))
-        )
-        return SageAuthError(
-            "refresh_interrupted",
-            f"Connection {self.settings.connection_name!r}: a refresh started at {started} by "
-            f"process {marker.get('pid')} on {marker.get('host')} did not finish (the process "
-            "died, or its answer was lost, after the request was sent). Sage consumed that "
-            "refresh token, and the new one it issued never reached the token store, so Sage "
-            "now refuses the stored token (invalid_grant)",
-            f"authorise the connection again once: `{login_command()}`",
-        )
+        return interrupted_error(self.settings, marker)
 
     def _login_or_fail(self, need: _LoginNeeded) -> str:
         settings = self.settings
-        if settings.initiate_oauth != "GETANDREFRESH":
+        if settings.initiate_oauth is not OAuthMode.GETANDREFRESH:
             if need.cause is not None:
                 raise SageAuthError(
                     need.cause.code,
@@ -545,14 +415,57 @@ class RotatingTokenSource:
         return self._from_store(force=False)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
+def post_refresh(
+    settings: ConnectionSettings, oauth: OAuthEndpoints, refresh_token: str
+) -> dict[str, Any]:
+    """One refresh POST; repeated only when it provably never reached Sage."""
+
+    def waits() -> Generator[float, Any, None]:
+        # python-backoff primes the generator, then sends each exception into it.
+        exc = yield 0.0
+        attempt = 0
+        while True:
+            retry_after = getattr(exc, "retry_after", None)
+            wait = (
+                min(float(retry_after), settings.max_backoff)
+                if retry_after is not None
+                else min(0.5 * 2**attempt, 8.0, settings.max_backoff)
+            )
+            attempt += 1
+            exc = yield wait
+
+    send = backoff.on_exception(
+        waits,
+        TokenRequestNotSent,
+        max_tries=1 + settings.max_retries,
+        max_time=max(60.0, settings.max_backoff * 2),
+        jitter=None,
+        logger=None,
+        on_backoff=lambda d: LOGGER.warning(
+            "Token refresh of connection %r not sent (%s); trying again in %.1fs",
+            settings.connection_name,
+            d.get("exception"),
+            d["wait"],
+        ),
+    )(oauth.refresh)
+    answer: dict[str, Any] = send(refresh_token)
+    return answer
+
+
+def interrupted_error(settings: ConnectionSettings, marker: dict[str, Any]) -> SageAuthError:
+    """``refresh_interrupted``: the refresh of ``marker`` spent the token and never finished."""
+    started = time.strftime(
+        "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(marker.get("started_at") or 0))
+    )
+    return SageAuthError(
+        "refresh_interrupted",
+        f"Connection {settings.connection_name!r}: a refresh started at {started} by "
+        f"process {marker.get('pid')} on {marker.get('host')} did not finish (the process "
+        "died, or its answer was lost, after the request was sent). Sage consumed that "
+        "refresh token, and the new one it issued never reached the token store, so Sage "
+        "now refuses the stored token (invalid_grant)",
+        f"authorise the connection again once: `{login_command()}`",
+    )
 
 
 class _LoginNeeded(Exception):
@@ -560,32 +473,6 @@ class _LoginNeeded(Exception):
         self.reason = reason
         self.cause = cause
         super().__init__(reason)
-
-
-def check_owner(store: Store, data: dict[str, Any], settings: ConnectionSettings) -> None:
-    """Raise ``store_conflict`` when the store belongs to another client id (never overwrite)."""
-    owner = data.get("client_id")
-    if owner and settings.client_id and owner != settings.client_id:
-        raise SageAuthError(
-            "store_conflict",
-            f"The token store {store.location} belongs to another Sage app (client id "
-            f"{_short(owner)}), not to client_id {_short(settings.client_id)} of connection "
-            f"{settings.connection_name!r}; it is left untouched",
-            "give this connection its own store: a connection_name no other app uses, or "
-            "another oauth_settings_location",
-        )
-
-
-def seen_fingerprints(data: dict[str, Any], key: str, legacy: str) -> list[str]:
-    """Fingerprints of config tokens already applied to a store (oldest first)."""
-    seen = [str(f) for f in data.get(key) or []]
-    if not seen and data.get(legacy):
-        seen = [str(data[legacy])]
-    return seen
-
-
-def _short(client_id: str) -> str:
-    return client_id if len(client_id) <= 12 else client_id[:8] + "..."
 
 
 class _SourceCache:
@@ -597,8 +484,8 @@ def token_source_for(
     settings: ConnectionSettings, new_session: Callable[[], requests.Session]
 ) -> TokenSource:
     """The one token source of a connection in this process (created on first use)."""
-    if settings.initiate_oauth == "OFF":
-        key: tuple[Any, ...] = ("OFF", settings.connection_name, settings.access_token)
+    if not settings.initiate_oauth.rotates:
+        key: tuple[Any, ...] = (OAuthMode.OFF, settings.connection_name, settings.access_token)
     else:
         key = (
             settings.token_store,
@@ -617,7 +504,7 @@ def token_source_for(
         if source is None:
             source = (
                 StaticToken(settings)
-                if settings.initiate_oauth == "OFF"
+                if not settings.initiate_oauth.rotates
                 else RotatingTokenSource(settings, new_session)
             )
             _SourceCache.sources[key] = source

@@ -23,6 +23,7 @@ from typing import Any
 
 from tap_sage.sage.errors import SageAuthError, SageConfigError, SageError, SageProxyError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
+from tap_sage.sage.stores import Store, check_owner, open_store
 from tap_sage.sage.tokens import TokenStore
 
 ENV_PREFIXES = ("TARGET_SAGE_", "TAP_SAGE_")  # later wins
@@ -138,7 +139,7 @@ def _rotating(settings: ConnectionSettings) -> Any:
     from tap_sage.sage.auth import RotatingTokenSource
     from tap_sage.sage.client import SageClient
 
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         raise _Failure(
             "oauth_off",
             "initiate_oauth is OFF: this connection uses access_token as given and keeps no "
@@ -211,7 +212,7 @@ def cmd_login(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[d
     from tap_sage.sage.client import SageClient
     from tap_sage.sage.login import run_login
 
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         _rotating(settings)
     client = SageClient.for_config(settings)
     data = run_login(
@@ -228,7 +229,7 @@ def cmd_exchange(settings: ConnectionSettings, args: argparse.Namespace) -> tupl
     from tap_sage.sage.client import SageClient
     from tap_sage.sage.login import exchange
 
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         _rotating(settings)
     client = SageClient.for_config(settings)
     data = exchange(settings, client.new_session, args.code)
@@ -251,7 +252,7 @@ def cmd_status(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
 
     result: dict[str, Any] = {
         "connection_name": settings.connection_name,
-        "initiate_oauth": settings.initiate_oauth,
+        "initiate_oauth": settings.initiate_oauth.value,
     }
     lines = [f"Connection {settings.connection_name!r} (initiate_oauth {settings.initiate_oauth})"]
     businesses: list[dict[str, Any]] | None = None
@@ -262,7 +263,7 @@ def cmd_status(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[
         except (SageAuthError, SageProxyError) as exc:
             failure = _Failure(getattr(exc, "code", "proxy"), getattr(exc, "message", str(exc)),
                                exc.fix)  # fmt: skip
-    if settings.initiate_oauth != "OFF":
+    if settings.initiate_oauth.rotates:
         _client, tokens = _rotating(settings)
         store = tokens.store
         exists = store.exists()
@@ -360,12 +361,41 @@ _KEPT_BY_A_MOVE = ("connection_name", "client_id", "created_at", "seed_fingerpri
                    "seed_fingerprints", "access_seed_fingerprints", "refresh_count")  # fmt: skip
 
 
+def _movable(
+    settings: ConnectionSettings,
+    source: Store,
+    dest: Store,
+    data: dict[str, Any],
+    there: dict[str, Any],
+    *,
+    force: bool,
+) -> str:
+    """The refresh token to move, once the move is known to be safe (``_Failure`` else)."""
+    token = data.get("refresh_token")
+    if not token:
+        moved = data.get("moved_to")
+        raise _Failure(
+            "nothing_to_move",
+            f"the token store {source.location} holds no refresh token"
+            + (f" (it was moved to {moved})" if moved else ""),
+            f"set oauth_settings_location to {moved}" if moved else
+            "authorise the connection first: `sage-auth login`",
+        )  # fmt: skip
+    check_owner(dest, there, settings)
+    if there.get("refresh_token") and there["refresh_token"] != token and not force:
+        raise _Failure(
+            "store_conflict",
+            f"{dest.location} already holds other tokens of connection "
+            f"{settings.connection_name!r}; nothing was moved",
+            "move to another location, or give --force to replace them (they are then "
+            "lost; revoke them first with `sage-auth revoke` on a config pointing there)",
+        )
+    return str(token)
+
+
 def cmd_move(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """Copy the connection's tokens to another store, check them there, clear the source."""
-    from tap_sage.sage.auth import check_owner
-    from tap_sage.sage.stores import open_store
-
-    if settings.initiate_oauth == "OFF":
+    if not settings.initiate_oauth.rotates:
         _rotating(settings)
     try:
         dest_settings = settings.with_store(args.to)
@@ -379,27 +409,8 @@ def cmd_move(settings: ConnectionSettings, args: argparse.Namespace) -> tuple[di
             "give --to another location",
         )
     with source.locked(), dest.locked():
-        data = source.read()
-        token = data.get("refresh_token")
-        if not token:
-            moved = data.get("moved_to")
-            raise _Failure(
-                "nothing_to_move",
-                f"the token store {source.location} holds no refresh token"
-                + (f" (it was moved to {moved})" if moved else ""),
-                f"set oauth_settings_location to {moved}" if moved else
-                "authorise the connection first: `sage-auth login`",
-            )  # fmt: skip
-        there = dest.read()
-        check_owner(dest, there, settings)
-        if there.get("refresh_token") and there["refresh_token"] != token and not args.force:
-            raise _Failure(
-                "store_conflict",
-                f"{dest.location} already holds other tokens of connection "
-                f"{settings.connection_name!r}; nothing was moved",
-                "move to another location, or give --force to replace them (they are then "
-                "lost; revoke them first with `sage-auth revoke` on a config pointing there)",
-            )
+        data, there = source.read(), dest.read()
+        token = _movable(settings, source, dest, data, there, force=args.force)
         now = time.time()
         record = {k: v for k, v in data.items()
                   if k not in ("generation", "version", "key_id", "updated_at")}  # fmt: skip

@@ -271,8 +271,8 @@ def check(
     report = ConnectionReport(
         ok=False,
         connection_name=settings.connection_name,
-        mode=settings.initiate_oauth,
-        token_store=None if settings.initiate_oauth == "OFF" else settings.token_store_display,
+        mode=settings.initiate_oauth.value,
+        token_store=None if not settings.initiate_oauth.rotates else settings.token_store_display,
     )
     wanted = set(business_ids) if business_ids else None
     try:

@@ -28,11 +28,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 from typing_extensions import override
 
-from tap_sage.sage.auth import SEEN_KEEP, check_owner, seen_fingerprints
 from tap_sage.sage.errors import SageAuthError
 from tap_sage.sage.oauth import OAuthEndpoints, authorization_url, new_state, pkce_pair
 from tap_sage.sage.settings import ConnectionSettings
-from tap_sage.sage.stores import Store, open_store
+from tap_sage.sage.stores import SEEN_KEEP, Store, check_owner, open_store, seen_fingerprints
 from tap_sage.sage.tokens import fingerprint
 
 LOGGER = logging.getLogger("sage.auth")
@@ -240,6 +239,64 @@ def _listen_address(settings: ConnectionSettings) -> tuple[str, int, str]:
     return ("127.0.0.1" if host == "localhost" else host), port, parts.path or "/"
 
 
+class _LoginCallback:
+    """The browser's return to a running login: checks its state, exchanges the code (once)
+    and stores the grant; ``done`` once the browser has been answered after the outcome."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        store: Store,
+        endpoints: OAuthEndpoints,
+        state: str,
+        verifier: str,
+    ) -> None:
+        self.settings, self.store, self.endpoints = settings, store, endpoints
+        self.state, self.verifier = state, verifier
+        self.finished = threading.Event()  # the callback has decided the login's outcome
+        self.done = threading.Event()  # ... and the browser has been answered
+        self.outcome: dict[str, Any] = {}
+
+    def __call__(self, params: dict[str, str]) -> tuple[bool, str]:
+        """Handle one callback; returns (success, the page's text)."""
+        if self.finished.is_set():
+            return False, "This login is already finished; you can close this window."
+        if not hmac.compare_digest(params.get("state", ""), self.state):
+            return False, "This callback does not belong to the running login (state mismatch)."
+        try:
+            if "error" in params:
+                raise SageAuthError(
+                    "access_denied",
+                    f"The authorization was not granted: {params['error']}",
+                    "run `sage-auth login` again and approve the access",
+                )
+            if "code" not in params:
+                raise SageAuthError(
+                    "login_failed", "The callback has no code", "run `sage-auth login` again"
+                )
+            answer = self.endpoints.exchange_code(
+                params["code"], self.verifier, self.settings.callback_url
+            )
+            self.outcome["data"] = store_grant(self.settings, self.store, answer, "login")
+        except SageAuthError as exc:
+            self.outcome["error"] = exc
+            self.finished.set()
+            return False, f"Login failed: {exc.message}. {exc.fix}"
+        except Exception as exc:  # noqa: BLE001 - reported to the waiting thread
+            self.outcome["error"] = SageAuthError(
+                "login_failed", f"The code exchange failed ({type(exc).__name__})", "try again"
+            )
+            self.finished.set()
+            return False, "Login failed; see the terminal."
+        self.finished.set()
+        return True, "sage-auth: the connection is authorised. You can close this window."
+
+    def after_reply(self) -> None:
+        """The browser has its answer: the login may end."""
+        if self.finished.is_set():
+            self.done.set()
+
+
 def run_login(
     settings: ConnectionSettings,
     new_session: Callable[[], requests.Session],
@@ -257,48 +314,11 @@ def run_login(
     store = _store_for(settings)
     with store.locked():  # fail before the browser step if the store is another app's
         check_owner(store, store.read(), settings)
-    endpoints = OAuthEndpoints(settings, new_session)
-    finished = threading.Event()  # the callback has decided the login's outcome
-    done = threading.Event()  # ... and the browser has been answered
-    outcome: dict[str, Any] = {}
-
-    def on_callback(params: dict[str, str]) -> tuple[bool, str]:
-        if finished.is_set():
-            return False, "This login is already finished; you can close this window."
-        if not hmac.compare_digest(params.get("state", ""), state):
-            return False, "This callback does not belong to the running login (state mismatch)."
-        try:
-            if "error" in params:
-                raise SageAuthError(
-                    "access_denied",
-                    f"The authorization was not granted: {params['error']}",
-                    "run `sage-auth login` again and approve the access",
-                )
-            if "code" not in params:
-                raise SageAuthError(
-                    "login_failed", "The callback has no code", "run `sage-auth login` again"
-                )
-            answer = endpoints.exchange_code(params["code"], verifier, settings.callback_url)
-            outcome["data"] = store_grant(settings, store, answer, "login")
-        except SageAuthError as exc:
-            outcome["error"] = exc
-            finished.set()
-            return False, f"Login failed: {exc.message}. {exc.fix}"
-        except Exception as exc:  # noqa: BLE001 - reported to the waiting thread
-            outcome["error"] = SageAuthError(
-                "login_failed", f"The code exchange failed ({type(exc).__name__})", "try again"
-            )
-            finished.set()
-            return False, "Login failed; see the terminal."
-        finished.set()
-        return True, "sage-auth: the connection is authorised. You can close this window."
-
-    def after_reply() -> None:
-        if finished.is_set():
-            done.set()
-
+    callback = _LoginCallback(
+        settings, store, OAuthEndpoints(settings, new_session), state, verifier
+    )
     try:
-        server = _CallbackServer((host, port), path, on_callback, after_reply)
+        server = _CallbackServer((host, port), path, callback, callback.after_reply)
     except OSError as exc:
         raise SageAuthError(
             "login_failed",
@@ -322,7 +342,7 @@ def run_login(
         if open_browser:
             with contextlib.suppress(Exception):
                 webbrowser.open(url)
-        if not done.wait(wait):
+        if not callback.done.wait(wait):
             raise SageAuthError(
                 "login_failed",
                 f"No answer came back to {settings.callback_url} within {wait:.0f}s",
@@ -333,7 +353,7 @@ def run_login(
         server.shutdown()
         server.server_close()
         thread.join(5)
-    if "error" in outcome:
-        raise outcome["error"]
-    result: dict[str, Any] = outcome["data"]
+    if "error" in callback.outcome:
+        raise callback.outcome["error"]
+    result: dict[str, Any] = callback.outcome["data"]
     return result

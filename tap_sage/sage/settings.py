@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -27,7 +28,27 @@ DEFAULT_CALLBACK_URL = "http://localhost:8765/callback"
 #: Where the key of a database token store is by default (``oauth_settings_key``).
 DEFAULT_STORE_KEY = "env:SAGE_TOKEN_STORE_KEY"
 
-OAUTH_MODES = ("OFF", "REFRESH", "GETANDREFRESH")
+
+class OAuthMode(str, Enum):
+    """``initiate_oauth``: how a connection gets its access tokens."""
+
+    OFF = "OFF"  # the configured access_token, as given; a 401 is final
+    REFRESH = "REFRESH"  # rotated from the token store; a missing grant is an error
+    GETANDREFRESH = "GETANDREFRESH"  # the same, and the login starts itself at a terminal
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def rotates(self) -> bool:
+        """Whether tokens come from the token store and are refreshed (not OFF)."""
+        return self is not OAuthMode.OFF
+
+
+OAUTH_MODES = tuple(mode.value for mode in OAuthMode)
 SCOPES = ("full_access", "readonly")
 
 _NAME = re.compile(r"^[^/:\x00-\x1f]{1,100}$")
@@ -247,7 +268,7 @@ CONNECTION_PROPERTIES: dict[str, Any] = {
     "initiate_oauth": {
         "type": "string",
         "enum": list(OAUTH_MODES),
-        "default": "REFRESH",
+        "default": OAuthMode.REFRESH.value,
         "description": "OFF: use access_token as given (it lives 5 minutes; a refused token "
         "fails the run). REFRESH: start from refresh_token (or the token store) and refresh "
         "automatically; needs client_id and client_secret. GETANDREFRESH: like REFRESH, and "
@@ -343,7 +364,7 @@ class ConnectionSettings:
     """A validated connection. Secrets are held, never printed (see ``__repr__``)."""
 
     connection_name: str = "default"
-    initiate_oauth: str = "REFRESH"
+    initiate_oauth: OAuthMode = OAuthMode.REFRESH
     access_token: str | None = field(default=None, repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     client_id: str | None = None
@@ -382,19 +403,8 @@ class ConnectionSettings:
 
         Raises ``SageConfigError`` naming the first bad or missing setting.
         """
-        raw_name = config.get("connection_name")
-        name = "default" if raw_name is None else str(raw_name)
-        if not name.strip():
-            raise SageConfigError(
-                "connection_name",
-                "is empty; give a name (1-100 characters without `/` or `:`), or leave the "
-                "setting out for `default`",
-            )
-        if not _NAME.match(name):
-            raise SageConfigError(
-                "connection_name", f"{name!r} must be 1-100 characters without `/` or `:`"
-            )
-        mode = str(config.get("initiate_oauth") or "REFRESH").strip().upper()
+        name = _connection_name(config.get("connection_name"))
+        mode = str(config.get("initiate_oauth") or OAuthMode.REFRESH).strip().upper()
         if mode not in OAUTH_MODES:
             raise SageConfigError(
                 "initiate_oauth", f"{mode!r} is not one of {', '.join(OAUTH_MODES)}"
@@ -402,22 +412,7 @@ class ConnectionSettings:
         scope = str(config.get("scope") or "full_access").strip()
         if scope not in SCOPES:
             raise SageConfigError("scope", f"{scope!r} is not one of {', '.join(SCOPES)}")
-        advanced_raw: Any = config.get("advanced_config") or {}
-        if isinstance(advanced_raw, str):
-            try:
-                advanced_raw = json.loads(advanced_raw)
-            except ValueError:
-                raise SageConfigError(
-                    "advanced_config", "is not a JSON object of key-value pairs"
-                ) from None
-        if not isinstance(advanced_raw, Mapping):
-            raise SageConfigError("advanced_config", "must be an object of key-value pairs")
-        advanced: dict[str, Any] = {}
-        for key, value in advanced_raw.items():
-            if key not in ADVANCED_KEYS:
-                known = ", ".join(ADVANCED_KEYS)
-                raise SageConfigError(f"advanced_config.{key}", f"unknown key (known: {known})")
-            advanced[key] = ADVANCED_KEYS[key][0](key, value)
+        advanced = _advanced(config.get("advanced_config") or {})
         callback_url = _check_url(
             "callback_url", config.get("callback_url") or DEFAULT_CALLBACK_URL
         )
@@ -434,7 +429,7 @@ class ConnectionSettings:
             raise SageConfigError("ca_bundle", f"file {ca_bundle!r} does not exist")
         settings = cls(
             connection_name=name,
-            initiate_oauth=mode,
+            initiate_oauth=OAuthMode(mode),
             access_token=_optional_text(config, "access_token"),
             refresh_token=_optional_text(config, "refresh_token"),
             client_id=_optional_text(config, "client_id"),
@@ -461,12 +456,8 @@ class ConnectionSettings:
         run or ``sage-auth login`` may have filled it): the token source checks that before
         its first request.
         """
-        needs: dict[str, tuple[str, ...]] = {
-            "OFF": ("access_token",),
-            "REFRESH": ("client_id", "client_secret"),
-            "GETANDREFRESH": ("client_id", "client_secret"),
-        }
-        for key in needs[self.initiate_oauth]:
+        needs = ("client_id", "client_secret") if self.initiate_oauth.rotates else ("access_token",)
+        for key in needs:
             if not getattr(self, key):
                 hint = {
                     "access_token": " (or choose REFRESH with client_id, client_secret and "
@@ -527,3 +518,39 @@ class ConnectionSettings:
             host = parts.netloc.rsplit("@", 1)[-1]
             url = parts._replace(netloc=f"{cred}@{host}").geturl()
         return {"http": url, "https": url}
+
+
+def _connection_name(raw_name: Any) -> str:
+    """``connection_name``: ``default`` when unset; 1-100 characters without ``/`` or ``:``."""
+    name = "default" if raw_name is None else str(raw_name)
+    if not name.strip():
+        raise SageConfigError(
+            "connection_name",
+            "is empty; give a name (1-100 characters without `/` or `:`), or leave the "
+            "setting out for `default`",
+        )
+    if not _NAME.match(name):
+        raise SageConfigError(
+            "connection_name", f"{name!r} must be 1-100 characters without `/` or `:`"
+        )
+    return name
+
+
+def _advanced(advanced_raw: Any) -> dict[str, Any]:
+    """``advanced_config`` (an object, or its JSON text): each known key checked."""
+    if isinstance(advanced_raw, str):
+        try:
+            advanced_raw = json.loads(advanced_raw)
+        except ValueError:
+            raise SageConfigError(
+                "advanced_config", "is not a JSON object of key-value pairs"
+            ) from None
+    if not isinstance(advanced_raw, Mapping):
+        raise SageConfigError("advanced_config", "must be an object of key-value pairs")
+    advanced: dict[str, Any] = {}
+    for key, value in advanced_raw.items():
+        if key not in ADVANCED_KEYS:
+            known = ", ".join(ADVANCED_KEYS)
+            raise SageConfigError(f"advanced_config.{key}", f"unknown key (known: {known})")
+        advanced[key] = ADVANCED_KEYS[key][0](key, value)
+    return advanced

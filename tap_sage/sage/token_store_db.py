@@ -103,129 +103,70 @@ class _Session:
     generation: int | None = None
 
 
-class DatabaseTokenStore:
-    """The token record of one connection in a PostgreSQL table (``tap_sage.sage.stores``)."""
+def load_keys(key_source: str, connection_name: str) -> tuple[MultiFernet, list[str]]:
+    """The Fernet keys ``oauth_settings_key`` names (``env:NAME`` or ``file:PATH``; several:
+    the first encrypts, all decrypt) and their ids; ``SageConfigError`` names the setting."""
+    try:
+        from cryptography.fernet import Fernet, MultiFernet
+    except ImportError:
+        raise _missing_extra("cryptography") from None
+    kind, _, where = key_source.partition(":")
+    if kind == "env":
+        raw = os.environ.get(where, "")
+        if not raw.strip():
+            raise SageConfigError(
+                "oauth_settings_key",
+                f"names the environment variable {where} (env:{where}), which is not set or "
+                f"empty. Set it to the Fernet key of the token store of connection "
+                f"{connection_name!r} on every machine of the connection (a new store: "
+                "`sage-auth keygen` prints a new key)",
+            )
+        origin = f"environment variable {where}"
+    else:
+        try:
+            raw = Path(where).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SageConfigError(
+                "oauth_settings_key", f"cannot read the key file {where} ({exc.strerror})"
+            ) from None
+        origin = f"file {where}"
+    keys = [k for k in re.split(r"[\s,]+", raw) if k]
+    fernets = []
+    for number, key in enumerate(keys, 1):
+        try:
+            fernets.append(Fernet(key))
+        except ValueError:
+            raise SageConfigError(
+                "oauth_settings_key",
+                f"key #{number} of the {origin} is not a Fernet key (44 characters of "
+                "url-safe base64: 32 random bytes); `sage-auth keygen` prints a new one",
+            ) from None
+    if not fernets:
+        raise SageConfigError("oauth_settings_key", f"the {origin} holds no key")
+    return MultiFernet(fernets), [key_id(k) for k in keys]
 
-    _sessions: ClassVar[dict[tuple[str, str], _Session]] = {}
+
+class _StoreDatabase:
+    """The database of a token store: its engine (one per URL in a process), the table, the
+    advisory lock's holder and release, and database errors turned into the store's errors
+    with their fixes."""
+
     _engines: ClassVar[dict[str, Engine]] = {}
     _schema_ready: ClassVar[set[str]] = set()
     _registry_lock = threading.Lock()
-    #: The lock can be lost while its holder lives on (its session ended): an in-flight marker
-    #: found under the lock may still be finished by its writer (``auth.py`` waits for it).
-    markers_outlive_locks = True
 
-    def __init__(
-        self,
-        url: str,
-        connection_name: str,
-        *,
-        key_source: str,
-        lock_timeout: float = 120.0,
-    ) -> None:
+    def __init__(self, url: str, connection_name: str) -> None:
         self.url = url
         self.connection_name = connection_name
-        self.key_source = key_source
-        self.lock_timeout = lock_timeout
+        #: The connection's advisory lock (with ``LOCK_NAMESPACE``).
         self.lock_key = int.from_bytes(
             hashlib.sha256(f"{TABLE}/{connection_name}".encode()).digest()[:4], "big", signed=True
         )
-        with self._registry_lock:
-            self._session = self._sessions.setdefault((url, connection_name), _Session())
-        self._fernet: MultiFernet | None = None
-        self._key_ids: list[str] = []
-
-    def __repr__(self) -> str:
-        return f"DatabaseTokenStore({self.location!r})"
 
     @property
     def location(self) -> str:
         """The URL without its password, and the row: ``URL (table T, connection 'x')``."""
         return f"{display_url(self.url)} (table {TABLE}, connection {self.connection_name!r})"
-
-    # -- the key -------------------------------------------------------------------------------
-
-    def _keys(self) -> MultiFernet:
-        if self._fernet is not None:
-            return self._fernet
-        try:
-            from cryptography.fernet import Fernet, MultiFernet
-        except ImportError:
-            raise _missing_extra("cryptography") from None
-        kind, _, where = self.key_source.partition(":")
-        if kind == "env":
-            raw = os.environ.get(where, "")
-            if not raw.strip():
-                raise SageConfigError(
-                    "oauth_settings_key",
-                    f"names the environment variable {where} (env:{where}), which is not set or "
-                    f"empty. Set it to the Fernet key of the token store of connection "
-                    f"{self.connection_name!r} on every machine of the connection (a new store: "
-                    "`sage-auth keygen` prints a new key)",
-                )
-            origin = f"environment variable {where}"
-        else:
-            try:
-                raw = Path(where).expanduser().read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SageConfigError(
-                    "oauth_settings_key", f"cannot read the key file {where} ({exc.strerror})"
-                ) from None
-            origin = f"file {where}"
-        keys = [k for k in re.split(r"[\s,]+", raw) if k]
-        fernets = []
-        for number, key in enumerate(keys, 1):
-            try:
-                fernets.append(Fernet(key))
-            except ValueError:
-                raise SageConfigError(
-                    "oauth_settings_key",
-                    f"key #{number} of the {origin} is not a Fernet key (44 characters of "
-                    "url-safe base64: 32 random bytes); `sage-auth keygen` prints a new one",
-                ) from None
-        if not fernets:
-            raise SageConfigError("oauth_settings_key", f"the {origin} holds no key")
-        self._key_ids = [key_id(k) for k in keys]
-        self._fernet = MultiFernet(fernets)
-        return self._fernet
-
-    def _decrypt(self, payload: str, stored_key: str) -> dict[str, Any]:
-        from cryptography.fernet import InvalidToken
-
-        fernet = self._keys()
-        try:
-            text = fernet.decrypt(payload.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError):
-            raise SageAuthError(
-                "store_key_wrong",
-                f"The token store {self.location} was encrypted with key {stored_key}, and the "
-                f"key that oauth_settings_key ({self.key_source}) names "
-                f"({', '.join(self._key_ids)}) cannot decrypt it; nothing was changed and no "
-                "token was spent",
-                "set oauth_settings_key to the key this connection was stored with (every "
-                "machine of a connection needs the same key; to change keys, list the new key "
-                "first and the old one after it). If that key is lost, so are the tokens: "
-                f"{self._remove_row_hint()}",
-            ) from None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise SageAuthError(
-                "store_unreadable",
-                f"The token store {self.location} decrypts to something that is not a JSON "
-                "object (it was written by something else)",
-                self._remove_row_hint(),
-            )
-        return data
-
-    def _remove_row_hint(self) -> str:
-        return (
-            f"remove the connection's row from table {TABLE} (connection_name = "
-            f"'{self.connection_name}'), then run `sage-auth login`"
-        )
-
-    # -- the database ----------------------------------------------------------------------------
 
     def _engine(self) -> Engine:
         with self._registry_lock:
@@ -321,7 +262,135 @@ class DatabaseTokenStore:
             "oauth_settings_location are right; the next run goes on from the stored tokens",
         )
 
+    def _holder(self, conn: Connection) -> str | None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            row = conn.execute(
+                text(
+                    "SELECT a.application_name, host(a.client_addr), "
+                    "extract(epoch FROM now() - a.backend_start) FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                    "AND l.granted AND l.classid::int = :a AND l.objid::int = :b LIMIT 1"
+                ).bindparams(a=LOCK_NAMESPACE, b=self.lock_key)
+            ).first()
+        except SQLAlchemyError:
+            return None
+        if row is None:
+            return None
+        return f"{row[0] or 'a session'} from {row[1] or 'a local socket'}"
+
+    def _unlock(self, conn: Connection) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            conn.execute(
+                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": LOCK_NAMESPACE, "b": self.lock_key}
+            )
+        except SQLAlchemyError:
+            conn.invalidate()  # the session ends, and the server drops its lock with it
+        finally:
+            conn.close()
+
+
+class DatabaseTokenStore(_StoreDatabase):
+    """The token record of one connection in a PostgreSQL table (``tap_sage.sage.stores``)."""
+
+    _sessions: ClassVar[dict[tuple[str, str], _Session]] = {}
+
+    def __init__(
+        self,
+        url: str,
+        connection_name: str,
+        *,
+        key_source: str,
+        lock_timeout: float = 120.0,
+    ) -> None:
+        super().__init__(url, connection_name)
+        self.key_source = key_source
+        self.lock_timeout = lock_timeout
+        with self._registry_lock:
+            self._session = self._sessions.setdefault((url, connection_name), _Session())
+        self._fernet: MultiFernet | None = None
+        self._key_ids: list[str] = []
+        self._waiting_logged = False
+
+    def __repr__(self) -> str:
+        return f"DatabaseTokenStore({self.location!r})"
+
+    # -- the key -------------------------------------------------------------------------------
+
+    def _keys(self) -> MultiFernet:
+        if self._fernet is None:
+            self._fernet, self._key_ids = load_keys(self.key_source, self.connection_name)
+        return self._fernet
+
+    def _decrypt(self, payload: str, stored_key: str) -> dict[str, Any]:
+        from cryptography.fernet import InvalidToken
+
+        fernet = self._keys()
+        try:
+            text = fernet.decrypt(payload.encode("ascii")).decode("utf-8")
+        except (InvalidToken, UnicodeError):
+            raise SageAuthError(
+                "store_key_wrong",
+                f"The token store {self.location} was encrypted with key {stored_key}, and the "
+                f"key that oauth_settings_key ({self.key_source}) names "
+                f"({', '.join(self._key_ids)}) cannot decrypt it; nothing was changed and no "
+                "token was spent",
+                "set oauth_settings_key to the key this connection was stored with (every "
+                "machine of a connection needs the same key; to change keys, list the new key "
+                "first and the old one after it). If that key is lost, so are the tokens: "
+                f"{self._remove_row_hint()}",
+            ) from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise SageAuthError(
+                "store_unreadable",
+                f"The token store {self.location} decrypts to something that is not a JSON "
+                "object (it was written by something else)",
+                self._remove_row_hint(),
+            )
+        return data
+
+    def _remove_row_hint(self) -> str:
+        return (
+            f"remove the connection's row from table {TABLE} (connection_name = "
+            f"'{self.connection_name}'), then run `sage-auth login`"
+        )
+
     # -- the lock --------------------------------------------------------------------------------
+
+    def unfinished_elsewhere(self, marker: Any) -> bool:
+        """Whether an unfinished refresh of another process may still finish.
+
+        A database store's lock is lost with its session (database restarted, network cut)
+        while the holder lives on and keeps trying to store the new pair; its marker is then
+        given twice ``lock_timeout`` (from its start) to clear before the token is tried again.
+        A marker of a dead process of this host, or of this process, is not waited for.
+        """
+        if not isinstance(marker, dict):
+            return False
+        pid = marker.get("pid")
+        here = marker.get("host") == socket.gethostname() and isinstance(pid, int)
+        if here and (pid == os.getpid() or not _process_alive(int(str(pid)))):
+            return False
+        age = time.time() - float(marker.get("started_at") or 0)
+        if age >= 2 * self.lock_timeout:
+            return False
+        if not self._waiting_logged:
+            self._waiting_logged = True
+            LOGGER.warning(
+                "Connection %r: a refresh started %.0fs ago by process %s on %s has not finished; "
+                "waiting for it (up to %.0fs in all) rather than spending the same token",
+                self.connection_name, age, pid, marker.get("host"), 2 * self.lock_timeout,
+            )  # fmt: skip
+        return True
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -375,38 +444,6 @@ class DatabaseTokenStore:
         if waited > 1:
             LOGGER.debug("Waited %.1fs for the token store lock of %s", waited, self.location)
         return conn
-
-    def _holder(self, conn: Connection) -> str | None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            row = conn.execute(
-                text(
-                    "SELECT a.application_name, host(a.client_addr), "
-                    "extract(epoch FROM now() - a.backend_start) FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                    "AND l.granted AND l.classid::int = :a AND l.objid::int = :b LIMIT 1"
-                ).bindparams(a=LOCK_NAMESPACE, b=self.lock_key)
-            ).first()
-        except SQLAlchemyError:
-            return None
-        if row is None:
-            return None
-        return f"{row[0] or 'a session'} from {row[1] or 'a local socket'}"
-
-    def _unlock(self, conn: Connection) -> None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            conn.execute(
-                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": LOCK_NAMESPACE, "b": self.lock_key}
-            )
-        except SQLAlchemyError:
-            conn.invalidate()  # the session ends, and the server drops its lock with it
-        finally:
-            conn.close()
 
     def _lock_timeout_error(self, holder: str | None) -> SageAuthError:
         who = f" ({holder})" if holder else ""
@@ -567,3 +604,13 @@ def _missing_extra(module: str) -> SageConfigError:
         "PostgreSQL extra (pip install 'tap-sage[postgres]'; in meltano.yml, pip_url: "
         "tap-sage[postgres]), or give a file path",
     )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True

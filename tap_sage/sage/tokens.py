@@ -195,6 +195,11 @@ class TokenStore:
 
     # -- reading and writing ---------------------------------------------------------------------
 
+    def unfinished_elsewhere(self, marker: Any) -> bool:
+        """Never: the file lock is free only once its holder ended, so an in-flight marker found
+        under the lock is an interrupted refresh (``stores.Store``)."""
+        return False
+
     def exists(self) -> bool:
         """Whether the store file exists."""
         return self.path.exists()

@@ -34,10 +34,15 @@ This module imports nothing from singer-sdk (the shared layer's rule).
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import re
+import typing as t
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 #: How the read schemas (and so the tap's records) type a decimal: the string Sage sent, with the
 #: format singer-sdk's SQL loaders map to NUMERIC / DECIMAL (``x-singer.decimal``; README,
@@ -47,10 +52,26 @@ from typing import Any
 DECIMAL_FORMAT = "x-singer.decimal"
 DECIMAL_SCHEMA: dict[str, Any] = {"type": ["string", "null"], "format": DECIMAL_FORMAT}
 
+#: Fields the spec types ``string`` that Sage sends as JSON numbers, and what they are. Sources:
+#: ledgerscope/SageOneApi commit 86e4de3 ("Treat AuditTrailId as number": ``audit_trail_id``,
+#: "Documentation says this is a string, but API returns numbers") and its ``Transaction`` model
+#: (``int NumberOfAttachments`` since commit 7586a97); ``inverse_exchange_rate`` is a decimal
+#: (``number``) in every definition of the spec but ``PurchaseCreditNote`` and
+#: ``PurchaseCorrectiveInvoice``, where it says ``string``, and the same client reads it as a
+#: decimal there (``ControlTransaction.InverseExchangeRate``). ``TEXT``: a JSON number becomes
+#: its exact decimal text (the field stays a string); ``DECIMAL``: the field is a decimal
+#: (``fix_spec_types`` types it ``DECIMAL_SCHEMA``).
+NUMBERS_IN_STRING_FIELDS: dict[str, str] = {
+    "audit_trail_id": "text",
+    "number_of_attachments": "text",
+    "inverse_exchange_rate": "decimal",
+}
+
 #: The kinds of leaf ``Shape`` knows.
 DECIMAL = "decimal"
 DATE = "date"  # a date or date-time: "" means unset
 STRING = "string"  # a plain string (only settings singletons write "" for it)
+TEXT = "text"  # a string field Sage may send as a JSON number: kept as its exact text
 
 
 class WireValueError(ValueError):
@@ -96,6 +117,36 @@ def is_decimal(node: dict[str, Any]) -> bool:
     if "number" in types:
         return True
     return types == {"string"} and node.get("format") in (DECIMAL_FORMAT, "singer.decimal")
+
+
+def fix_spec_types(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (a read schema, changed in place) with the spec's string-typed decimals of
+    ``NUMBERS_IN_STRING_FIELDS`` typed ``DECIMAL_SCHEMA``, at every depth."""
+    for key, node in (schema.get("properties") or {}).items():
+        if not isinstance(node, dict):
+            continue
+        types = _types(node)
+        if NUMBERS_IN_STRING_FIELDS.get(key) == "decimal" and types == {"string"}:
+            node.clear()
+            node.update(DECIMAL_SCHEMA)
+        elif "object" in types:
+            fix_spec_types(node)
+        elif "array" in types and isinstance(node.get("items"), dict):
+            fix_spec_types(node["items"])
+    return schema
+
+
+def number_text(value: Any) -> Any:
+    """A JSON number met in a string field as its exact decimal text (``Decimal("12.50")`` ->
+    ``"12.50"``, ``7`` -> ``"7"``); a string, ``None`` or a boolean as it is."""
+    cls = value.__class__
+    if cls is int:
+        return str(value)
+    if cls is Decimal:
+        return format(value, "f")
+    if cls is float:
+        return format(Decimal(repr(value)), "f")  # the JSON text the float came from
+    return value
 
 
 def rails_decimal(value: Any) -> str:
@@ -161,7 +212,7 @@ _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
 
 
 # A plan is a tuple of steps ``(key, op, sub)``; ``sub`` is the plan of a nested object.
-_DEC, _DATE, _STR, _OBJ, _ARR_OBJ, _ARR_DEC = range(6)
+_DEC, _DATE, _STR, _OBJ, _ARR_OBJ, _ARR_DEC, _TXT = range(7)
 
 
 class Plan:
@@ -169,7 +220,9 @@ class Plan:
     the same sorted by kind for the record reader (``_record``), which checks all the
     decimals of an object at once."""
 
-    __slots__ = ("arrays", "dates", "decimal_lists", "decimals", "keys", "objects", "steps")
+    __slots__ = (
+        "arrays", "dates", "decimal_lists", "decimals", "keys", "objects", "steps", "texts"
+    )  # fmt: skip
 
     def __init__(self, steps: tuple[tuple[str, int, Plan | None], ...]) -> None:
         self.steps = steps
@@ -183,6 +236,7 @@ class Plan:
             (key, sub) for key, op, sub in steps if op == _ARR_OBJ and sub is not None
         )
         self.decimal_lists = tuple(key for key, op, _ in steps if op == _ARR_DEC)
+        self.texts = tuple(key for key, op, _ in steps if op == _TXT)
 
     def __iter__(self) -> Any:
         return iter(self.steps)
@@ -199,6 +253,8 @@ def _plan(schema: dict[str, Any], *, strings: bool) -> Plan:
             steps.append((key, _DEC, None))
         elif types == {"string"} and node.get("format") in ("date", "date-time"):
             steps.append((key, _DATE, None))
+        elif types == {"string"} and NUMBERS_IN_STRING_FIELDS.get(key) == TEXT:
+            steps.append((key, _TXT, None))
         elif types == {"string"} and strings:
             steps.append((key, _STR, None))
         elif "object" in types:
@@ -244,6 +300,10 @@ def _record(plan: Plan, obj: dict[str, Any]) -> None:
         for key in plan.dates:
             if get(key) == "":
                 obj[key] = None
+    for key in plan.texts:
+        value = get(key)
+        if value is not None and value.__class__ is not str:
+            obj[key] = number_text(value)
     for key, sub in plan.objects:
         value = get(key)
         # most nested objects are links ({id, displayed_as, $path}): nothing to do there
@@ -278,6 +338,8 @@ def _read(plan: Plan, obj: dict[str, Any], where: str, number: Any = None) -> No
         elif op == _DATE:
             if value == "":
                 obj[key] = None
+        elif op == _TXT:
+            obj[key] = number_text(value)
         elif op == _OBJ:
             if value.__class__ is dict:
                 _read(sub or _EMPTY, value, f"{where}{key}.", number)
@@ -351,6 +413,11 @@ class Shape:
             _write(self.plan, record, blank=False)
         return record
 
+    @functools.cached_property
+    def record_check(self) -> RecordCheck:
+        """The fast path's check of this shape (``RecordCheck``), compiled once."""
+        return RecordCheck(self.plan)
+
     @property
     def decimal_paths(self) -> list[str]:
         """Every decimal field, as dotted paths (``sales_prices[].price``), for reports."""
@@ -377,3 +444,122 @@ def read_shape(resource: str) -> Shape:
     from tap_sage.sage import catalogue  # the catalogue is data; imported late, no cycle
 
     return Shape.of(catalogue.list_schema(resource))
+
+
+# -- the check of the tap's fast path ------------------------------------------------------------
+
+#: A decimal ``_record`` keeps as it is: Sage's plain digits.
+_PlainDecimal = Annotated[str, msgspec.Meta(pattern=r"\A-?[0-9]+(?:\.[0-9]+)?\Z")]
+#: A date ``_record`` keeps as it is: any string but ``""``.
+_SetDate = Annotated[str, msgspec.Meta(min_length=1)]
+_struct_names = itertools.count()
+
+#: The fields of an item the list reader reads (``tap_sage.sync``); a ``RecordCheck`` keeps them.
+READER_FIELDS = ("id", "updated_at", "created_at", "deleted_at")
+
+
+_Verify = t.Callable[[Any], bool]
+
+
+def _all_plain(_: Any) -> bool:
+    return True
+
+
+def _check_struct(plan: Plan, extra: tuple[str, ...] = ()) -> tuple[type, dict[str, str], _Verify]:
+    """A msgspec Struct type that decodes exactly the values ``_record`` looks at, typed so
+    that decoding fails (``msgspec.ValidationError``) wherever ``_record`` would change one
+    (``""`` for a decimal or a date, a number for a decimal or in a text field, a nested
+    object or array of another shape than the plan expects), and a ``verify`` of a decoded
+    one for what types cannot say cheaply: that the decimals of each object, all at once, are
+    made of ``0-9.-`` only, as ``_record`` checks them. Every other field of the item is
+    skipped by the decoder (in C). Also returns key -> attribute for the ``extra`` keys
+    (decoded as they are unless the plan types them)."""
+    fields: list[tuple[str, Any, None]] = []
+    attrs: dict[str, str] = {}
+    rename: dict[str, str] = {}
+    decimals: list[str] = []
+    nested: list[tuple[str, _Verify, bool]] = []
+
+    def add(key: str, kind: Any) -> str:
+        name = f"f{len(fields)}"
+        rename[name] = key
+        attrs[key] = name
+        fields.append((name, kind | None, None))
+        return name
+
+    for key, op, sub in plan:
+        if op == _DEC:
+            decimals.append(add(key, _SetDate))  # a non-empty string, checked by ``verify``
+        elif op == _DATE:
+            add(key, _SetDate)
+        elif op == _TXT:
+            add(key, str)
+        elif op == _OBJ:
+            kind, _, verify = _check_struct(sub or _EMPTY)
+            name = add(key, kind)
+            if verify is not _all_plain:  # a sub-tree without decimals: its types say it all
+                nested.append((name, verify, False))
+        elif op == _ARR_OBJ:
+            element: Any
+            element, _, verify = _check_struct(sub or _EMPTY)
+            name = add(key, list[element | None])
+            if verify is not _all_plain:
+                nested.append((name, verify, True))
+        elif op == _ARR_DEC:
+            add(key, list[_PlainDecimal | None])  # ``_record`` reads each with ``decimal_text``
+    for key in extra:
+        if key not in attrs:
+            add(key, Any)
+    kind = msgspec.defstruct(
+        f"WireCheck{next(_struct_names)}", fields, rename=rename, gc=False, omit_defaults=True
+    )
+    return kind, {key: attrs[key] for key in extra}, _verifier(decimals, nested)
+
+
+def _verifier(decimals: list[str], nested: list[tuple[str, _Verify, bool]]) -> _Verify:
+    if not decimals and not nested:
+        return _all_plain
+    values = operator.attrgetter(*decimals) if decimals else None
+    single = len(decimals) == 1
+    chars = _DECIMAL_CHARS.issuperset
+    join = "".join
+
+    def verify(obj: Any) -> bool:
+        if values is not None:
+            got = values(obj)
+            if not chars(got or "") if single else not chars(join(filter(None, got))):
+                return False
+        for attr, inner, many in nested:
+            value = getattr(obj, attr)
+            if value is None:
+                continue
+            if many:
+                for element in value:
+                    if element is not None and not inner(element):
+                        return False
+            elif not inner(value):
+                return False
+        return True
+
+    return verify
+
+
+class RecordCheck:
+    """Decides, per item, in one C pass and a join of its decimals, whether ``Shape.to_record`` would leave Sage's item
+    exactly as it is (the tap's fast path emits such an item's JSON text unchanged), and keeps
+    the few values the list reader needs (``READER_FIELDS``)."""
+
+    __slots__ = ("attrs", "decode", "verify")
+
+    def __init__(self, plan: Plan) -> None:
+        kind, self.attrs, self.verify = _check_struct(plan, READER_FIELDS)
+        self.decode: t.Callable[[bytes], Any] = msgspec.json.Decoder(kind).decode
+
+    def check(self, raw: bytes) -> Any:
+        """The decoded check of one item's JSON text, or None when ``to_record`` would change
+        the item (or it is no JSON object): then it goes the ordinary way."""
+        try:
+            meta = self.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return meta if self.verify(meta) else None

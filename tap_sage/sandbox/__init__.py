@@ -11,8 +11,20 @@ Commands (``sage-sandbox --help`` documents every flag)::
 
 From Python use ``tap_sage.sandbox.runner`` (``SandboxProcess``, ``seed_db``, ``grant``).
 
-Modules: ``app`` (the WSGI application), ``oauth`` (tokens), ``seed`` (data), ``store``
-(SQLite), ``model`` (links and references), ``cli``, ``runner``.
+Modules (each file's first line says its concern; imports go one way, from routing down to
+storage, and out of the package only to ``tap_sage.sage``'s catalogue and wire types):
+
+- serving: ``cli`` (the command), ``server`` (HTTP/1.1 keep-alive server), ``app`` (the WSGI
+  application and its routing), ``settings`` (the ``serve`` knobs), ``answers`` (errors and
+  responses in Sage's format), ``faults``;
+- endpoints: ``oauth_server``, ``businesses``, ``lists`` (list queries and paging), ``writes``,
+  ``actions``, with ``validation``, ``derive`` (links and totals), ``idempotency``, ``records``;
+- data: ``store`` (SQLite), ``oauth`` (tokens), ``model`` (record conventions), ``seed`` (the
+  seeder) with ``seed_data`` (reference data) and its generators ``seed_business``,
+  ``seed_lookups``, ``seed_parties``, ``seed_documents``, ``seed_payments``, ``seed_books``;
+- ``runner`` (the sandbox as a child process, for tests, the demo and benchmarks).
+
+Only ``cli serve`` needs the web toolkit (Werkzeug): ``pip install 'tap-sage[sandbox]'``.
 
 The wire
     Every stored record is on Sage's wire (``tap_sage.sage.wire``, one serializer driven by the
@@ -121,5 +133,14 @@ Faults and headers
     ``--max-concurrent N`` (default 150, Sage's per-app limit; 0 = none): a ``/v3.1``
     request arriving while N are in flight gets 429 with ``Retry-After: 1``. Every answer has
     an ``x_request_id`` header (a UUID). Logs (stderr) hold request lines only; ``/oauth``
-    lines lose their query strings, bodies are never logged.
+    lines lose their query strings, bodies are never logged (``--log-connections`` adds a
+    line per accepted connection, ``--log-paging`` one per list page saying how it was read).
+Connections and paging
+    HTTP/1.1 with keep-alive, as Sage: a client's connection serves request after request
+    (``TCP_NODELAY``; an answer leaves in one write with its ``Content-Length``); ``drop``
+    faults close it. A list page costs the same at page 250 as at page 1: the server
+    remembers where the pages it served ended and seeks from there, while no write (by any
+    server on the file) came since; otherwise it skips rows as ``LIMIT/OFFSET`` does. The
+    answers are those of ``LIMIT/OFFSET`` over the sorted list either way (``--paging
+    offset`` always skips).
 """

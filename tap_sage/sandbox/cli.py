@@ -11,31 +11,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from typing_extensions import override
-from werkzeug.serving import WSGIRequestHandler, make_server
-
 from tap_sage.sandbox import oauth, store
-from tap_sage.sandbox.app import ALL_FAULT_KINDS, FAULT_KINDS, SandboxApp, Settings
 from tap_sage.sandbox.seed import DEFAULT_CLIENT_ID, seed
+from tap_sage.sandbox.settings import ALL_FAULT_KINDS, FAULT_KINDS, PAGING_MODES, Settings
 
 DEFAULT_DB = "./sage-sandbox.db"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Logs request lines; never the query string of ``/oauth`` (codes, states)."""
-
-    @override
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = self.path
-        if path.startswith("/oauth"):
-            path = path.split("?", 1)[0]
-        self.log("info", '"%s %s" %s', self.command, path, code)
-
-
-class _SilentHandler(_QuietHandler):
-    @override
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return
+#: What ``serve`` says when the web toolkit is missing (seed and grant need none).
+MISSING_EXTRA = (
+    "sage-sandbox serve: the sandbox's web toolkit (Werkzeug) is not installed. It comes with "
+    "the sandbox extra: pip install 'tap-sage[sandbox]' (in this repository, `make venv` "
+    "installs it)."
+)
 
 
 def _rate(text: str) -> float:
@@ -60,8 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="A local HTTP server that behaves like the Sage Accounting v3.1 API.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub.add_parser("serve", help="serve /v3.1 and /oauth over HTTP"))
+    _add_seed(sub.add_parser("seed", help="reset the database and fill it with data"))
+    _add_grant(sub.add_parser("grant", help="print a fresh token grant as one JSON object"))
+    return parser
 
-    serve = sub.add_parser("serve", help="serve /v3.1 and /oauth over HTTP")
+
+def _add_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     serve.add_argument(
         "--port", type=int, default=8080, help="port (default 8080; 0 picks a free port)"
@@ -70,6 +61,46 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--latency-ms", type=int, default=0, help="milliseconds added to every request (default 0)"
     )
+    _add_fault_flags(serve)
+    serve.add_argument(
+        "--token-ttl",
+        type=int,
+        default=oauth.DEFAULT_TOKEN_TTL,
+        help="access token lifetime in seconds (default 300)",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=150,
+        help="concurrent /v3.1 requests above which the server answers 429 with "
+        "Retry-After: 1, as Sage does per app (default 150; 0 = no limit)",
+    )
+    serve.add_argument(
+        "--idempotency-ttl",
+        type=float,
+        default=0.0,
+        help="seconds an idempotency_id is remembered (default: 7 days, as Sage's guide says)",
+    )
+    serve.add_argument("--quiet", action="store_true", help="do not log request lines")
+    serve.add_argument(
+        "--paging",
+        choices=PAGING_MODES,
+        default="seek",
+        help="seek (default): a list page seeks from where the pages before it ended while no "
+        "write came since, in time independent of the page number; offset: LIMIT/OFFSET every "
+        "time (the same answers)",
+    )
+    serve.add_argument(
+        "--log-paging", action="store_true", help="log how each list page was read (seek/offset)"
+    )
+    serve.add_argument(
+        "--log-connections",
+        action="store_true",
+        help="log a line for each new client connection (connections are kept alive)",
+    )
+
+
+def _add_fault_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--fault-rate",
         type=_rate,
@@ -111,28 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="share of heavy pages that fail (default 1: every one)",
     )
-    serve.add_argument(
-        "--token-ttl",
-        type=int,
-        default=oauth.DEFAULT_TOKEN_TTL,
-        help="access token lifetime in seconds (default 300)",
-    )
-    serve.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=150,
-        help="concurrent /v3.1 requests above which the server answers 429 with "
-        "Retry-After: 1, as Sage does per app (default 150; 0 = no limit)",
-    )
-    serve.add_argument(
-        "--idempotency-ttl",
-        type=float,
-        default=0.0,
-        help="seconds an idempotency_id is remembered (default: 7 days, as Sage's guide says)",
-    )
-    serve.add_argument("--quiet", action="store_true", help="do not log request lines")
 
-    seed_cmd = sub.add_parser("seed", help="reset the database and fill it with data")
+
+def _add_seed(seed_cmd: argparse.ArgumentParser) -> None:
     seed_cmd.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
     seed_cmd.add_argument(
         "--businesses",
@@ -151,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="random seed; same arguments give the same data (default 1)",
     )
 
-    grant = sub.add_parser("grant", help="print a fresh token grant as one JSON object")
+
+def _add_grant(grant: argparse.ArgumentParser) -> None:
     grant.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
     grant.add_argument(
         "--client-id",
@@ -170,11 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated business ids the grant reaches (default all)",
     )
-    return parser
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
+    try:
+        from tap_sage.sandbox import server as server_module
+        from tap_sage.sandbox.app import SandboxApp
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "werkzeug":
+            raise
+        print(MISSING_EXTRA, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -192,12 +212,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token_ttl=args.token_ttl,
         max_concurrent=args.max_concurrent,
         idempotency_ttl=args.idempotency_ttl,
+        paging=args.paging,
+        log_paging=args.log_paging,
         started_at=time.time(),
     )
     app = SandboxApp(settings)
-    handler = _SilentHandler if args.quiet else _QuietHandler
-    server = make_server(args.host, args.port, app, threaded=True, request_handler=handler)
-    server.daemon_threads = True  # type: ignore[attr-defined]
+    handler = server_module.SilentHandler if args.quiet else server_module.QuietHandler
+    server = server_module.serve(
+        args.host, args.port, app, handler, log_connections=args.log_connections
+    )
 
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

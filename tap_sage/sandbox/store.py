@@ -158,7 +158,8 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def bump_generation(conn: sqlite3.Connection) -> None:
-    """Note that records changed (list counts cached by any server are then stale)."""
+    """Note that records changed: what any server cached of its lists (counts, where pages
+    end) is then stale. Called in the transaction that changes them."""
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('generation', '1') "
         "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"

@@ -1,0 +1,73 @@
+"""Which streams an input catalog selects, read cheaply (tap-sage's start-up, issue 15).
+
+A Meltano catalog lists every stream of tap-sage with its whole schema (85 of them, 1.5 MB of
+JSON), even to run one. ``lean_catalog`` cuts each entry that does not select its stream down
+to its name and root metadata before the SDK parses the file; ``selected`` is the SDK's rule for
+a stream's own breadcrumb, read from its root metadata alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from singer_sdk.singerlib import Metadata, MetadataMapping
+
+
+class _MetadataRow(msgspec.Struct):
+    breadcrumb: list[str] = msgspec.field(default_factory=list)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _EntryHead(msgspec.Struct):
+    tap_stream_id: str = ""
+    metadata: list[_MetadataRow] = msgspec.field(default_factory=list)
+
+
+class _CatalogText(msgspec.Struct):
+    streams: list[msgspec.Raw] = msgspec.field(default_factory=list)
+
+
+def lean_catalog(text: str) -> str:
+    """A catalog's JSON text with every entry that does not select its stream cut down to its
+    name and root metadata (no schema): the SDK would otherwise parse all 85 schemas of a
+    Meltano catalog to run one stream. Text that is no such catalog is returned as it is (the
+    SDK then says what is wrong with it)."""
+    try:
+        raw = msgspec.json.decode(text, type=_CatalogText)
+        entries = []
+        for entry in raw.streams:
+            head = msgspec.json.decode(entry, type=_EntryHead)
+            rows = [{"breadcrumb": r.breadcrumb, "metadata": r.metadata} for r in head.metadata]
+            if row_selected(rows):
+                entries.append(bytes(entry))
+            else:
+                roots = [r for r in rows if not r["breadcrumb"]]
+                stub = {"tap_stream_id": head.tap_stream_id, "schema": {}, "metadata": roots}
+                entries.append(msgspec.json.encode(stub))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return text
+    return (b'{"streams":[' + b",".join(entries) + b"]}").decode()
+
+
+def row_selected(rows: list[dict[str, Any]]) -> bool:
+    """``selected`` of an entry's metadata rows as a catalog file has them."""
+    roots = MetadataMapping.from_iterable(r for r in rows if not r.get("breadcrumb"))
+    # no metadata: selected; metadata without the stream's own: not (the SDK's rule)
+    return not rows or (bool(roots) and selected(roots))
+
+
+def selected(metadata: MetadataMapping) -> bool:
+    """Whether a catalog entry's metadata selects its stream: the SDK's rule for the stream's
+    own breadcrumb (``singer_sdk.singerlib.MetadataMapping.resolve_selection``), read from the
+    root metadata alone rather than resolved for every property."""
+    if not metadata:
+        return True
+    root = metadata.get((), Metadata())
+    if root.inclusion == Metadata.InclusionType.UNSUPPORTED:
+        return False
+    if root.inclusion == Metadata.InclusionType.AUTOMATIC:
+        return True
+    if root.selected is not None:
+        return bool(root.selected)
+    return bool(root.selected_by_default)
