@@ -193,7 +193,10 @@ def _store_rows(con: Any, after: str | None = None) -> dict[str, dict[str, tuple
     """table -> key -> (updated_at, deleted), for every row (or those loaded after ``after``)."""
     out: dict[str, dict[str, tuple[str, bool]]] = {}
     for table, cols in _store_tables(con):
-        key = ", ".join(f'CAST("{c}" AS VARCHAR)' for c in ("business_id", "id") if c in cols)
+        # tax_determinations: one row per usage a record was listed for (its key has `usage`)
+        key = ", ".join(
+            f'CAST("{c}" AS VARCHAR)' for c in ("business_id", "usage", "id") if c in cols
+        )
         updated = 'CAST("updated_at" AS VARCHAR)' if "updated_at" in cols else "''"
         where = "WHERE _sdc_batched_at > CAST(? AS TIMESTAMP)" if after else ""
         # Table and column names come from the database's own catalog.
@@ -350,12 +353,21 @@ def count_report(sandbox_db: Path, db: Path) -> int:
         }
     with duckdb.connect(str(db), read_only=True) as con:
         rows = {t: len(r) for t, r in _store_rows(con).items()}
+        # a record listed for several usages is one row per usage (tax_determinations)
+        per_usage: dict[str, int] = {}
+        for table, cols in _store_tables(con):
+            if "usage" in cols:
+                query = f'SELECT count(DISTINCT (business_id, id)) FROM sage."{table}"'  # noqa: S608
+                distinct = con.execute(query).fetchone()
+                if distinct and rows[table] > int(distinct[0]):
+                    per_usage[table] = rows[table] - int(distinct[0])
+    stored = sum(rows.values())
+    records = {t: n - per_usage.get(t, 0) for t, n in rows.items()}
     total = sum(t for t, _ in per_resource.values())
     deleted = sum(t - live for t, live in per_resource.values())
-    unread = {r: live - rows.get(r, 0) for r, (_, live) in per_resource.items()}
+    unread = {r: live - records.get(r, 0) for r, (_, live) in per_resource.items()}
     unread = {r: n for r, n in unread.items() if n > 0}
-    extra = sum(max(0, n - per_resource.get(t, (0, 0))[1]) for t, n in rows.items())
-    stored = sum(rows.values())
+    extra = sum(max(0, n - per_resource.get(t, (0, 0))[1]) for t, n in records.items())
     filled = [t for t, n in rows.items() if n]
     empty = sorted(t for t, n in rows.items() if not n)
     wrap = textwrap.TextWrapper(width=92, initial_indent="      ", subsequent_indent="      ")
@@ -370,6 +382,10 @@ def count_report(sandbox_db: Path, db: Path) -> int:
         print(f"    - {sum(unread.values()):6d} live records that no stream read: {names}")
     if extra:
         print(f"    + {extra:6d} rows whose record is deleted or gone in the sandbox by now")
+    if per_usage:
+        names = ", ".join(f"{t} {n}" for t, n in sorted(per_usage.items()))
+        print(f"    + {sum(per_usage.values()):6d} rows more than records, read once per usage "
+              f"(sales, purchases): {names}")  # fmt: skip
     print(f"    = {stored:6d} rows in the store")
     print(
         wrap.fill(

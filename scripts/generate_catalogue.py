@@ -214,6 +214,7 @@ def build(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[st
                 "description": (p.get("description") or "").strip().split("\n")[0][:200],
                 "format": p.get("format"),
                 **({"required": True} if p.get("required") else {}),
+                **({"enum": list(p["enum"])} if p.get("enum") else {}),
             }
             for p in get.get("parameters", [])
             if p.get("in") == "query"

@@ -26,6 +26,9 @@ HOME = ROOT / ".venv-loaders"
 LOADERS: dict[str, tuple[tuple[str, ...], str]] = {
     "target-postgres": (("meltanolabs-target-postgres==0.8.1",), "target-postgres"),
     "target-duckdb": (("target-duckdb==0.8.0", "duckdb==1.2.2"), "target-duckdb"),
+    # not a loader: the SQL source of tests/test_meltano_source.py (a table of another system
+    # into Sage through target-sage)
+    "tap-postgres": (("meltanolabs-tap-postgres==0.10.0",), "tap-postgres"),
 }
 
 

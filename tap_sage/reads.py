@@ -12,6 +12,8 @@ import copy
 import typing as t
 from typing import Any
 
+from tap_sage import partitioning
+from tap_sage.progress import ReadProgress, request_timer
 from tap_sage.readahead import Unit
 from tap_sage.sdk_private import write_starting_replication_value
 from tap_sage.sync import ListReader, Progress, ReaderHooks, ReaderSettings
@@ -74,13 +76,17 @@ def list_unit(stream: SageStream, context: types.Context) -> Unit:
         return unit.start(iter(()))
     since, deleted_after, resume = read_start(stream, context)
     page_size = tap.connection.page_size
+    size = min(stream._page_size or page_size, page_size)
+    progress = ReadProgress(stream.logger, stream.name, business_id, page_size=size,
+                            label=partitioning.label(context))  # fmt: skip
     reader = ListReader(
-        stream._fetch(business_id),
+        progress.wrap(stream._fetch(business_id)),
         stream.resource.path,
         ReaderSettings(
-            params=tap.stream_filters.get(stream.name, {}),
+            # a partition's own values (tax_determinations' usage) beside the filters
+            params={**tap.stream_filters.get(stream.name, {}), **partitioning.values_of(context)},
             # once pages proved too heavy, this stream's pages keep to that size
-            page_size=min(stream._page_size or page_size, page_size),
+            page_size=size,
             **({"max_page_size": stream._page_size} if stream._page_size else {}),
             since=since,
             incremental=stream.resource.incremental,
@@ -102,7 +108,7 @@ def list_unit(stream: SageStream, context: types.Context) -> Unit:
     )
 
     def produce() -> t.Iterator[tuple[dict[str, Any], bool]]:
-        yield from reader.records()
+        yield from progress.counted(reader.records())
         unit.result = reader.result
 
     return unit.start(produce())
@@ -118,7 +124,7 @@ def singleton_unit(
     unit = Unit(f"{stream.name} {business_id}", 1)
 
     def produce() -> t.Iterator[dict[str, Any]]:
-        with tap.request_budget:
+        with tap.request_budget, request_timer(stream.name, stream.resource.path, business_id):
             response = tap.client.request("GET", stream.resource.path, business_id=business_id)
         body = decode_list(response, stream.resource.path)
         if isinstance(body, dict):

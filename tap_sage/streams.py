@@ -25,7 +25,8 @@ from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams import Stream
 from typing_extensions import override
 
-from tap_sage import deletions, reads, records
+from tap_sage import deletions, partitioning, reads, records
+from tap_sage.progress import request_timer
 from tap_sage.readahead import Unit
 from tap_sage.records import RawRecord
 from tap_sage.sage import catalogue, wire
@@ -48,9 +49,15 @@ if t.TYPE_CHECKING:
 
 DELETED_AT = "_sdc_deleted_at"
 
-#: List parameters Sage requires (from the v3.1 spec). Such a stream is not selected by default
-#: and reads only with the parameter given in ``stream_filters``.
-REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {"tax_determinations": ("usage",)}
+#: List parameters Sage requires (from the v3.1 spec) with no values listed in it. Such a stream
+#: is not selected by default and reads only with the parameter given in ``stream_filters``.
+#: (A required parameter the spec enumerates, tax_determinations' ``usage``, partitions the
+#: stream instead: ``tap_sage.partitioning``.)
+REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {
+    r.name: tuple(p.name for p in r.params if p.required and not p.enum)
+    for r in catalogue.resources().values()
+    if partitioning.needs_filters(r)
+}
 #: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
 DELETED_AFTER = "deleted_since"
 #: Partition state key: checkpoint of a read in progress (``tap_sage.sync.Progress``).
@@ -80,6 +87,7 @@ def stream_schema(resource: Resource) -> dict[str, Any]:
         "type": "string",
         "description": "Id of the Sage business the record belongs to.",
     }
+    partitioning.add_properties(resource, properties)
     if resource.deletions:
         properties[DELETED_AT] = {
             "type": ["string", "null"],
@@ -168,7 +176,8 @@ class SageStream(Stream):
         self._deleted: deletions.Deletions | None = None  # the setting ``deletions``
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self._wire = wire.Shape.of(self.schema)
-        self.primary_keys = ["business_id", resource.key or "id"]
+        by = [p.name for p in partitioning.enumerated(resource)]  # one read per value (usage)
+        self.primary_keys = ["business_id", *by, resource.key or "id"]
         self.replication_key = "updated_at" if resource.incremental else None
         if resource.name in REQUIRED_FILTERS:
             self.selected_by_default = False
@@ -239,6 +248,7 @@ class SageStream(Stream):
                 and self.get_batch_config(self.config) is None
                 and not self.child_streams
                 and self.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE
+                and not partitioning.enumerated(self.resource)  # records get `usage`
             )
         return self._fast
 
@@ -247,8 +257,11 @@ class SageStream(Stream):
     @property
     @override
     def partitions(self) -> list[dict[str, Any]] | None:
-        """One partition per business (setting ``business_ids``, else all from /businesses)."""
-        return [{"business_id": business} for business in self._sage_tap.business_ids]
+        """One partition per business (setting ``business_ids``, else all from /businesses),
+        and per allowed value of a required parameter (``tap_sage.partitioning``)."""
+        given = self._sage_tap.stream_filters.get(self.name, {})
+        return [{"business_id": business, **values} for business in self._sage_tap.business_ids
+                for values in partitioning.values(self.resource, given)]  # fmt: skip
 
     @override
     def get_replication_key_signpost(self, context: types.Context | None = None) -> None:
@@ -338,7 +351,8 @@ class SageStream(Stream):
         budget = self._sage_tap.request_budget
 
         def fetch(path: str, params: Mapping[str, Any] | None) -> Page:
-            with budget:  # one of the connection's requests in flight (tap_sage.readahead)
+            # one of the connection's requests in flight (tap_sage.readahead)
+            with budget, request_timer(self.name, urlsplit(path).path, business_id):
                 started = time.time()
                 response = client.request("GET", path, business_id=business_id, params=params)
                 elapsed = time.time() - started
@@ -418,7 +432,7 @@ class SageStream(Stream):
 
     def _missing_filters(self) -> list[str]:
         given = self._sage_tap.stream_filters.get(self.name, {})
-        return [p for p in REQUIRED_FILTERS.get(self.name, ()) if p not in given]
+        return partitioning.unreadable(self.resource, given)
 
     def read_unit(self, context: types.Context) -> Unit:
         """The read of one partition, started in a thread of its own (``tap_sage.reads``)."""
@@ -430,7 +444,9 @@ class SageStream(Stream):
         assert context is not None
         business_id = str(context["business_id"])
         tap = self._sage_tap
-        unit = tap.scheduler.take((self.name, business_id), lambda: self.read_unit(context))
+        key = (self.name, partitioning.key(context))
+        unit = tap.scheduler.take(key, lambda: self.read_unit(context))
+        by = partitioning.values_of(context)  # e.g. {"usage": "sales"}
         missing = self._missing_filters()
         if missing:  # (its unit reads nothing)
             self.logger.warning(
@@ -458,6 +474,7 @@ class SageStream(Stream):
                 else:
                     record = item
                 record["business_id"] = business_id
+                record.update(by)
                 yield record
             ended = True
         except (SageAccessDenied, SageNotFound) as error:

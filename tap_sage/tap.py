@@ -17,7 +17,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 import tap_sage.about  # noqa: F401 - registers the markdown about formatter
-from tap_sage import deletions
+from tap_sage import deletions, partitioning
 from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
@@ -335,7 +335,7 @@ class TapSage(Tap):
             if stream.parent_stream_type:
                 continue
             for partition in stream.partitions or []:
-                key = (stream.name, str(partition["business_id"]))
+                key = (stream.name, partitioning.key(partition))  # business (and usage)
                 slots.append(Slot(key, functools.partial(stream.read_unit, partition)))
         return slots
 

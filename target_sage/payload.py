@@ -257,3 +257,155 @@ def paths(record: Mapping[str, Any], dotted: str) -> Iterable[tuple[Any, str]]:
     for c in containers:
         if isinstance(c, dict) and head in c and c[head] is not None:
             yield c, head
+
+
+class DottedFieldError(ValueError):
+    """A record's dotted field names do not make one nested object (``field``: the name)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(problem)
+
+
+def _is_index(part: str) -> bool:
+    return part.isdigit() and part.isascii()
+
+
+#: The second separator of nested names: the SDK's flattening separator. Meltano reads a dot
+#: in a ``meltano.yml`` key as nesting (``stream_maps: {s: {main_address.city: town}}`` reaches
+#: the tap as ``{main_address: {city: town}}``, which an SDK stream map refuses), so a stream map
+#: in Meltano names ``main_address__city`` instead.
+NESTED_SEPARATOR = "__"
+
+
+def nested_fields(resource: str) -> frozenset[str]:
+    """The fields of ``resource``'s write bodies that hold an object or a list: the only heads
+    ``NESTED_SEPARATOR`` nests (a ``__`` elsewhere in a field name is left alone)."""
+    out: set[str] = set()
+    for verb in ("post", "put"):
+        for name, schema in write_fields(resource, verb).items():
+            raw = schema.get("type")
+            types = {raw} if isinstance(raw, str) else set(raw or ())
+            if types & {"object", "array"}:
+                out.add(name)
+    return frozenset(out)
+
+
+def _undouble(record: Mapping[str, Any], heads: frozenset[str]) -> Mapping[str, Any]:
+    """``main_address__city`` as ``main_address.city`` where ``main_address`` is in ``heads``."""
+    if not heads or not any(NESTED_SEPARATOR in k for k in record):
+        return record
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = key
+        head = key.split(NESTED_SEPARATOR, 1)[0]
+        if NESTED_SEPARATOR in key and head in heads and not key.startswith(CONTROL_PREFIX):
+            name = key.replace(NESTED_SEPARATOR, ".")
+            if name in record:
+                raise DottedFieldError(key, f"`{key}` and `{name}` name the same field")
+        out[name] = value
+    return out
+
+
+def nest_dotted(record: Mapping[str, Any], heads: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The record with its dotted field names built into nested objects.
+
+    A flat source (a SQL table, a CSV file) cannot hold the objects Sage's write bodies nest
+    (``main_address``, ``main_contact_person``), and an object built in an SDK stream map is
+    typed as a string and fails the target's validation. So a field named
+    ``main_address.address_line_1`` becomes ``{"main_address": {"address_line_1": ...}}``; a
+    part that is a number is a list index (``contact_type_ids.0`` -> ``["CUSTOMER"]``; indexes
+    start at 0 without gaps). An object or list all of whose values are null is left out (a flat
+    row without an address writes no address). Fields without dots pass unchanged; a null field
+    ``a`` beside ``a.b`` is dropped. ``_sdc_*`` fields are never nested. Where the head is one
+    of ``heads`` (``nested_fields``), ``__`` separates as a dot does: ``main_address__city``.
+
+    Raises ``DottedFieldError`` naming the field: ``a`` and ``a.b`` both set, ``a.0`` beside
+    ``a.b``, an empty part (``a..b``), an index gap.
+    """
+    record = _undouble(record, heads)
+    dotted = [k for k in record if "." in k and not k.startswith(CONTROL_PREFIX)]
+    if not dotted:
+        return dict(record)
+    out: dict[str, Any] = {k: v for k, v in record.items() if k not in dotted}
+    tree: dict[str, Any] = {}
+    names: dict[tuple[str, ...], str] = {}  # leaf path -> the field that set it
+    for name in dotted:
+        parts = tuple(name.split("."))
+        if any(not p for p in parts):
+            raise DottedFieldError(name, f"`{name}` has an empty part (a dot at its start or "
+                                   "end, or two dots together)")  # fmt: skip
+        if parts[0] in out:
+            if out[parts[0]] is not None:
+                raise DottedFieldError(
+                    name,
+                    f"`{name}` and `{parts[0]}` are both set: `{name}` builds `{parts[0]}` as "
+                    f"an object; give either `{parts[0]}` or its dotted fields",
+                )
+            del out[parts[0]]
+        node = tree
+        for depth, part in enumerate(parts):
+            here = parts[: depth + 1]
+            last = depth == len(parts) - 1
+            if part in node and (last or not isinstance(node[part], dict)):
+                held = node[part]
+                other = names[here] if isinstance(held, _Leaf) else _first_name(here, names)
+                raise DottedFieldError(
+                    name,
+                    f"`{name}` and `{other}` conflict: `{'.'.join(here)}` would be both a "
+                    "value and an object",
+                )
+            if last:
+                node[part] = _Leaf(record[name])
+                names[here] = name
+            else:
+                node = node.setdefault(part, {})
+    for key, branch in tree.items():
+        value = _build(branch, key, names)
+        if value is not _NOTHING:
+            out[key] = value
+    return out
+
+
+class _Leaf:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_NOTHING = object()
+
+
+def _first_name(prefix: tuple[str, ...] | str, names: Mapping[tuple[str, ...], str]) -> str:
+    """The first field whose dotted name starts with ``prefix``."""
+    parts = tuple(prefix.split(".")) if isinstance(prefix, str) else prefix
+    return next((n for p, n in names.items() if p[: len(parts)] == parts), ".".join(parts))
+
+
+def _build(node: Any, path: str, names: Mapping[tuple[str, ...], str]) -> Any:
+    """A tree of dotted parts as JSON: ``_NOTHING`` when every value in it is null."""
+    if isinstance(node, _Leaf):
+        return node.value
+    indexes = [k for k in node if _is_index(k)]
+    if indexes and len(indexes) != len(node):
+        named = next(k for k in node if not _is_index(k))
+        raise DottedFieldError(
+            _first_name(f"{path}.{named}", names),
+            f"`{path}` is given both list indexes ({path}.{indexes[0]}) and names ({path}.{named})",
+        )
+    built = {k: _build(v, f"{path}.{k}", names) for k, v in node.items()}
+    if indexes:
+        order = sorted(built, key=int)
+        if [int(k) for k in order] != list(range(len(order))):
+            missing = next(i for i in range(len(order) + 1) if str(i) not in built)
+            raise DottedFieldError(
+                _first_name(f"{path}.{order[-1]}", names),
+                f"list `{path}` has no `{path}.{missing}` (indexes start at 0, without gaps)",
+            )
+        items = [built[k] for k in order if built[k] is not _NOTHING and built[k] is not None]
+        return items if items else _NOTHING
+    kept = {k: v for k, v in built.items() if v is not _NOTHING}
+    if all(v is None for v in kept.values()):
+        return _NOTHING
+    return kept

@@ -11,7 +11,7 @@ from typing_extensions import override
 
 from target_sage.ledger import APPLIED
 from target_sage.ordering import Dispatcher
-from target_sage.payload import source_key
+from target_sage.payload import nest_dotted, nested_fields, source_key
 from target_sage.results import Result
 from target_sage.versions import message_version
 from target_sage.work import TargetFailure, WorkItem
@@ -39,6 +39,8 @@ class SageSink(Sink):
         self.route = self.engine.route(stream_name)
         super().__init__(target, stream_name, schema, key_properties)
         self.records_to_drain: list[WorkItem] = []
+        res = self.route.resource
+        self._nested = nested_fields(res.name) if res is not None and res.wrapper else frozenset()
         self.logger.addFilter(_no_validation_traceback)
 
     @property
@@ -66,6 +68,8 @@ class SageSink(Sink):
             "record": record,
         }
         sage_id = record.get(self.engine.settings.sage_id_field)
+        # `main_address.city` (or `main_address__city`) -> {"main_address": {"city": ...}}
+        record = nest_dotted(record, self._nested)
         item = WorkItem(
             stream=self.stream_name,
             record=record,

@@ -27,7 +27,7 @@ from tap_sage.sdk_private import active_sinks, env_var_config, latest_state
 from target_sage import run_lock
 from target_sage.engine import Engine, new_run_id
 from target_sage.ledger_open import open_ledger
-from target_sage.payload import source_key
+from target_sage.payload import DottedFieldError, source_key
 from target_sage.procedures import about_text
 from target_sage.reader import LineReader
 from target_sage.results import DeadLetterFile, Result, ResultsFile
@@ -122,7 +122,10 @@ class TargetSage(Target):
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
             )
-        except (RecordsWithoutSchemaException, InvalidRecord, MissingKeyPropertiesError) as exc:
+        except (
+            RecordsWithoutSchemaException, InvalidRecord, MissingKeyPropertiesError,
+            DottedFieldError,
+        ) as exc:  # fmt: skip
             LOGGER.error("target-sage stopped: %s", exc)
             sys.exit(1)
         except SageError as exc:
@@ -325,6 +328,8 @@ class TargetSage(Target):
 def _failing_field(exc: Exception, keys: list[str], record: Any) -> str | None:
     """The JSON Schema path of the field that broke the record's schema (``$.lines[0].qty``),
     or the missing key property."""
+    if isinstance(exc, DottedFieldError):
+        return exc.field
     cause = exc.__cause__
     if isinstance(cause, jsonschema.ValidationError):
         path = str(cause.json_path)

@@ -257,3 +257,22 @@ def test_readme_and_demo_use_the_spellings_of_the_pinned_meltano() -> None:
     for command in ("config test tap-sage", "config test target-sage"):
         assert command in demo
         assert command in readme
+
+
+def test_meltano_3_is_declared_unsupported_and_requires_meltano_says_so(
+    project: dict[str, Any],
+) -> None:
+    """What the README says of Meltano 3.9 holds: `requires_meltano` admits no 3.x release (the
+    last, 3.9.5, included) and admits the pinned 4.x; Meltano 3 predates the key."""
+    from packaging.specifiers import SpecifierSet
+
+    admitted = SpecifierSet(project["requires_meltano"])
+    for old in ("3.0.0", "3.7.9", "3.9.0", "3.9.5"):
+        assert old not in admitted, old
+    demo = (ROOT / "scripts" / "demo.sh").read_text(encoding="utf-8")
+    pinned = re.search(r'MELTANO_VERSION="([0-9.]+)"', demo)
+    assert pinned is not None
+    assert pinned.group(1) in admitted
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "**Meltano 3 (3.9 included) is not supported**" in readme
+    assert "`requires_meltano` excludes it" in readme

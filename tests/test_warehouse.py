@@ -35,7 +35,7 @@ import requests
 import sqlalchemy as sa
 
 from scripts import loader_venvs
-from tap_sage import duckdb_views
+from tap_sage import duckdb_views, partitioning
 from tap_sage.sage import catalogue
 from tap_sage.sandbox.runner import SandboxProcess
 from tap_sage.streams import REQUIRED_FILTERS
@@ -61,7 +61,8 @@ def _streams() -> tuple[str, ...]:
     warehouse-all``, about two minutes more) takes every stream that reads without a filter."""
     chosen = os.environ.get("WAREHOUSE_STREAMS", "")
     if chosen == "all":
-        return tuple(n for n, r in sorted(catalogue.resources().items()) if n not in REQUIRED_FILTERS and r.list)  # fmt: skip
+        # (tax_determinations reads once per `usage`: its own test, tests/test_tap_progress.py)
+        return tuple(n for n, r in sorted(catalogue.resources().items()) if n not in REQUIRED_FILTERS and not partitioning.enumerated(r) and r.list)  # fmt: skip
     if chosen:
         return tuple(chosen.split(","))
     return ("contacts", "products", "bank_accounts", "sales_invoices", "ledger_accounts")

@@ -34,6 +34,7 @@ class Param:
     description: str = ""
     format: str | None = None
     required: bool = False  # the spec marks it required (tax_determinations' ``usage``)
+    enum: tuple[str, ...] = ()  # the values the spec allows (``usage``: sales, purchases)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,9 @@ def _resource_from_json(raw: dict[str, Any]) -> Resource:
         delete=raw["delete"],
         void=raw["void"],
         actions=tuple(Action(**a) for a in raw.get("actions", [])),
-        params=tuple(Param(**p) for p in raw.get("params", [])),
+        params=tuple(
+            Param(**{**p, "enum": tuple(p.get("enum", ()))}) for p in raw.get("params", [])
+        ),
         parallel_posts=raw["parallel_posts"],
         idempotency=raw["idempotency"],
         availability={k: tuple(v) for k, v in raw.get("availability", {}).items()},
