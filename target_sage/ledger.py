@@ -17,28 +17,24 @@ killed at any point (SIGKILL included) finds on its next run exactly what was ap
 ``version`` is the ``time_extracted`` of the input message whose content Sage holds (or whose
 delete was applied), when the tap gave one: an input older than it is never applied.
 
-``ledger_path`` may also be a PostgreSQL URL: ``open_ledger`` then gives a
-``target_sage.ledger_db.DatabaseLedger`` (the same rows in a table shared by several machines,
-with the run lock in the database). Both have the interface of ``Ledger``; ``shared`` says
-which one holds its run lock itself (the engine's file lock is for the file form only).
+``ledger_path`` may also be a PostgreSQL URL: ``target_sage.ledger_db.open_ledger`` then
+gives a ``target_sage.ledger_db.DatabaseLedger`` (the same rows in a table shared by several
+machines, with the run lock in the database). Both have the interface of ``Ledger``;
+``shared`` says which one holds its run lock itself (``run_lock.py``'s file lock is for the
+file form only).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tap_sage.sage.errors import SageError
-
-if TYPE_CHECKING:
-    from target_sage.settings import TargetSettings
 
 PENDING = "pending"
 APPLIED = "applied"
@@ -371,20 +367,3 @@ class Ledger:
                 sql += " AND state = ?"
                 args.append(state)
             return int(self._db.execute(sql, args).fetchone()[0])
-
-
-def open_ledger(settings: TargetSettings) -> Ledger:
-    """The ledger that ``ledger_path`` names: a SQLite file, or a PostgreSQL database."""
-    if settings.ledger_url:
-        from target_sage.ledger_db import DatabaseLedger
-
-        return DatabaseLedger(settings.ledger_url, read_only=settings.dry_run)
-    if settings.connection.token_store_url:
-        logging.getLogger("target_sage.ledger").warning(
-            "The token store is a database that machines share, but the ledger is the file %s "
-            "of this machine: a target of this connection on another machine would not know "
-            "what this one wrote. Set `ledger_path` to a postgresql:// URL to share it "
-            "(`python -m target_sage.ledger_db copy` moves this file there)",
-            settings.ledger_path,
-        )
-    return Ledger(settings.ledger_path, read_only=settings.dry_run)
