@@ -17,10 +17,11 @@ killed at any point (SIGKILL included) finds on its next run exactly what was ap
 ``version`` is the ``time_extracted`` of the input message whose content Sage holds (or whose
 delete was applied), when the tap gave one: an input older than it is never applied.
 
-``ledger_path`` may also be a PostgreSQL URL: ``target_sage.ledger_open.open_ledger`` then gives a
-``target_sage.ledger_db.DatabaseLedger`` (the same rows in a table shared by several machines,
-with the run lock in the database). Both have the interface of ``Ledger``; ``shared`` says
-which one holds its run lock itself (the engine's file lock is for the file form only).
+``ledger_path`` may also be a PostgreSQL URL: ``target_sage.ledger_db.open_ledger`` then
+gives a ``target_sage.ledger_db.DatabaseLedger`` (the same rows in a table shared by several
+machines, with the run lock in the database). Both have the interface of ``Ledger``;
+``shared`` says which one holds its run lock itself (``run_lock.py``'s file lock is for the
+file form only).
 """
 
 from __future__ import annotations
@@ -32,12 +33,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tap_sage.sage.errors import SageError
-
-if TYPE_CHECKING:
-    pass
 
 PENDING = "pending"
 APPLIED = "applied"

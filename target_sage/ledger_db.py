@@ -62,6 +62,8 @@ from target_sage.ledger import _COLUMNS, APPLIED, DELETED, PENDING, Entry, Ledge
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
+    from target_sage.settings import TargetSettings
+
 LOGGER = logging.getLogger("target_sage.ledger")
 
 TABLE = "target_sage_ledger"
@@ -590,6 +592,21 @@ def _null_pool() -> Any:
     from sqlalchemy.pool import NullPool
 
     return NullPool
+
+
+def open_ledger(settings: TargetSettings) -> Ledger:
+    """The ledger that ``ledger_path`` names: a SQLite file, or a PostgreSQL database."""
+    if settings.ledger_url:
+        return DatabaseLedger(settings.ledger_url, read_only=settings.dry_run)
+    if settings.connection.token_store_url:
+        LOGGER.warning(
+            "The token store is a database that machines share, but the ledger is the file %s "
+            "of this machine: a target of this connection on another machine would not know "
+            "what this one wrote. Set `ledger_path` to a postgresql:// URL to share it "
+            "(`python -m target_sage.ledger_db copy` moves this file there)",
+            settings.ledger_path,
+        )
+    return Ledger(settings.ledger_path, read_only=settings.dry_run)
 
 
 def copy_file_ledger(path: Path, url: str) -> tuple[int, int]:

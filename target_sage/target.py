@@ -26,7 +26,7 @@ from tap_sage.sage.settings import CONNECTION_PROPERTIES
 from tap_sage.sdk_private import active_sinks, env_var_config, latest_state
 from target_sage import run_lock
 from target_sage.engine import Engine, new_run_id
-from target_sage.ledger_open import open_ledger
+from target_sage.ledger_db import open_ledger
 from target_sage.payload import DottedFieldError, source_key
 from target_sage.procedures import about_text
 from target_sage.reader import LineReader

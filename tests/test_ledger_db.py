@@ -22,8 +22,7 @@ import pytest
 from scripts.pgserver import PostgresServer, free_port
 from tap_sage.sage.errors import SageConfigError
 from target_sage.ledger import APPLIED, DELETED, PENDING, Ledger, LedgerError
-from target_sage.ledger_db import TABLE, DatabaseLedger
-from target_sage.ledger_open import open_ledger
+from target_sage.ledger_db import TABLE, DatabaseLedger, open_ledger
 from target_sage.settings import TargetSettings
 
 ROOT = Path(__file__).resolve().parents[1]
