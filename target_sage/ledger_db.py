@@ -118,8 +118,10 @@ def _lock_key(business_id: str) -> int:
     )
 
 
-class DatabaseLedger(Ledger):
-    """The ledger in a PostgreSQL table; the interface of ``Ledger``, safe between threads."""
+class LedgerSession(Ledger):
+    """The database side of ``DatabaseLedger``: the run's one session, the table, the run
+    lock per business held by that session (and what a lost session means), ``fence`` and
+    ``settle``. The rows themselves are ``DatabaseLedger``'s."""
 
     shared = True
 
@@ -322,8 +324,14 @@ class DatabaseLedger(Ledger):
     def fence(self, business_id: str) -> None:
         """A query on the run's session: if the database lost it (and the run lock with it,
         which another machine may now hold), this raises ``LedgerError`` before the POST."""
-        if not self.read_only:
-            self._query(business_id, "SELECT 1", {})
+        if self.read_only:
+            return
+        from sqlalchemy import text
+
+        with self._mutex:
+            conn = self._for(business_id)
+            with self._errors("read"):
+                conn.execute(text("SELECT 1"))
 
     @override
     def settle(self, business_id: str, stream: str, source_key: str, horizon: float) -> None:
@@ -383,6 +391,10 @@ class DatabaseLedger(Ledger):
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
+
+
+class DatabaseLedger(LedgerSession):
+    """The ledger in a PostgreSQL table; the interface of ``Ledger``, safe between threads."""
 
     # -- reading -------------------------------------------------------------------------------
 
