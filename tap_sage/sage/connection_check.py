@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tap_sage.sage import catalogue
 from tap_sage.sage.errors import (
@@ -31,6 +31,9 @@ from tap_sage.sage.errors import (
     SageSubscriptionInactive,
 )
 from tap_sage.sage.settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    from tap_sage.sage.client import SageClient
 
 #: Resources probed with ``probe="sample"`` (when documented for the business).
 SAMPLE_RESOURCES = (
@@ -279,84 +282,110 @@ def check(
         client = SageClient.for_config(settings)
         raw = detailed_businesses(client)
         report.token = token_summary(client)
-        for item in raw:
-            info = describe_business(item)
-            if wanted is not None and info["id"] not in wanted:
-                continue
-            b = BusinessReport(
-                id=info["id"],
-                name=info["name"],
-                country=info["country"],
-                edition=info["edition"],
-                subscription=info["subscription"],
-                active=info["active"],
-                subscription_id=info["subscription_id"],
-            )
-            report.businesses.append(b)
-            if b.active is False:
-                b.ok = False
-                b.problem = (
-                    f"its subscription ({b.subscription or 'unknown'}, status "
-                    f"{info['subscription_status'] or 'inactive'}) is not active: renew it in "
-                    "Sage, or leave this business out"
-                )
-        jobs: list[tuple[BusinessReport, catalogue.Resource]] = []
-        for b in report.businesses:
-            if not b.ok:
-                continue
-            targets, b.unavailable, b.unprobed = _probe_targets(b, probe)
-            jobs.extend((b, res) for res in targets)
-        with ThreadPoolExecutor(max_workers=settings.check_concurrency) as pool:
-            results = list(pool.map(lambda j: (j[0], _probe(client, j[0].id, j[1])), jobs))
-        for b, (name, outcome, detail) in results:
-            if outcome == "reachable":
-                b.reachable.append(name)
-            elif outcome == "denied":
-                b.denied[name] = detail
-            elif outcome == "inactive":
-                b.ok = False
-                b.problem = detail
-            else:
-                b.failed[name] = detail
-        for b in report.businesses:
-            if b.ok and jobs and not b.reachable and any(j[0] is b for j in jobs):
-                b.ok = False
-                b.problem = "no probed resource answered; see denied/failed"
-        if wanted is not None and (missing := wanted - {b.id for b in report.businesses}):
-            report.error = {
-                "code": "business_not_found",
-                "message": "the token cannot reach business(es) " + ", ".join(sorted(missing)),
-                "fix": "check the business ids (this report lists the reachable ones), or log "
-                "in as a user who has access to them",
-            }
-        elif not report.businesses:
-            report.error = {
-                "code": "no_business",
-                "message": "the credentials work but reach no business",
-                "fix": "log in (`sage-auth login`) as a Sage user who has a business",
-            }
-        elif not any(b.ok for b in report.businesses):
-            report.error = {
-                "code": "no_usable_business",
-                "message": "no business of this connection is usable (see each business)",
-                "fix": "follow the problem given for each business",
-            }
-        else:
-            report.ok = True
+        report.businesses = _business_reports(raw, wanted)
+        _probe_businesses(client, settings, report, probe)
+        _conclude(report, wanted)
     except SageConfigError:
         raise
-    except SageAuthError as exc:
-        report.error = {"code": exc.code, "message": exc.message, "fix": exc.fix}
-    except SageProxyError as exc:
-        report.error = {"code": "proxy", "message": f"the proxy {exc.proxy} {exc.problem}",
-                        "fix": exc.fix}  # fmt: skip
-    except SageAPIError as exc:
-        report.error = {"code": f"http_{exc.status}", "message": str(exc), "fix": exc.fix}
     except SageError as exc:
-        report.error = {
-            "code": "network",
-            "message": str(exc),
-            "fix": "check the network, advanced_config.api_url and the proxy settings",
-        }
+        report.error = _error_of(exc)
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _business_reports(
+    raw: Iterable[Mapping[str, Any]], wanted: set[str] | None
+) -> list[BusinessReport]:
+    """One report per business the token reaches (of ``wanted``, if given); an inactive
+    subscription makes its business not ok, with the fix."""
+    out: list[BusinessReport] = []
+    for item in raw:
+        info = describe_business(item)
+        if wanted is not None and info["id"] not in wanted:
+            continue
+        b = BusinessReport(
+            id=info["id"],
+            name=info["name"],
+            country=info["country"],
+            edition=info["edition"],
+            subscription=info["subscription"],
+            active=info["active"],
+            subscription_id=info["subscription_id"],
+        )
+        out.append(b)
+        if b.active is False:
+            b.ok = False
+            b.problem = (
+                f"its subscription ({b.subscription or 'unknown'}, status "
+                f"{info['subscription_status'] or 'inactive'}) is not active: renew it in "
+                "Sage, or leave this business out"
+            )
+    return out
+
+
+def _probe_businesses(
+    client: SageClient, settings: ConnectionSettings, report: ConnectionReport, probe: str
+) -> None:
+    """Probe what each usable business reaches, ``check_concurrency`` requests at a time."""
+    jobs: list[tuple[BusinessReport, catalogue.Resource]] = []
+    for b in report.businesses:
+        if not b.ok:
+            continue
+        targets, b.unavailable, b.unprobed = _probe_targets(b, probe)
+        jobs.extend((b, res) for res in targets)
+    with ThreadPoolExecutor(max_workers=settings.check_concurrency) as pool:
+        results = list(pool.map(lambda j: (j[0], _probe(client, j[0].id, j[1])), jobs))
+    for b, (name, outcome, detail) in results:
+        if outcome == "reachable":
+            b.reachable.append(name)
+        elif outcome == "denied":
+            b.denied[name] = detail
+        elif outcome == "inactive":
+            b.ok = False
+            b.problem = detail
+        else:
+            b.failed[name] = detail
+    for b in report.businesses:
+        if b.ok and jobs and not b.reachable and any(j[0] is b for j in jobs):
+            b.ok = False
+            b.problem = "no probed resource answered; see denied/failed"
+
+
+def _conclude(report: ConnectionReport, wanted: set[str] | None) -> None:
+    """The report's verdict: ok, or the one error that says why not and what to do."""
+    if wanted is not None and (missing := wanted - {b.id for b in report.businesses}):
+        report.error = {
+            "code": "business_not_found",
+            "message": "the token cannot reach business(es) " + ", ".join(sorted(missing)),
+            "fix": "check the business ids (this report lists the reachable ones), or log "
+            "in as a user who has access to them",
+        }
+    elif not report.businesses:
+        report.error = {
+            "code": "no_business",
+            "message": "the credentials work but reach no business",
+            "fix": "log in (`sage-auth login`) as a Sage user who has a business",
+        }
+    elif not any(b.ok for b in report.businesses):
+        report.error = {
+            "code": "no_usable_business",
+            "message": "no business of this connection is usable (see each business)",
+            "fix": "follow the problem given for each business",
+        }
+    else:
+        report.ok = True
+
+
+def _error_of(exc: SageError) -> dict[str, str]:
+    """A failed check's error: code, message and fix, from what went wrong."""
+    if isinstance(exc, SageAuthError):
+        return {"code": exc.code, "message": exc.message, "fix": exc.fix}
+    if isinstance(exc, SageProxyError):
+        return {"code": "proxy", "message": f"the proxy {exc.proxy} {exc.problem}", "fix": exc.fix}
+    if isinstance(exc, SageAPIError):
+        return {"code": f"http_{exc.status}", "message": str(exc), "fix": exc.fix}
+    return {
+        "code": "network",
+        "message": str(exc),
+        "fix": "check the network, advanced_config.api_url and the proxy settings",
+    }
