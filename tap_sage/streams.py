@@ -157,6 +157,50 @@ def missing_next(
     return urlsplit(path).path + "?" + urlencode([("page", str(page + 1)), *rest])
 
 
+def heavy_page_error(error: Exception) -> bool:
+    """Whether a list page failed in a way smaller pages may cure: a 5xx (HTML 52x
+    included) or a timeout / dropped connection, after every retry. Sage's lists with
+    ``attributes=all`` time out on large pages (500/504) and answer smaller ones."""
+    if isinstance(error, SageAPIError):
+        return error.status >= 500
+    return isinstance(error, SageNetworkError)
+
+
+def _page_of(
+    body: Mapping[str, Any],
+    response: Any,
+    path: str,
+    params: Mapping[str, Any] | None,
+    elapsed: float,
+    logger: logging.Logger,
+    business_id: str,
+) -> Page:
+    """One answered list page for the reader: its items, total, next link (asked for
+    anyway when ``$total`` says more follow) and Sage's times of sending and serving."""
+    served = _server_time(response.headers)
+    if served is None:
+        served = math.floor(time.time())
+    items = body.get("$items") or []
+    total = body.get("$total")
+    link = body.get("$next")
+    guessed = missing_next(path, params, body)
+    if guessed is not None:
+        logger.warning(
+            "Sage answered page %s of %s for business %s without $next although "
+            "$total (%s) says more records follow; asking for the next page anyway",
+            body.get("$page"), urlsplit(path).path, business_id, total,
+        )  # fmt: skip
+        link = guessed
+    return Page(
+        number=int(body.get("$page") or _requested_page(path, params)),
+        items=items,
+        total=int(total) if total is not None else len(items),
+        next=link,
+        served_at=served,
+        sent_at=served - math.ceil(elapsed),
+    )
+
+
 class SageStream(Stream):
     """A Sage list resource, read per business (see ``tap_sage.sync`` for how)."""
 
@@ -359,39 +403,12 @@ class SageStream(Stream):
             # deletion passes become tombstones (dicts), never raw records
             raw = fast and _DELETIONS not in (params if params is not None else path)
             body = _decode_list(response, path, check if raw else None, business_id)
-            served = _server_time(response.headers)
-            if served is None:
-                served = math.floor(time.time())
-            items = body.get("$items") or []
-            total = body.get("$total")
-            link = body.get("$next")
-            guessed = missing_next(path, params, body)
-            if guessed is not None:
-                self.logger.warning(
-                    "Sage answered page %s of %s for business %s without $next although "
-                    "$total (%s) says more records follow; asking for the next page anyway",
-                    body.get("$page"), urlsplit(path).path, business_id, total,
-                )  # fmt: skip
-                link = guessed
-            return Page(
-                number=int(body.get("$page") or _requested_page(path, params)),
-                items=items,
-                total=int(total) if total is not None else len(items),
-                next=link,
-                served_at=served,
-                sent_at=served - math.ceil(elapsed),
-            )
+            return _page_of(body, response, path, params, elapsed, self.logger, business_id)
 
         return fetch
 
-    @staticmethod
-    def _heavy(error: Exception) -> bool:
-        """Whether a list page failed in a way smaller pages may cure: a 5xx (HTML 52x
-        included) or a timeout / dropped connection, after every retry. Sage's lists with
-        ``attributes=all`` time out on large pages (500/504) and answer smaller ones."""
-        if isinstance(error, SageAPIError):
-            return error.status >= 500
-        return isinstance(error, SageNetworkError)
+    #: whether a failed list page may pass with smaller pages (``heavy_page_error``)
+    _heavy = staticmethod(heavy_page_error)
 
     def _smaller_pages(self, business_id: str) -> t.Callable[[int, Exception], None]:
         def smaller(size: int, error: Exception) -> None:
