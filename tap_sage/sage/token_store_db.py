@@ -37,6 +37,7 @@ once a ``store_unreachable`` error, and nothing was spent.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -187,6 +188,8 @@ class _StoreDatabase:
                     )
                 except ImportError:
                     raise _missing_extra("psycopg") from None
+                if not self._engines:  # the pooled sessions end with the process, closed
+                    atexit.register(_dispose_engines, self._engines)
                 self._engines[self.url] = engine
             return engine
 
@@ -614,3 +617,12 @@ def _process_alive(pid: int) -> bool:
     except OSError:  # another user's process: alive
         return True
     return True
+
+
+def _dispose_engines(engines: dict[str, Engine]) -> None:
+    """At exit: close every pooled database session (no connection left for the garbage
+    collector, which would warn of it: `ResourceWarning ... was deleted while still open`)."""
+    for engine in list(engines.values()):
+        with contextlib.suppress(Exception):
+            engine.dispose()
+    engines.clear()
