@@ -56,7 +56,7 @@ from typing_extensions import override
 
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import database_url, display_url
-from tap_sage.sage.token_store_db import LOCK_NOT_AVAILABLE
+from tap_sage.sage.token_store_db import LOCK_NOT_AVAILABLE, error_reason
 from target_sage.ledger import _COLUMNS, APPLIED, DELETED, PENDING, Entry, Ledger, LedgerError
 
 if TYPE_CHECKING:
@@ -266,14 +266,7 @@ class LedgerSession(Ledger):
         )
 
     def _reason(self, exc: BaseException) -> str:
-        orig = getattr(exc, "orig", None) or exc
-        first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-        from sqlalchemy.engine import make_url
-
-        password = make_url(self.url).password
-        if password and len(password) > 3:
-            first = first.replace(str(password), "***")
-        return first[:300]
+        return error_reason(self.url, exc)
 
     # -- the run lock --------------------------------------------------------------------------
 

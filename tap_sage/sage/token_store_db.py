@@ -247,14 +247,7 @@ class _StoreDatabase:
             raise self._unreachable(exc) from None
 
     def _reason(self, exc: BaseException) -> str:
-        orig = getattr(exc, "orig", None) or exc
-        first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-        from sqlalchemy.engine import make_url
-
-        password = make_url(self.url).password
-        if password and len(password) > 3:
-            first = first.replace(str(password), "***")
-        return first[:300]
+        return error_reason(self.url, exc)
 
     def _unreachable(self, exc: BaseException) -> SageAuthError:
         return SageAuthError(
@@ -626,3 +619,16 @@ def _dispose_engines(engines: dict[str, Engine]) -> None:
         with contextlib.suppress(Exception):
             engine.dispose()
     engines.clear()
+
+
+def error_reason(url: str, exc: BaseException) -> str:
+    """The first line of a database error, for a message: the driver's own error when
+    SQLAlchemy wraps one, the URL's password masked, at most 300 characters."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password
+    if password and len(password) > 3:
+        first = first.replace(str(password), "***")
+    return first[:300]
