@@ -40,6 +40,7 @@ from tap_sage.sync import (
     epoch,
     iso,
 )
+from tap_sage.writer import BufferedMsgSpecWriter, RawRecordLine, record_head, record_tail
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -214,6 +215,7 @@ class SageStream(Stream):
         self._everything_selected: bool | None = None
         #: whether records that need no change go out as Sage's JSON text (``_fast_path``)
         self._fast: bool | None = None
+        self._record_head: bytes | None = None  # of the fast path's RECORD lines
         #: items_per_page of this stream's lists: lowered for good when pages keep failing as
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
@@ -251,12 +253,12 @@ class SageStream(Stream):
         the record against the selection mask when every property is selected, and conforming
         types (``TYPE_CONFORMANCE_LEVEL`` is NONE). Stream maps and flattening apply as usual."""
         if isinstance(record, RawRecord):  # only when ``_fast_path``: one map, no change
-            yield RecordMessage(
-                stream=self.stream_maps[0].stream_alias,
-                record=t.cast("dict[str, Any]", msgspec.Raw(record.raw)),
-                version=self._stream_version,
-                time_extracted=utc_now(),
+            if self._record_head is None:
+                self._record_head = record_head(self.stream_maps[0].stream_alias)
+            line = RawRecordLine(
+                self._record_head, record.raw, record_tail(self._stream_version, utc_now())
             )
+            yield t.cast("RecordMessage", line)  # the writer takes it as it is (writer.py)
             return
         if self._everything_selected is None:
             self._everything_selected = all(self.mask.values())
@@ -272,6 +274,16 @@ class SageStream(Stream):
                     version=self._stream_version,
                     time_extracted=extracted,
                 )
+
+    @override
+    def generate_child_contexts(
+        self, record: types.Record, context: types.Context | None
+    ) -> Iterable[types.Context | None]:
+        """None without child streams (tap-sage has none): the SDK would otherwise copy the
+        context and ask the stream map's filter for every record, to sync no child."""
+        if not self.child_streams:
+            return ()
+        return super().generate_child_contexts(record, context)
 
     def _fast_path(self) -> bool:
         """Whether records that need no change but ``business_id`` may go out as Sage's JSON
@@ -293,6 +305,8 @@ class SageStream(Stream):
                 and not self.child_streams
                 and self.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE
                 and not partitioning.enumerated(self.resource)  # records get `usage`
+                # the line goes out as it is (``writer.RawRecordLine``)
+                and isinstance(self._sage_tap.message_writer, BufferedMsgSpecWriter)
             )
         return self._fast
 
