@@ -101,6 +101,24 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
                 return
         self.flush()
 
+    def write_records(self, head: bytes, records: list[bytes], tail: bytes) -> None:
+        """Buffer one RECORD line per JSON text of ``records``: ``head + record + tail`` each
+        (``record_head``, ``record_tail``), as ``RawRecordLine`` would give them one by one."""
+        if not records:
+            return
+        buffer = self._buffer
+        buffer += head
+        buffer += (tail + head).join(records)
+        buffer += tail
+        first = self._records == 0
+        self._records += len(records)
+        if (
+            first
+            or len(buffer) >= FLUSH_BYTES
+            or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        ):
+            self.flush()
+
     def _flush_at_exit(self) -> None:
         with contextlib.suppress(ValueError, OSError):  # stdout closed: nothing more to write
             self.flush()

@@ -303,3 +303,73 @@ def test_a_page_decoded_for_a_business_carries_it_already() -> None:
     assert all(i.has_business and "business_id" in i for i in items)
     plain = records.decode_page(content, check)["$items"]
     assert [i.with_business("b1").raw for i in plain] == [i.raw for i in items]
+
+
+def _sync_output(
+    config: dict[str, Any], stream: str, caplog: pytest.LogCaptureFixture, *, limit: int | None
+) -> tuple[bytes, int]:
+    """One in-process sync of ``stream``: its stdout and the records the SDK's record counter
+    reported (its ``record_count`` METRIC lines). ``limit`` set (``ABORT_AT_RECORD_COUNT``)
+    turns the direct writing off: every record then goes through the SDK's record loop one by
+    one."""
+    import io
+    import logging
+    from contextlib import redirect_stdout
+
+    from tests.tap_helpers import catalog_for
+
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="singer_sdk.metrics")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    tap = TapSage(config=config, catalog=catalog_for(config, [stream]))
+    target = tap.streams[stream]
+    assert isinstance(target, SageStream)
+    target.ABORT_AT_RECORD_COUNT = limit
+    with redirect_stdout(out):
+        tap.sync_all()
+        tap.flush_output()
+    out.flush()
+    assert target._writes_directly() is (limit is None)
+    counted = 0
+    for entry in caplog.records:
+        text = entry.getMessage()
+        if text.startswith("METRIC: ") and '"metric":"record_count"' in text:
+            counted += json.loads(text[len("METRIC: ") :])["value"]
+    return out.buffer.getvalue(), counted  # type: ignore[attr-defined]
+
+
+def test_records_written_directly_are_the_sdk_loops_bytes(
+    seeded_db: Path, tmp_path: Path, sandbox_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fast path's records are written a page at a time by ``get_records`` (not one by one
+    through the SDK's record loop): the same lines in the same order, ordinary records (here:
+    ``""`` dates) among them, and the same count on the SDK's record counter."""
+    import sqlite3
+
+    db = tmp_path / "sandbox.db"
+    db.write_bytes(seeded_db.read_bytes())
+    conn = sqlite3.connect(str(db))
+    with conn:
+        rows = conn.execute(
+            "SELECT seq, data FROM records WHERE resource = 'sales_invoices' AND "
+            "deleted_at IS NULL ORDER BY seq"
+        ).fetchall()
+        for seq, data in rows[3::17]:  # every 17th goes the ordinary way
+            conn.execute("UPDATE records SET data = ? WHERE seq = ?",
+                         (json.dumps({**json.loads(data), "due_date": ""}), seq))  # fmt: skip
+    conn.close()
+    box = sandbox_factory(db=db)
+    config = {"access_token": box.grant()["access_token"], "initiate_oauth": "OFF",
+              "advanced_config": {"api_url": box.api_url, "token_url": box.token_url}}  # fmt: skip
+    direct, direct_count = _sync_output(config, "sales_invoices", caplog, limit=None)
+    looped, looped_count = _sync_output(config, "sales_invoices", caplog, limit=10**9)
+
+    def records_of(output: bytes) -> list[bytes]:
+        lines = [line for line in output.splitlines() if line.startswith(b'{"type":"RECORD"')]
+        return [_EXTRACTED.sub(b"", line) for line in lines]
+
+    got, expected = records_of(direct), records_of(looped)
+    assert len(expected) == len(rows) and direct_count == looped_count == len(rows)
+    assert got == expected
+    nulls = [line for line in got if b'"due_date":null' in line]
+    assert len(nulls) == len(rows[3::17])
