@@ -217,7 +217,7 @@ class SageStream(Stream):
         #: whether records that need no change go out as Sage's JSON text (``_fast_path``)
         self._fast: bool | None = None
         self._record_head: bytes | None = None  # of the fast path's RECORD lines
-        self._record_counter: metrics.Counter | None = None  # the SDK's (get_record_counter)
+        self._sage_counter: metrics.Counter | None = None  # the SDK's (get_record_counter)
         #: items_per_page of this stream's lists: lowered for good when pages keep failing as
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
@@ -294,7 +294,7 @@ class SageStream(Stream):
         """The SDK's counter, kept: records written directly (``_write_raw``) are counted on it
         as the SDK counts the records it writes."""
         counter = super().get_record_counter(endpoint=endpoint, log_interval=log_interval)
-        self._record_counter = counter
+        self._sage_counter = counter
         return counter
 
     def _writes_directly(self) -> bool:
@@ -308,7 +308,7 @@ class SageStream(Stream):
             self._fast_path()
             and self.selected
             and self.ABORT_AT_RECORD_COUNT is None
-            and self._record_counter is not None
+            and self._sage_counter is not None
         )
 
     def _write_raw(self, run: list[RawRecord]) -> None:
@@ -320,8 +320,8 @@ class SageStream(Stream):
         writer = t.cast("BufferedMsgSpecWriter", self._sage_tap.message_writer)
         tail = record_tail(self._stream_version, utc_now())
         writer.write_records(self._record_head, [record.raw for record in run], tail)
-        if self._record_counter is not None:
-            self._record_counter.increment(len(run))
+        if self._sage_counter is not None:
+            self._sage_counter.increment(len(run))
         self.state_manager.is_flushed = False
 
     def _fast_path(self) -> bool:
