@@ -533,6 +533,10 @@ class SageStream(Stream):
             for batch in unit.batches():
                 run: list[RawRecord] = []  # raw records to write directly, in order
                 for item, tombstone in batch:
+                    if run and (tombstone or item.__class__ is not RawRecord):
+                        # written before whatever this item writes (a SCHEMA for tombstones)
+                        self._write_raw(run)
+                        run = []
                     if tombstone:
                         found = deleted.record(item, business_id)  # tap_sage.deletions
                         if found is None:
@@ -547,9 +551,6 @@ class SageStream(Stream):
                         continue
                     else:
                         record = item
-                    if run:
-                        self._write_raw(run)
-                        run = []
                     record["business_id"] = business_id
                     record.update(by)
                     yield record
