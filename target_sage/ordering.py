@@ -28,13 +28,18 @@ class Turnstile:
     turn (every earlier ticket done); the turn passes on as soon as Sage has answered that POST
     (or the item ends without one), so validation, body building and ledger/results writes of
     neighbouring records overlap the POST in flight, while no two of these POSTs ever do.
+
+    Each waiting ticket has an event of its own, set when its turn comes: passing the turn on
+    wakes the one thread whose turn it is, not every waiting thread (they would each take the
+    GIL to find it is not theirs, on the path from one POST's answer to the next POST).
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._issued = 0
         self._next = 0
         self._done: set[int] = set()
+        self._turns: dict[int, threading.Event] = {}
 
     def ticket(self) -> int:
         """The next ticket (dispatcher thread only)."""
@@ -44,19 +49,25 @@ class Turnstile:
 
     def wait_turn(self, ticket: int) -> None:
         """Block until every earlier ticket is done."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._next >= ticket)
+        with self._lock:
+            if self._next >= ticket:
+                return
+            turn = self._turns.setdefault(ticket, threading.Event())
+        turn.wait()
 
     def done(self, ticket: int) -> None:
         """This ticket's POST has been answered (or there was none). Idempotent."""
-        with self._cond:
+        with self._lock:
             if ticket < self._next or ticket in self._done:
                 return
             self._done.add(ticket)
             while self._next in self._done:
                 self._done.discard(self._next)
                 self._next += 1
-            self._cond.notify_all()
+            ready = [t for t in self._turns if t <= self._next]
+            turns = [self._turns.pop(t) for t in ready]
+        for turn in turns:
+            turn.set()
 
 
 class Dispatcher:

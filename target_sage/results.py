@@ -66,10 +66,14 @@ class Result:
 def _append(path: Path, text: str, setting: str) -> None:
     """Append ``text`` to ``path``, created 0600 (it holds business data; an existing file is
     made 0600 too), then close it. An unusable path is an error naming the setting, the path
-    and the fix."""
+    and the fix. Its folder is made only when it is missing (not once a line)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the folder went away since start-up: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o600)
     except OSError as exc:
         raise OutputFileError(
             f"`{setting}` {path} cannot be written ({exc.strerror or exc}): set `{setting}` "

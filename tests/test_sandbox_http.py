@@ -1,5 +1,6 @@
 """The sandbox's HTTP: kept-alive connections (one per requests.Session), the dropped-connection
-fault on them, and the sandbox extra (``sage-sandbox serve`` without Werkzeug)."""
+fault on them, ``--latency-ms`` (from a request's arrival to its answer), and the sandbox extra
+(``sage-sandbox serve`` without Werkzeug)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from importlib import metadata
+from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
 from packaging.requirements import Requirement
 
+from tap_sage.sandbox.app import SandboxApp, Settings
 from tap_sage.sandbox.runner import SandboxProcess
+from tap_sage.sandbox.server import ARRIVED
 
 TIMEOUT = 10
 #: Run Python with Werkzeug impossible to import (as in an install without the sandbox extra).
@@ -107,6 +114,76 @@ def test_the_drop_fault_ends_the_connection_and_the_client_sees_a_connection_err
     assert drops >= 3 and answered >= 10, (drops, answered)
     # each drop closes its connection; every other answer came on the kept-alive one
     assert _connections(sandbox) == drops + 1
+
+
+#: The latency of the tests below (ms): long beside the sandbox's own work on these requests.
+LATENCY_MS = 150
+
+
+def _timed(session: Any, method: str, url: str, **kwargs: Any) -> tuple[float, str]:
+    """(seconds from before the request was sent to its whole answer, what it was)."""
+    started = time.monotonic()
+    try:
+        response = session.request(method, url, timeout=TIMEOUT, **kwargs)
+        what = str(response.status_code)
+    except requests.ConnectionError:
+        what = "drop"
+    return time.monotonic() - started, what
+
+
+def test_every_answer_and_fault_leaves_no_sooner_than_the_latency_after_it_was_sent(
+    sandbox_factory,
+) -> None:
+    """A lower bound only: the latency includes the sandbox's work, so no upper bound holds
+    on a busy machine (and timing bounds are the benchmarks' business)."""
+    sandbox = sandbox_factory(
+        latency_ms=LATENCY_MS,
+        fault_rate=0.5,
+        fault_kinds=["500", "429", "drop", "html", "commit500"],
+        fault_seed=11,
+        heavy_page_size=20,
+        heavy_fault_rate=0.5,
+    )
+    api = sandbox.api_url
+    heavy = {"attributes": "all", "items_per_page": 200}
+    timings: list[tuple[float, str]] = []
+    with _session(sandbox) as session:
+        for i in range(16):
+            body = {"contact": {"name": f"Latency {i}", "contact_type_ids": ["CUSTOMER"]}}
+            timings.append(_timed(session, "GET", f"{api}/contacts"))
+            timings.append(_timed(session, "POST", f"{api}/contacts", json=body))
+            timings.append(_timed(session, "GET", f"{api}/sales_invoices", params=heavy))
+    form = {"grant_type": "refresh_token", "refresh_token": "unknown"}
+    timings.append(_timed(requests, "POST", sandbox.token_url, data=form))
+    seen = {what for _, what in timings}
+    # the faults answered too: 500, 429, an HTML 5xx, a dropped connection, a success
+    assert {"200", "201", "500", "429", "drop", "400"} <= seen, seen
+    assert seen & {"502", "503", "504", "520", "521", "522", "523", "524", "525"}, seen
+    early = [(round(seconds * 1000, 1), what) for seconds, what in timings]
+    early = [(ms, what) for ms, what in early if ms < LATENCY_MS]
+    assert not early, f"answered sooner than --latency-ms {LATENCY_MS}: {early}"
+
+
+@pytest.mark.parametrize(("spent", "sleeps"), [(0.0, True), (1.0, False)])
+def test_the_latency_sleeps_only_what_the_work_left_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spent: float, sleeps: bool
+) -> None:
+    """A unit: a request that arrived ``spent`` seconds ago is answered after a sleep of what
+    is left of 500 ms (none once a second has gone by)."""
+    from werkzeug.test import EnvironBuilder
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # the app's (no other thread runs here)
+    wsgi = SandboxApp(Settings(db=tmp_path / "empty.db", latency_ms=500))
+    environ = EnvironBuilder(path="/v3.1/nowhere").get_environ()
+    environ[ARRIVED] = time.monotonic() - spent
+    statuses: list[str] = []
+    wsgi(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses and statuses[0].startswith("401")  # no token: answered, after the sleep
+    if sleeps:
+        assert len(slept) == 1 and 0 < slept[0] <= 0.5, slept
+    else:
+        assert slept == []
 
 
 def test_serve_without_werkzeug_names_the_extra_and_the_pip_command(sandbox_db) -> None:

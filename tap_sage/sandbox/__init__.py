@@ -125,8 +125,11 @@ Actions
     ``file``. ``POST /sales_invoices`` with ``original_quote_estimate_id``: fills missing
     contact, date and lines from the quote/estimate, links it, and marks it INVOICED.
 Faults and headers
-    ``--latency-ms`` sleeps before every request. ``--fault-rate`` applies to ``/v3.1``
-    (``--oauth-fault-rate`` to ``/oauth``), drawing from ``--fault-kinds``: ``500``, ``503``,
+    ``--latency-ms L``: every answer (a fault's too, or a dropped connection) leaves L ms
+    after its request's first line arrived, as Sage's latency includes Sage's own work: the
+    sandbox handles the request, then sleeps what is left of L (nothing when the work took
+    longer). Only a 429 of ``--max-concurrent`` answers at once. ``--fault-rate`` applies to
+    ``/v3.1`` (``--oauth-fault-rate`` to ``/oauth``), drawing from ``--fault-kinds``: ``500``, ``503``,
     ``429`` (``Retry-After: 1``), ``drop`` (socket closed, no answer), ``commit500`` and
     ``commitdrop`` (the write is committed, then answered 500 / dropped; on GETs they act
     as ``500`` / ``drop``). ``--fault-seed`` makes the sequence repeatable.

@@ -80,6 +80,6 @@ def html_response(status: int, title: str) -> Response:
     return Response(page, status=status, mimetype="text/html")
 
 
-def raw_json(status: int, text: str) -> Response:
-    """JSON already serialized (a stored record)."""
+def raw_json(status: int, text: str | bytes) -> Response:
+    """JSON already serialized (a stored record, or a page's UTF-8 bytes)."""
     return Response(text, status=status, mimetype="application/json")

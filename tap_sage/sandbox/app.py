@@ -32,6 +32,7 @@ from tap_sage.sandbox.businesses import MULTI_USER_DENIED, businesses, user
 from tap_sage.sandbox.faults import WRITE_METHODS, Faults
 from tap_sage.sandbox.lists import ListQueries
 from tap_sage.sandbox.oauth_server import OAuthServer
+from tap_sage.sandbox.server import ARRIVED
 from tap_sage.sandbox.settings import (
     ALL_FAULT_KINDS,
     FAULT_KINDS,
@@ -75,10 +76,11 @@ class SandboxApp:
 
     # -- WSGI ------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        arrived = environ.get(ARRIVED) or time.monotonic()
         request = Request(environ)
         request_id = str(uuid.uuid4())
         try:
-            response = self.handle(request)
+            response = self.handle(request, arrived)
         except DropConnection:
             sock = environ.get("werkzeug.socket")
             if isinstance(sock, socket.socket):
@@ -101,8 +103,11 @@ class SandboxApp:
         response.headers["x_request_id"] = request_id
         return response(environ, start_response)
 
-    def handle(self, request: Request) -> Response:
-        """Latency, the concurrency limit, then ``/oauth`` or ``/v3.1``."""
+    def handle(self, request: Request, arrived: float) -> Response:
+        """The concurrency limit, then ``/oauth`` or ``/v3.1``, then the latency: what is left
+        of ``--latency-ms`` since the request ``arrived`` (``time.monotonic()``) is slept
+        before the answer (or the fault) goes out, so that the sandbox's own work is part of
+        the latency, as the time Sage takes is. A 429 of ``--max-concurrent`` goes at once."""
         path = request.path.rstrip("/") or "/"
         api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
         limit = self.settings.max_concurrent
@@ -118,14 +123,16 @@ class SandboxApp:
                     )
                 self._inflight += 1
         try:
-            if self.settings.latency_ms:
-                time.sleep(self.settings.latency_ms / 1000)
             if path.startswith("/oauth/"):
                 return self.oauth.handle(request, path)
             if api:
                 return self.handle_api(request, path[len(API_PREFIX) :])
             raise SageError(404, "RecordNotFound", f"No route for {request.method} {request.path}")
         finally:
+            if self.settings.latency_ms:  # also before a fault's answer or a dropped connection
+                left = arrived + self.settings.latency_ms / 1000 - time.monotonic()
+                if left > 0:
+                    time.sleep(left)
             if api and limit:
                 with self._inflight_lock:
                     self._inflight -= 1
@@ -144,11 +151,9 @@ class SandboxApp:
                     raise SageError(
                         403, "AccessDenied", "The token's scope (readonly) does not allow writes"
                     )
-                try:
-                    response = self.route(request, conn, grant, path)
-                finally:
-                    if request.method in WRITE_METHODS:
-                        store.bump_generation(conn)
+                # a write that changes records bumps the generation in its own transaction
+                # (records.save / records.insert): nothing to bump here
+                response = self.route(request, conn, grant, path)
             self.faults.after(kind)
             return response
         except Answer as answer:

@@ -59,7 +59,12 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
     serve.add_argument(
-        "--latency-ms", type=int, default=0, help="milliseconds added to every request (default 0)"
+        "--latency-ms",
+        type=int,
+        default=0,
+        help="milliseconds from a request's arrival to its answer, the sandbox's own work "
+        "included (it sleeps what is left after handling, never less than 0; a 429 of "
+        "--max-concurrent answers at once; default 0)",
     )
     _add_fault_flags(serve)
     serve.add_argument(

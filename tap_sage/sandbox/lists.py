@@ -155,7 +155,8 @@ class ListQueries:
         ipp: int,
         offset: int,
     ) -> list[tuple[Any, Any]]:
-        """(id, data) of the rows at ``offset`` .. ``offset + ipp - 1`` of the sorted list."""
+        """(id, data) of the rows at ``offset`` .. ``offset + ipp - 1`` of the sorted list;
+        ``data`` is the stored JSON's UTF-8 bytes (a page goes out without decoding it)."""
         start = None
         if self.cursors is not None and offset > 0:
             start = self.cursors.find(query.shape, generation, offset)
@@ -170,7 +171,7 @@ class ListQueries:
         by_seq = {
             r[0]: (r[1], r[2])
             for r in conn.execute(
-                "SELECT seq, id, data FROM records WHERE seq IN "  # noqa: S608
+                "SELECT seq, id, CAST(data AS BLOB) FROM records WHERE seq IN "  # noqa: S608
                 f"({','.join('?' * len(seqs))})",
                 seqs,
             )
@@ -341,8 +342,8 @@ def _render(
     head: dict[str, Any], rows: list[tuple[Any, Any]], attributes: str | None, tombstones: bool
 ) -> Response:
     if attributes == "all" and not tombstones:
-        text = store.dumps(head)[:-1] + ',"$items":[' + ",".join(r[1] for r in rows) + "]}"
-        return raw_json(200, text)
+        page = b",".join(r[1] for r in rows)
+        return raw_json(200, b"".join((store.encode(head)[:-1], b',"$items":[', page, b"]}")))
     items: list[dict[str, Any]] = []
     for _, data in rows:
         record = store.loads(data)

@@ -6,7 +6,8 @@ the client sent after the answer (it cannot tell a next request from a body left
 handler reads exactly the request's body (``Content-Length`` or chunked), so the next request
 on the connection starts where that body ends, and sends each answer with its length in one
 write. The dropped-connection fault (``answers.DropConnection``) shuts the socket without an
-answer; the connection then ends.
+answer; the connection then ends. The moment a request's first line arrived goes to the
+application as ``environ[ARRIVED]`` (``time.monotonic()``): ``--latency-ms`` counts from there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from email.utils import formatdate
 from typing import Any
@@ -27,6 +29,8 @@ log = logging.getLogger("sage_sandbox")
 IDLE_TIMEOUT = 300.0
 #: Statuses that carry no body (RFC 9110, 6.4.1).
 BODILESS = frozenset({204, 304})
+#: The environ key of the request's arrival (``time.monotonic()`` when its first line was read).
+ARRIVED = "sage_sandbox.arrived"
 
 
 class _Body(io.RawIOBase):
@@ -84,10 +88,18 @@ class KeepAliveHandler(WSGIRequestHandler):
             log.info("connection opened from %s:%s", host, port)
 
     @override
+    def parse_request(self) -> bool:
+        # Called as soon as the request line is read (an idle kept-alive connection waits in
+        # that read, so this is the request's arrival, not the connection's).
+        self.arrived = time.monotonic()
+        return super().parse_request()
+
+    @override
     def run_wsgi(self) -> None:
         if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         environ = self.make_environ()
+        environ[ARRIVED] = self.arrived
         body: _Body | None = None
         if not environ.get("wsgi.input_terminated"):  # not chunked: Content-Length frames it
             try:

@@ -87,6 +87,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
     response TEXT,
     PRIMARY KEY (business, resource, idempotency_id)
 );
+-- a repeat is looked up by (business, idempotency_id), whatever the resource (a mismatch is 422)
+CREATE INDEX IF NOT EXISTS idempotency_by_id ON idempotency (business, idempotency_id);
 CREATE TABLE IF NOT EXISTS files (
     business TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -214,6 +216,8 @@ class Pool:
 
 _encoder = msgspec.json.Encoder()
 loads = msgspec.json.decode
+#: Compact JSON as UTF-8 bytes (what ``dumps`` gives, not decoded to text).
+encode = _encoder.encode
 
 
 def dumps(obj: Any) -> str:
