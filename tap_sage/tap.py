@@ -296,9 +296,8 @@ class TapSage(Tap):
 
     @property
     def executor(self) -> ThreadPoolExecutor | None:
-        """The page-fetching threads (None when ``max_concurrency`` is 1)."""
-        if self.max_concurrency <= 1:
-            return None
+        """The page-fetching threads: ``max_concurrency`` of them (at 1, the one that asks for
+        a list's next page while the page before it is read, ``PageScanner._pages_in_turn``)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.max_concurrency, thread_name_prefix="sage-page"

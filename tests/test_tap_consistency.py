@@ -216,10 +216,10 @@ def _bank_transfers(tap: TapSage, business: str) -> list[dict[str, Any]]:
     return list(tap.streams["bank_transfers"].get_records({"business_id": business}))
 
 
-@pytest.mark.parametrize("workers", [4, 8])
+@pytest.mark.parametrize("workers", [1, 4, 8])
 def test_a_sorted_stream_read_20_times_under_writes_loses_nothing(sandbox_factory, tmp_path: Path, workers: int) -> None:  # fmt: skip
     """Issue 9 over HTTP: a multi-page read (pages of 4) of a list sorted by updated_at, at
-    ``max_concurrency`` 4 and 8, while another client creates, updates and deletes its
+    ``max_concurrency`` 1 (pages asked for while the one before is read), 4 and 8, while another client creates, updates and deletes its
     records; 20 times, each followed by the next incremental run without writes."""
     box: SandboxProcess = sandbox_factory(latency_ms=5)
     business = business_ids(box.db)[0]

@@ -94,10 +94,21 @@ class PageScanner(ReaderState):
 
         Concurrent mode: pages between the first and the (currently) last are fetched
         ``max_concurrency`` at a time; the last page only after every other page was answered.
-        When a page past the (shrunken) end answers the last page again, that answer is yielded
-        with ``items`` emptied and ``next`` None, so the caller sees where the list ended.
+        At ``max_concurrency`` 1 (the main scan, ``concurrent``), one page at a time, each
+        asked for as soon as the one before it is answered, while that one is read
+        (``_pages_in_turn``). When a page past the (shrunken) end answers the last page again,
+        that answer is yielded with ``items`` emptied and ``next`` None, so the caller sees
+        where the list ended.
         """
         page = self._get(self.path, dict(params, page=start_page))
+        if (
+            concurrent
+            and page.next is not None
+            and self.executor is not None
+            and self.max_concurrency <= 1
+        ):
+            yield from self._pages_in_turn(page, self.executor)
+            return
         yield page
         if page.next is None:
             return
@@ -113,6 +124,31 @@ class PageScanner(ReaderState):
                 yield page
             return
         yield from self._concurrent_pages(template, page)
+
+    def _pages_in_turn(self, page: Page, executor: Executor) -> Iterator[Page]:
+        """The pages after ``page`` one at a time, as the sequential scan reads them: each is
+        asked for only once the one before it is answered (so a read in order stays one,
+        ``_position``), but at once, in the executor, while the caller reads the one before:
+        one request is in flight all along, and reading a page costs no latency."""
+        number = page.number
+        ahead: Future[Page] | None = None
+        if page.next is not None:
+            ahead = executor.submit(self._get, page.next, None)
+        try:
+            yield page
+            while ahead is not None:
+                page = ahead.result()
+                ahead = None
+                if page.number <= number:
+                    yield self._past_end(number + 1, page)
+                    return
+                number = page.number
+                if page.next is not None:
+                    ahead = executor.submit(self._get, page.next, None)
+                yield page
+        finally:
+            if ahead is not None:
+                ahead.cancel()  # the scan was given up: its answer is not wanted
 
     @staticmethod
     def _past_end(number: int, answer: Page) -> Page:
