@@ -21,7 +21,6 @@ from tap_sage import deletions, partitioning
 from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
 from tap_sage.sage import catalogue
 from tap_sage.sage.client import SageClient
-from tap_sage.sage.connection_check import check
 from tap_sage.sage.errors import SageConfigError
 from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
 from tap_sage.selection import lean_catalog, row_selected, selected
@@ -231,6 +230,9 @@ class TapSage(Tap):
         if value == CliTestOptionValue.All.value:
             config_input = ctx.params.get("config")
             if config_input is not None:
+                # only ``--test`` checks the connection: a sync does not import the check
+                from tap_sage.sage.connection_check import check
+
                 tap = cls(
                     config=config_input.config,
                     parse_env_config=config_input.parse_env,
