@@ -43,7 +43,7 @@ def _root(row: _MetadataRow) -> dict[str, Any] | None:
     return {"breadcrumb": [], "metadata": _root_metadata(row.metadata)}
 
 
-def lean_catalog(text: str) -> str:
+def lean_catalog(text: str | bytes) -> str:
     """A catalog's JSON text with every entry that does not select its stream cut down to its
     name and root metadata (no schema): the SDK would otherwise parse all 85 schemas of a
     Meltano catalog to run one stream. Text that is no such catalog is returned as it is (the
@@ -61,7 +61,7 @@ def lean_catalog(text: str) -> str:
                 stub = {"tap_stream_id": head.tap_stream_id, "schema": {}, "metadata": roots}
                 entries.append(msgspec.json.encode(stub))
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return text
+        return text if isinstance(text, str) else text.decode()
     return (b'{"streams":[' + b",".join(entries) + b"]}").decode()
 
 
