@@ -15,8 +15,10 @@ from singer_sdk.singerlib import Metadata, MetadataMapping
 
 
 class _MetadataRow(msgspec.Struct):
-    breadcrumb: list[str] = msgspec.field(default_factory=list)
-    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    # both left as JSON text: of the thousands of rows (one per property), only the few
+    # stream-level ones are decoded (``_root``)
+    breadcrumb: msgspec.Raw = msgspec.Raw(b"[]")
+    metadata: msgspec.Raw = msgspec.Raw(b"{}")
 
 
 class _EntryHead(msgspec.Struct):
@@ -28,25 +30,38 @@ class _CatalogText(msgspec.Struct):
     streams: list[msgspec.Raw] = msgspec.field(default_factory=list)
 
 
-def lean_catalog(text: str) -> str:
+_breadcrumb = msgspec.json.Decoder(list[str]).decode
+_root_metadata = msgspec.json.Decoder(dict[str, Any]).decode
+#: a property's breadcrumb (``["properties", "id"]``) is never this short; ``[]`` is
+_SHORT = 8
+
+
+def _root(row: _MetadataRow) -> dict[str, Any] | None:
+    """The row as the SDK reads it if it is the stream's own (empty breadcrumb), else None."""
+    if len(row.breadcrumb) > _SHORT or _breadcrumb(row.breadcrumb):
+        return None
+    return {"breadcrumb": [], "metadata": _root_metadata(row.metadata)}
+
+
+def lean_catalog(text: str | bytes) -> str:
     """A catalog's JSON text with every entry that does not select its stream cut down to its
     name and root metadata (no schema): the SDK would otherwise parse all 85 schemas of a
     Meltano catalog to run one stream. Text that is no such catalog is returned as it is (the
-    SDK then says what is wrong with it)."""
+    SDK then says what is wrong with it). Selected entries go through as they are."""
     try:
         raw = msgspec.json.decode(text, type=_CatalogText)
         entries = []
         for entry in raw.streams:
             head = msgspec.json.decode(entry, type=_EntryHead)
-            rows = [{"breadcrumb": r.breadcrumb, "metadata": r.metadata} for r in head.metadata]
-            if row_selected(rows):
+            roots = [root for root in map(_root, head.metadata) if root is not None]
+            # no metadata: selected; metadata without the stream's own: not (the SDK's rule)
+            if not head.metadata or (roots and row_selected(roots)):
                 entries.append(bytes(entry))
             else:
-                roots = [r for r in rows if not r["breadcrumb"]]
                 stub = {"tap_stream_id": head.tap_stream_id, "schema": {}, "metadata": roots}
                 entries.append(msgspec.json.encode(stub))
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return text
+        return text if isinstance(text, str) else text.decode()
     return (b'{"streams":[' + b",".join(entries) + b"]}").decode()
 
 

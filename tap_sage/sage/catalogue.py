@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 _HERE = Path(__file__).parent
 RESOURCES_FILE = _HERE / "resources.json"
@@ -25,8 +26,12 @@ CONTROL_PARAMS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Param:
+# Frozen ``msgspec`` structs, decoded from ``resources.json`` in one C pass: frozen dataclasses
+# cost every start-up the generation of their methods and a Python ``__init__`` per resource
+# and parameter (issue 15).
+
+
+class Param(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One query parameter a list endpoint accepts."""
 
     name: str
@@ -37,8 +42,7 @@ class Param:
     enum: tuple[str, ...] = ()  # the values the spec allows (``usage``: sales, purchases)
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A special action on one record, e.g. ``POST /sales_invoices/{key}/release``."""
 
     name: str  # "release" | "reissue" | "file" | "bank_feed"
@@ -47,8 +51,7 @@ class Action:
     success_status: int
 
 
-@dataclass(frozen=True)
-class Resource:
+class Resource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One Sage resource (``/contacts``, ``/business_settings``, ...)."""
 
     name: str  # "contacts"
@@ -68,7 +71,9 @@ class Resource:
     params: tuple[Param, ...]  # every query parameter of the list GET
     parallel_posts: bool  # False where Sage asks for strictly sequential POSTs
     idempotency: bool  # POST accepts ``idempotency_id`` inside the wrapper
-    availability: dict[str, tuple[str, ...]] = field(default_factory=dict)  # edition -> countries
+    availability: dict[str, tuple[str, ...]] = msgspec.field(
+        default_factory=dict
+    )  # edition -> countries
     post_definition: str | None = None  # "postContacts"
     put_definition: str | None = None  # "putContacts"
 
@@ -122,38 +127,15 @@ class Resource:
         return any(country.upper() in self.availability.get(e, ()) for e in editions)
 
 
-def _resource_from_json(raw: dict[str, Any]) -> Resource:
-    return Resource(
-        name=raw["name"],
-        path=raw["path"],
-        title=raw["title"],
-        definition=raw["definition"],
-        wrapper=raw.get("wrapper"),
-        singleton=raw["singleton"],
-        key=raw["key"],
-        list=raw["list"],
-        get=raw["get"],
-        create=raw["create"],
-        update=raw["update"],
-        delete=raw["delete"],
-        void=raw["void"],
-        actions=tuple(Action(**a) for a in raw.get("actions", [])),
-        params=tuple(
-            Param(**{**p, "enum": tuple(p.get("enum", ()))}) for p in raw.get("params", [])
-        ),
-        parallel_posts=raw["parallel_posts"],
-        idempotency=raw["idempotency"],
-        availability={k: tuple(v) for k, v in raw.get("availability", {}).items()},
-        post_definition=raw.get("post_definition"),
-        put_definition=raw.get("put_definition"),
-    )
+class _ResourcesFile(msgspec.Struct):
+    resources: tuple[Resource, ...]
 
 
 @functools.cache
 def resources() -> dict[str, Resource]:
     """Every resource, by name, in catalogue order."""
-    data = json.loads(RESOURCES_FILE.read_text(encoding="utf-8"))
-    return {r["name"]: _resource_from_json(r) for r in data["resources"]}
+    data = msgspec.json.decode(RESOURCES_FILE.read_bytes(), type=_ResourcesFile)
+    return {r.name: r for r in data.resources}
 
 
 def resource(name: str) -> Resource:
