@@ -88,8 +88,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "singer_sdk:Stream",
         "_write_state_message",
         ("self",),
-        "tap-sage emits STATE at once when a read finishes or makes progress, so a killed "
-        "sync resumes from there (tap_sage/streams.py)",
+        "tap-sage writes STATE when a read finishes or makes progress, at the cadence of "
+        "tap_sage/state.py, so a killed sync resumes from there (tap_sage/streams.py)",
+        ("tap_sage.streams:SageStream",),
     ),
     PrivateName(
         "singer_sdk:Stream",

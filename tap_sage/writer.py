@@ -34,6 +34,8 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         self._buffer = bytearray()
         self._last_flush = time.monotonic()
         self._records = 0
+        #: bytes of messages written so far (``tap_sage.state`` paces STATE by it)
+        self.written = 0
         atexit.register(self._flush_at_exit)
 
     def serialize_message(self, message: Message) -> bytearray:
@@ -49,7 +51,9 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
 
     def write_message(self, message: Message) -> None:
         """Buffer one message; flush unless it is a RECORD that can wait."""
-        self._buffer += self.format_message(message)
+        line = self.format_message(message)
+        self.written += len(line)
+        self._buffer += line
         if isinstance(message, RecordMessage):
             self._records += 1
             if (
