@@ -358,7 +358,9 @@ class SageStream(Stream):
         return save
 
     def _on_start(self, context: types.Context, since: str | None) -> t.Callable[[str], None]:
-        used = self._deleted_after(self.get_context_state(context), since)
+        # the floor this read's deletion pass starts from (``read_start``; built ahead, so no
+        # partition entry is made here)
+        used = state.floor_of(self.tap_state, self.name) if since is None else None
 
         def started(deleted_after: str) -> None:
             """A first read (no bookmark) began: before any of its records goes out, a STATE
