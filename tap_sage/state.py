@@ -29,8 +29,10 @@ and of every selected stream with a deletion feed not synced yet becomes the rea
 ``FLOOR_SLACK`` (60 s, so that reads begun a little earlier need no STATE of their own) and a
 STATE is written at once. Floors only ever move back during a run and are written the moment
 they move, so the floor in the last STATE always covers every first read whose records are out.
-A resumed run reads a partition without a bookmark or a ``deleted_since`` from the floor (an
-earlier bound: a deletion pass a little longer, never one that misses a deletion). When a
+A run that finds a floor in the state it starts from (the previous run was killed) begins the
+deletion pass of each partition without a bookmark or a ``deleted_since`` there (an earlier
+bound: a pass a little longer, never one that misses a deletion); a floor set by the run itself
+moves none of its own passes. When a
 stream's sync ends, every partition that relied on the floor and has no bookmark gets its own
 ``deleted_since`` (the bound it would have had, as before) and the stream's floor goes: the
 STATE of a finished sync is what it was.
@@ -82,6 +84,9 @@ class Cadence:
     last_size: int = 0
     #: streams whose sync ended (their floor is gone for good)
     finished: set[str] = field(default_factory=set)
+    #: streams whose floor this run set or moved (it covers this run's records for the next
+    #: run; this run's own deletion passes keep their own bounds)
+    floored: set[str] = field(default_factory=set)
 
     def due(self, written: int | None) -> bool:
         """Whether a STATE may go out, ``written`` bytes of output so far (None: unknown)."""
@@ -117,15 +122,18 @@ def floor_of(tap_state: Any, stream: str) -> str | None:
 
 
 def lower_floors(tap_state: Any, streams: list[str], value: str,
-                 at: Any) -> None:  # fmt: skip
+                 at: Any) -> list[str]:  # fmt: skip
     """Set the floor of each of ``streams`` to ``value`` where it is missing or later
-    (``at``: the epoch function, to compare Sage's stamps)."""
+    (``at``: the epoch function, to compare Sage's stamps); the streams whose floor moved."""
     bookmarks = tap_state.setdefault("bookmarks", {})
+    moved = []
     for name in streams:
         entry = bookmarks.setdefault(name, {})
         old = entry.get(FLOOR)
         if not old or at(str(old)) > at(value):
             entry[FLOOR] = value
+            moved.append(name)
+    return moved
 
 
 def drop_floor(tap_state: Any, stream: str) -> None:

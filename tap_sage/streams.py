@@ -360,7 +360,7 @@ class SageStream(Stream):
     def _on_start(self, context: types.Context, since: str | None) -> t.Callable[[str], None]:
         # the floor this read's deletion pass starts from (``read_start``; built ahead, so no
         # partition entry is made here)
-        used = state.floor_of(self.tap_state, self.name) if since is None else None
+        used = self._deleted_after({}, since)
 
         def started(deleted_after: str) -> None:
             """A first read (no bookmark) began: before any of its records goes out, a STATE
@@ -381,17 +381,22 @@ class SageStream(Stream):
             if floor is not None and epoch(floor) <= epoch(deleted_after):
                 return  # the last STATE written holds it (floors are written as they move)
             value = iso(epoch(deleted_after) - state.FLOOR_SLACK)
-            state.lower_floors(self.tap_state, self._floor_streams(), value, epoch)
+            moved = state.lower_floors(self.tap_state, self._floor_streams(), value, epoch)
+            state.cadence_of(self._sage_tap).floored.update(moved)
             self._emit_state(force=True)
 
         return started
 
     def _deleted_after(self, entry: Mapping[str, Any], since: str | None) -> str | None:
         """The exclusive lower bound of a read's deletion pass besides its bookmark: the
-        partition's own ``deleted_since``, else (no bookmark) its stream's deletion floor."""
+        partition's own ``deleted_since``, else (no bookmark) the deletion floor its stream
+        had in the state this run began from. A floor this run set covers only this run's
+        records for the next one: it does not move this run's own deletion passes."""
         own = entry.get(DELETED_AFTER)
         if own is not None or since is not None:
             return str(own) if own is not None else None
+        if self.name in state.cadence_of(self._sage_tap).floored:
+            return None
         return state.floor_of(self.tap_state, self.name)
 
     def _floor_streams(self) -> list[str]:

@@ -151,8 +151,9 @@ def test_the_ratio_comes_from_the_environment(monkeypatch) -> None:
 
 def test_floors_only_move_back_and_go_with_their_stream() -> None:
     tap_state: dict[str, Any] = {"bookmarks": {"contacts": {"partitions": []}}}
-    state.lower_floors(tap_state, ["contacts", "products"], "2026-01-01T00:01:00Z", epoch)
-    state.lower_floors(tap_state, ["contacts"], "2026-01-01T00:02:00Z", epoch)  # later: kept
+    moved = state.lower_floors(tap_state, ["contacts", "products"], "2026-01-01T00:01:00Z", epoch)
+    assert moved == ["contacts", "products"]
+    assert not state.lower_floors(tap_state, ["contacts"], "2026-01-01T00:02:00Z", epoch)
     assert state.floor_of(tap_state, "contacts") == "2026-01-01T00:01:00Z"
     state.lower_floors(tap_state, ["products"], "2026-01-01T00:00:30Z", epoch)
     assert state.floor_of(tap_state, "products") == "2026-01-01T00:00:30Z"
