@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import pytest
 from tap_sage import state
 from tap_sage.sandbox.runner import SandboxProcess
 from tap_sage.sync import epoch
-from tests.tap_helpers import Run, live_records, run_tap
+from tests.tap_helpers import TIMEOUT, Run, live_records, run_tap, tap_command
 from tests.test_tap_readahead import _check_state_never_ahead
 from tests.test_tap_sync import Api, business_ids, with_settings
 
@@ -106,6 +108,35 @@ def test_a_sync_cut_anywhere_resumes_without_loss(sandbox: SandboxProcess, conne
         # a finished sync leaves no deletion floor behind
         for entry in resumed.state["bookmarks"].values():
             assert state.FLOOR not in entry, where
+
+
+def test_a_sync_killed_anywhere_resumes_without_loss(sandbox: SandboxProcess, connection_config, tmp_path: Path) -> None:  # fmt: skip
+    """The same with real SIGKILLs, at lines drawn from the seed (the tap waits on a full pipe
+    once its reader stops reading, so the kill lands about there)."""
+    config = with_settings(connection_config, page_size=20, max_concurrency=4)
+    rng = random.Random(SEED + 1)
+    for number in range(2):
+        after = rng.randrange(2, 400)
+        where = f"seed {SEED + 1}, killed after line {after}"
+        proc = subprocess.Popen(tap_command(tmp_path, config, STREAMS, tag=f"kill{number}"),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+        assert proc.stdout is not None
+        lines: list[bytes] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if len(lines) >= after:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL, where  # killed mid-sync
+        proc.stdout.close()
+        killed = Run(b"".join(lines).decode(errors="replace"), "", -9)
+        resumed = run_tap(tmp_path, config, STREAMS, state=killed.state if killed.states else None,
+                          tag=f"after-kill{number}")  # fmt: skip
+        target: dict[tuple[str, str, str], dict[str, Any]] = {}
+        _apply(target, killed)
+        _apply(target, resumed)
+        live = _live(sandbox.db)
+        assert live == set(target), (where, sorted(live ^ set(target))[:3])
 
 
 def test_state_is_a_small_share_of_the_output(sandbox: SandboxProcess, connection_config, tmp_path: Path) -> None:  # fmt: skip
