@@ -164,10 +164,17 @@ class Unit:
     def items(self) -> Iterator[Any]:
         """The partition's items in order, doing the deferred actions between them; the read's
         error, if it failed, is raised here."""
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Any]]:
+        """The partition's items in order, in the batches they were read in (about a page
+        each), doing the deferred actions between them; the read's error, if it failed, is
+        raised here."""
         while not self._finished:
             event = self._queue.get()
             if isinstance(event, list):
-                yield from event
+                yield event
             elif isinstance(event, _Call):
                 event.action()
             elif isinstance(event, _Failed):

@@ -13,7 +13,8 @@ item's text is msgspec's own writing of it when:
 - the page is compact (no whitespace between tokens; a pretty-printed page is compacted
   first, ``_pretty``),
 - the item has no backslash (msgspec writes ``&`` where Sage may write ``\\u0026``),
-- it has no ``business_id`` of its own (the ordinary path would replace it in place),
+- it has no ``business_id`` of its own (the ordinary path would replace it in place; the
+  check refuses an item that has one),
 - ``wire.RecordCheck`` finds nothing ``to_record`` would change.
 
 What the check cannot see: a JSON number outside every decimal and text field of the
@@ -48,12 +49,14 @@ class RawRecord(Mapping[str, Any]):
 
     __slots__ = ("_attrs", "_business", "_decoded", "_meta", "raw")
 
-    def __init__(self, raw: bytes, meta: Any, attrs: Mapping[str, int]) -> None:
+    def __init__(
+        self, raw: bytes, meta: Any, attrs: Mapping[str, int], *, business: bool = False
+    ) -> None:
         self.raw = raw
         self._meta = meta
         self._attrs = attrs
         self._decoded: dict[str, Any] | None = None
-        self._business = False
+        self._business = business
 
     @property
     def has_business(self) -> bool:
@@ -63,9 +66,9 @@ class RawRecord(Mapping[str, Any]):
     def with_business(self, business_id: str) -> RawRecord:
         """The record with ``business_id`` added last (as ``record["business_id"] = ...`` adds
         it to a dict)."""
-        record = RawRecord(_spliced(self.raw, _encode(business_id)), self._meta, self._attrs)
-        record._business = True
-        return record
+        return RawRecord(
+            _spliced(self.raw, _encode(business_id)), self._meta, self._attrs, business=True
+        )
 
     def record(self) -> dict[str, Any]:
         """The item as the ordinary path holds it (decoded once, then kept)."""
@@ -100,10 +103,13 @@ class RawRecord(Mapping[str, Any]):
         return len(self.record())
 
 
-def _spliced(raw: bytes, business: bytes) -> bytes:
-    head = raw[:-1]  # compact: the item ends with its closing brace
+def _spliced(raw: bytes | memoryview | msgspec.Raw, business: bytes) -> bytes:
+    """``raw`` (an item's compact JSON text) with ``"business_id": business`` added last, in one
+    copy."""
+    view = memoryview(raw)
     tail = _BUSINESS_KEY + business + b"}"
-    return head + (tail if head.endswith(b"{") else b"," + tail)
+    # compact: the item ends with its closing brace; ``{}`` gets no comma
+    return b"".join((view[:-1], tail if view[-2:-1].tobytes() == b"{" else b"," + tail))
 
 
 class _Envelope(msgspec.Struct, gc=False):
@@ -138,26 +144,22 @@ def decode_page(
     ``$next``, ...), its items ``RawRecord`` where the fast path may take them (with
     ``business_id`` spliced in already when given) and decoded dicts (not yet converted:
     ``post_process`` does it) elsewhere. Raises ``msgspec.DecodeError`` / ``ValidationError``
-    for what is no list page."""
+    for what is no list page.
+
+    The usual page (no backslash, no ``business_id`` and no item to change anywhere) is
+    checked as a whole (``RecordCheck.check_all``); any other page item by item."""
     envelope = _decode_envelope(content)
     if envelope.items and _pretty(content, bytes(envelope.items[0])):
-        envelope = _decode_envelope(msgspec.json.format(content, indent=-1))
-    attrs = check.attrs
-    checker = check.check
-    items: list[Any] = []
-    append = items.append
+        content = msgspec.json.format(content, indent=-1)
+        envelope = _decode_envelope(content)
     business = None if business_id is None else _encode(business_id)
-    for item in envelope.items:
-        raw = bytes(item)
-        meta = None if b"\\" in raw or _BUSINESS_KEY in raw else checker(raw)
-        if meta is None:
-            append(decode_item(raw))
-        elif business is None:
-            append(RawRecord(raw, meta, attrs))
-        else:
-            record = RawRecord(_spliced(raw, business), meta, attrs)
-            record._business = True
-            append(record)
+    metas = None
+    if b"\\" not in content:
+        metas = check.check_all(content)
+    if metas is not None and len(metas) == len(envelope.items):
+        items: list[Any] = _raw_records(envelope.items, metas, check.attrs, business)
+    else:
+        items = _checked_items(envelope.items, check, business)
     body: dict[str, Any] = {"$items": items, "$total": envelope.total, "$page": envelope.page}
     body["$next"] = envelope.next
     if envelope.per_page is not None:
@@ -165,3 +167,38 @@ def decode_page(
     if envelope.per_page_snake is not None:
         body["$items_per_page"] = envelope.per_page_snake
     return body
+
+
+def _raw_records(
+    items: list[msgspec.Raw], metas: list[Any], attrs: Mapping[str, int], business: bytes | None
+) -> list[Any]:
+    """Every item of a page checked as a whole, as ``RawRecord``."""
+    if business is None:
+        return [
+            RawRecord(bytes(item), meta, attrs) for item, meta in zip(items, metas, strict=True)
+        ]
+    return [
+        RawRecord(_spliced(item, business), meta, attrs, business=True)
+        for item, meta in zip(items, metas, strict=True)
+    ]
+
+
+def _checked_items(
+    items: list[msgspec.Raw], check: RecordCheck, business: bytes | None
+) -> list[Any]:
+    """A page's items checked one by one: a ``RawRecord`` where the fast path may take it, the
+    decoded dict elsewhere."""
+    attrs = check.attrs
+    checker = check.check
+    out: list[Any] = []
+    append = out.append
+    for item in items:
+        raw = bytes(item)
+        meta = None if b"\\" in raw else checker(raw)
+        if meta is None:
+            append(decode_item(raw))
+        elif business is None:
+            append(RawRecord(raw, meta, attrs))
+        else:
+            append(RawRecord(_spliced(raw, business), meta, attrs, business=True))
+    return out

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
+from singer_sdk import metrics
 from singer_sdk.exceptions import MapperNotInitialized
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
@@ -33,7 +34,11 @@ from tap_sage.sage import catalogue, wire
 from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
 from tap_sage.sdk_private import pop_deselected_record_properties, utc_now
-from tap_sage.sync import Page, ReadResult
+from tap_sage.sync import (
+    Page,
+    ReadResult,
+)
+from tap_sage.writer import BufferedMsgSpecWriter, RawRecordLine, record_head, record_tail
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers import types
@@ -204,6 +209,8 @@ class SageStream(StreamState):
         self._everything_selected: bool | None = None
         #: whether records that need no change go out as Sage's JSON text (``_fast_path``)
         self._fast: bool | None = None
+        self._record_head: bytes | None = None  # of the fast path's RECORD lines
+        self._sage_counter: metrics.Counter | None = None  # the SDK's (get_record_counter)
         #: items_per_page of this stream's lists: lowered for good when pages keep failing as
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
@@ -243,12 +250,12 @@ class SageStream(StreamState):
         the record against the selection mask when every property is selected, and conforming
         types (``TYPE_CONFORMANCE_LEVEL`` is NONE). Stream maps and flattening apply as usual."""
         if isinstance(record, RawRecord):  # only when ``_fast_path``: one map, no change
-            yield RecordMessage(
-                stream=self.stream_maps[0].stream_alias,
-                record=t.cast("dict[str, Any]", msgspec.Raw(record.raw)),
-                version=self._stream_version,
-                time_extracted=utc_now(),
+            if self._record_head is None:
+                self._record_head = record_head(self.stream_maps[0].stream_alias)
+            line = RawRecordLine(
+                self._record_head, record.raw, record_tail(self._stream_version, utc_now())
             )
+            yield t.cast("RecordMessage", line)  # the writer takes it as it is (writer.py)
             return
         if self._everything_selected is None:
             self._everything_selected = all(self.mask.values())
@@ -264,6 +271,53 @@ class SageStream(StreamState):
                     version=self._stream_version,
                     time_extracted=extracted,
                 )
+
+    @override
+    def generate_child_contexts(
+        self, record: types.Record, context: types.Context | None
+    ) -> Iterable[types.Context | None]:
+        """None without child streams (tap-sage has none): the SDK would otherwise copy the
+        context and ask the stream map's filter for every record, to sync no child."""
+        if not self.child_streams:
+            return ()
+        return super().generate_child_contexts(record, context)
+
+    @override
+    def get_record_counter(
+        self, *, endpoint: str | None = None, log_interval: float = metrics.DEFAULT_LOG_INTERVAL
+    ) -> metrics.Counter:
+        """The SDK's counter, kept: records written directly (``_write_raw``) are counted on it
+        as the SDK counts the records it writes."""
+        counter = super().get_record_counter(endpoint=endpoint, log_interval=log_interval)
+        self._sage_counter = counter
+        return counter
+
+    def _writes_directly(self) -> bool:
+        """Whether the fast path's records are written by ``get_records`` itself, a batch
+        (about a page) at a time, instead of one by one through the SDK's record loop
+        (``Stream._sync_records``), which would do nothing else with them: the fast path
+        holds (one plain map, nothing to conform, no children, no BATCH), the stream is
+        selected, and no record limit is set (``ABORT_AT_RECORD_COUNT``: a connection test or
+        a dry run, which the SDK's loop enforces)."""
+        return (
+            self._fast_path()
+            and self.selected
+            and self.ABORT_AT_RECORD_COUNT is None
+            and self._sage_counter is not None
+        )
+
+    def _write_raw(self, run: list[RawRecord]) -> None:
+        """Write fast-path records as the SDK would: RECORD lines (``writer.RawRecordLine``'s
+        bytes, one ``time_extracted`` for the batch), counted on the SDK's record counter, the
+        state marked as having records after it."""
+        if self._record_head is None:
+            self._record_head = record_head(self.stream_maps[0].stream_alias)
+        writer = t.cast("BufferedMsgSpecWriter", self._sage_tap.message_writer)
+        tail = record_tail(self._stream_version, utc_now())
+        writer.write_records(self._record_head, [record.raw for record in run], tail)
+        if self._sage_counter is not None:
+            self._sage_counter.increment(len(run))
+        self.state_manager.is_flushed = False
 
     def _fast_path(self) -> bool:
         """Whether records that need no change but ``business_id`` may go out as Sage's JSON
@@ -285,6 +339,8 @@ class SageStream(StreamState):
                 and not self.child_streams
                 and self.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE
                 and not partitioning.enumerated(self.resource)  # records get `usage`
+                # the line goes out as it is (``writer.RawRecordLine``)
+                and isinstance(self._sage_tap.message_writer, BufferedMsgSpecWriter)
             )
         return self._fast
 
@@ -388,25 +444,35 @@ class SageStream(StreamState):
             return
         deleted = self._deletions()
         deleted.start_partition()
+        direct = self._writes_directly()
         ended = False
         try:
-            for item, tombstone in unit.items():
-                if tombstone:
-                    found = deleted.record(item, business_id)  # tap_sage.deletions
-                    if found is None:
+            for batch in unit.batches():
+                run: list[RawRecord] = []  # raw records to write directly, in order
+                for item, tombstone in batch:
+                    if run and (tombstone or item.__class__ is not RawRecord):
+                        # written before whatever this item writes (a SCHEMA for tombstones)
+                        self._write_raw(run)
+                        run = []
+                    if tombstone:
+                        found = deleted.record(item, business_id)  # tap_sage.deletions
+                        if found is None:
+                            continue
+                        record = found
+                    elif item.__class__ is RawRecord:  # ``business_id`` is in its text
+                        raw = item if item.has_business else item.with_business(business_id)
+                        if direct:
+                            run.append(raw)
+                        else:
+                            yield raw  # type: ignore[misc]  # a Mapping, not a dict
                         continue
-                    record = found
-                elif isinstance(item, RawRecord):  # ``business_id`` is in its text already
-                    yield t.cast(
-                        "dict[str, Any]",
-                        item if item.has_business else item.with_business(business_id),
-                    )
-                    continue
-                else:
-                    record = item
-                record["business_id"] = business_id
-                record.update(by)
-                yield record
+                    else:
+                        record = item
+                    record["business_id"] = business_id
+                    record.update(by)
+                    yield record
+                if run:
+                    self._write_raw(run)
             ended = True
         except (SageAccessDenied, SageNotFound) as error:
             ended = True

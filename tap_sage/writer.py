@@ -6,6 +6,10 @@ them out when it grows past ``FLUSH_BYTES``, at least every ``FLUSH_SECONDS``, o
 that is not a RECORD (STATE above all: a STATE line reaches stdout only after every record
 before it) and at exit. The first RECORD of the process is flushed at once, so a connection
 test (``meltano config tap-sage test``) sees it without waiting.
+
+``RawRecordLine`` is the tap's fast path (``tap_sage.records``): a RECORD whose record is
+already JSON text goes into the buffer as the line's three parts, with no message object built
+and encoded; the bytes are those the SDK's ``RecordMessage`` would give (tests/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import contextlib
 import sys
 import time
 import typing as t
+from datetime import datetime
 
+import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.singerlib.messages import RecordMessage, SchemaMessage
 
@@ -24,6 +30,32 @@ if t.TYPE_CHECKING:
 
 FLUSH_BYTES = 1 << 16
 FLUSH_SECONDS = 1.0
+
+_encode = msgspec.json.encode
+
+
+class RawRecordLine:
+    """One RECORD line in three parts: ``head`` (up to ``"record":``), the record's JSON text,
+    and ``tail`` (``version``, ``time_extracted``, the closing brace and the line break)."""
+
+    __slots__ = ("head", "record", "tail")
+
+    def __init__(self, head: bytes, record: bytes, tail: bytes) -> None:
+        self.head = head
+        self.record = record
+        self.tail = tail
+
+
+def record_head(stream: str) -> bytes:
+    """What precedes the record in a RECORD line of ``stream`` (as ``RecordMessage.to_dict``
+    orders it)."""
+    return b'{"type":"RECORD","stream":' + _encode(stream) + b',"record":'
+
+
+def record_tail(version: int | None, extracted: datetime) -> bytes:
+    """What follows the record in a RECORD line (``None`` fields left out, as the SDK does)."""
+    version_part = b"" if version is None else b',"version":' + _encode(version)
+    return version_part + b',"time_extracted":' + _encode(extracted) + b"}\n"
 
 
 class BufferedMsgSpecWriter(MsgSpecWriter):
@@ -38,10 +70,13 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         self.written = 0
         atexit.register(self._flush_at_exit)
 
-    def serialize_message(self, message: Message) -> bytearray:
+    def serialize_message(self, message: Message | RawRecordLine) -> bytearray:
         """The SDK's msgspec line; a SCHEMA message without ``dataclasses.asdict``, which
         deep-copies the whole schema first (a tenth of a second for a big one): the same
-        top-level fields, ``None`` ones left out, as ``Message.to_dict`` gives them."""
+        top-level fields, ``None`` ones left out, as ``Message.to_dict`` gives them; a
+        ``RawRecordLine`` as it is."""
+        if isinstance(message, RawRecordLine):
+            return bytearray(message.head + message.record + message.tail)
         if isinstance(message, SchemaMessage):
             fields = {"type": message.type, "stream": message.stream, "schema": message.schema,
                       "key_properties": message.key_properties,
@@ -49,12 +84,19 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
             return serialize_jsonl({k: v for k, v in fields.items() if v is not None})
         return super().serialize_message(message)
 
-    def write_message(self, message: Message) -> None:
+    def write_message(self, message: Message | RawRecordLine) -> None:
         """Buffer one message; flush unless it is a RECORD that can wait."""
-        line = self.format_message(message)
-        self.written += len(line)
-        self._buffer += line
-        if isinstance(message, RecordMessage):
+        if isinstance(message, RawRecordLine):
+            buffer = self._buffer
+            buffer += message.head
+            buffer += message.record
+            buffer += message.tail
+            self.written += len(message.head) + len(message.record) + len(message.tail)
+        else:
+            line = self.format_message(message)
+            self.written += len(line)
+            self._buffer += line
+        if isinstance(message, (RawRecordLine, RecordMessage)):
             self._records += 1
             if (
                 self._records > 1
@@ -63,6 +105,26 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
             ):
                 return
         self.flush()
+
+    def write_records(self, head: bytes, records: list[bytes], tail: bytes) -> None:
+        """Buffer one RECORD line per JSON text of ``records``: ``head + record + tail`` each
+        (``record_head``, ``record_tail``), as ``RawRecordLine`` would give them one by one."""
+        if not records:
+            return
+        buffer = self._buffer
+        size = len(buffer)
+        buffer += head
+        buffer += (tail + head).join(records)
+        buffer += tail
+        self.written += len(buffer) - size
+        first = self._records == 0
+        self._records += len(records)
+        if (
+            first
+            or len(buffer) >= FLUSH_BYTES
+            or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        ):
+            self.flush()
 
     def _flush_at_exit(self) -> None:
         with contextlib.suppress(ValueError, OSError):  # stdout closed: nothing more to write

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -303,3 +304,112 @@ def test_a_page_decoded_for_a_business_carries_it_already() -> None:
     assert all(i.has_business and "business_id" in i for i in items)
     plain = records.decode_page(content, check)["$items"]
     assert [i.with_business("b1").raw for i in plain] == [i.raw for i in items]
+
+
+def _sync_output(
+    config: dict[str, Any],
+    streams: list[str],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    limit: int | None,
+    state: dict[str, Any] | None = None,
+) -> tuple[list[bytes], int]:
+    """One in-process sync of ``streams``: its stdout lines (``time_extracted`` taken out) and
+    the records the SDK's record counter reported (its ``record_count`` METRIC lines).
+    ``limit`` set (``ABORT_AT_RECORD_COUNT``) turns the direct writing off: every record then
+    goes through the SDK's record loop one by one."""
+    import io
+    import logging
+    from contextlib import redirect_stdout
+
+    from tests.tap_helpers import catalog_for
+
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="singer_sdk.metrics")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    import copy
+
+    tap = TapSage(config=config, catalog=catalog_for(config, streams), state=copy.deepcopy(state))
+    chosen = [tap.streams[name] for name in streams]
+    for stream in chosen:
+        assert isinstance(stream, SageStream)
+        stream.ABORT_AT_RECORD_COUNT = limit
+    with redirect_stdout(out):
+        tap.sync_all()
+        tap.flush_output()
+    out.flush()
+    for stream in chosen:
+        assert stream._writes_directly() is (limit is None)  # type: ignore[attr-defined]
+    counted = 0
+    for entry in caplog.records:
+        text = entry.getMessage()
+        if text.startswith("METRIC: ") and '"metric":"record_count"' in text:
+            counted += json.loads(text[len("METRIC: ") :])["value"]
+    lines = out.buffer.getvalue().splitlines()  # type: ignore[attr-defined]
+    # the two clock readings of a run: when a record was written, when its read began
+    return [_SINCE.sub(b"", _EXTRACTED.sub(b"", line)) for line in lines], counted
+
+
+_SINCE = re.compile(rb',"deleted_since":"[^"]*"')
+
+
+def _last_state(lines: list[bytes]) -> dict[str, Any]:
+    states = [json.loads(line) for line in lines if line.startswith(b'{"type":"STATE"')]
+    return dict(states[-1]["value"])
+
+
+def test_records_written_directly_are_the_sdk_loops_bytes(
+    seeded_db: Path, tmp_path: Path, sandbox_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fast path's records are written a page at a time by ``get_records`` (not one by one
+    through the SDK's record loop): the same lines in the same order, SCHEMA and STATE lines
+    included, with ordinary records (here: ``""`` dates) among them, tombstones and their
+    SCHEMA after a deletion (``deletions: flag``) in an incremental run, and the same count on
+    the SDK's record counter."""
+    import sqlite3
+
+    db = tmp_path / "sandbox.db"
+    db.write_bytes(seeded_db.read_bytes())
+    conn = sqlite3.connect(str(db))
+    with conn:
+        rows = conn.execute(
+            "SELECT seq, data FROM records WHERE resource = 'sales_invoices' AND "
+            "deleted_at IS NULL ORDER BY seq"
+        ).fetchall()
+        for seq, data in rows[3::17]:  # every 17th goes the ordinary way
+            conn.execute("UPDATE records SET data = ? WHERE seq = ?",
+                         (json.dumps({**json.loads(data), "due_date": ""}), seq))  # fmt: skip
+    conn.close()
+    box = sandbox_factory(db=db)
+    config = {"access_token": box.grant()["access_token"], "initiate_oauth": "OFF",
+              "deletions": "flag",
+              "advanced_config": {"api_url": box.api_url, "token_url": box.token_url}}  # fmt: skip
+    streams = ["contacts", "sales_invoices"]
+    direct, direct_count = _sync_output(config, streams, caplog, limit=None)
+    looped, looped_count = _sync_output(config, streams, caplog, limit=10**9)
+    records_out = [line for line in direct if line.startswith(b'{"type":"RECORD"')]
+    assert len(records_out) > len(rows) and direct_count == looped_count == len(records_out)
+    assert direct == looped
+    nulls = [line for line in records_out if b'"due_date":null' in line]
+    assert len(nulls) == len(rows[3::17])
+
+    # an incremental run after a contact is deleted and another changed: tombstones (with a
+    # SCHEMA line of their own before them) among the raw records
+    state = _last_state(direct)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {config['access_token']}"
+    business = session.get(box.api_url + "/businesses", timeout=10).json()["$items"][0]["id"]
+    session.headers["X-Business"] = business
+    contacts = session.get(box.api_url + "/contacts", timeout=10).json()["$items"]
+    assert session.delete(f"{box.api_url}/contacts/{contacts[0]['id']}", timeout=10).ok
+    changed = session.put(f"{box.api_url}/contacts/{contacts[1]['id']}",
+                          json={"contact": {"notes": "changed"}}, timeout=10)  # fmt: skip
+    assert changed.ok, changed.text
+    # a bookmark is capped at its read's start (tap_sage.sync): both reads start seconds after
+    # the changes, so that both bookmarks are the changes' own times
+    time.sleep(3)
+    direct, direct_count = _sync_output(config, streams, caplog, limit=None, state=state)
+    looped, looped_count = _sync_output(config, streams, caplog, limit=10**9, state=state)
+    assert direct == looped and direct_count == looped_count > 0
+    tombstones = [line for line in direct if b'"_sdc_deleted_at"' in line and b"RECORD" in line]
+    assert len(tombstones) == 1 and contacts[0]["id"].encode() in tombstones[0]

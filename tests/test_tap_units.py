@@ -196,3 +196,18 @@ def test_the_writer_writes_schema_messages_as_the_sdk_does() -> None:
         ours = bytes(BufferedMsgSpecWriter().serialize_message(message))
         assert ours == bytes(MsgSpecWriter().serialize_message(message))
         assert ours.startswith(b'{"type":"SCHEMA","stream":"s","schema":{')
+
+
+def test_bodies_are_read_in_one_chunk_by_requests() -> None:
+    """tap_sage.sage.client raises requests' read size for answers (``BODY_CHUNK``): this fails
+    when a requests release stops reading ``requests.models.CONTENT_CHUNK_SIZE`` in
+    ``Response.content`` (the setting would then do nothing) or drops the name."""
+    import inspect
+
+    import requests.models
+
+    from tap_sage.sage import client
+
+    assert requests.models.CONTENT_CHUNK_SIZE >= client.BODY_CHUNK
+    source = inspect.getsource(requests.models.Response.content.fget)  # type: ignore[attr-defined]
+    assert "iter_content(CONTENT_CHUNK_SIZE)" in source

@@ -96,6 +96,9 @@ class MainScan(PageScanner):
         emitted = self._emitted
         tail_from = (self._scan_start or 0) - CLOCK_MARGIN
         sortable = self.sortable
+        previous_pages = tuple(previous)
+        out_before = self._out_before
+        max_updated = self._max_updated
         for item in page.items:
             record_id = item.get("id")
             updated_at = item.get("updated_at") or ""
@@ -103,39 +106,48 @@ class MainScan(PageScanner):
                 out.append(item)
                 continue
             here[record_id] = updated_at
-            if any(seen.get(record_id) == updated_at for seen in previous):
+            shifted = False
+            for seen in previous_pages:
+                if seen.get(record_id) == updated_at:
+                    shifted = True
+                    break
+            if shifted:
                 # shifted back across a boundary: read twice (read concurrently, pages up to
                 # max_concurrency apart were in flight together, so the same version may come
                 # again that many pages later; sequentially only on the next page)
                 dups.append(page.number)
                 continue
             reseen = False
-            if updated_at and epoch(updated_at) >= tail_from:
+            updated = epoch(updated_at) if updated_at else None
+            if updated is not None and updated >= tail_from:
                 self._fresh_seen = True
-            if sortable and updated_at and epoch(updated_at) >= tail_from:
-                earlier = emitted.page_of(record_id)
-                if earlier is not None and earlier < page.number:
-                    # updated after it was read: it moved to the end and shifted what followed
-                    # it left its place after that page's query: perhaps long before this
-                    # version's updated_at (an update before), so that query bounds the time
-                    reseen = True
-                    removals.append(
-                        Removal(
-                            self._position(earlier),
-                            self._page_sent.get(earlier, -1),
-                            epoch(updated_at),
+                if sortable:
+                    earlier = emitted.page_of(record_id)
+                    if earlier is not None and earlier < page.number:
+                        # updated after it was read: it moved to the end and shifted what
+                        # followed it left its place after that page's query: perhaps long
+                        # before this version's updated_at (an update before), so that query
+                        # bounds the time
+                        reseen = True
+                        removals.append(
+                            Removal(
+                                self._position(earlier),
+                                self._page_sent.get(earlier, -1),
+                                updated,
+                            )
                         )
-                    )
-                    if emitted.has_version(record_id, updated_at):
-                        continue
-                elif earlier is None:
-                    removals.extend(self._unread_update(item, tail_from))
+                        if emitted.has_version(record_id, updated_at):
+                            continue
+                    elif earlier is None:
+                        removals.extend(self._unread_update(item, tail_from))
             if watch is not None:
                 watch.item(item, reseen=reseen)
             emitted.add(record_id, updated_at, page.number)
-            self._note_updated(updated_at)
-            if not self._already_out(record_id, updated_at):
+            if updated is not None and (max_updated is None or updated > max_updated):
+                max_updated = updated
+            if not out_before or not self._already_out(record_id, updated_at):
                 out.append(item)
+        self._max_updated = max_updated
         return out, here
 
     def _note_updated(self, updated_at: str) -> None:
