@@ -191,12 +191,3 @@ def test_floors_only_move_back_and_go_with_their_stream() -> None:
     state.drop_floor(tap_state, "contacts")
     state.drop_floor(tap_state, "products")
     assert tap_state == {"bookmarks": {"contacts": {"partitions": []}}}
-
-
-def test_the_heap_bound_is_set_once_per_process() -> None:
-    """``tap_sage.sync`` fixes glibc's mmap threshold at import (``tap_sage.sync.heap``): a
-    second call does nothing."""
-    from tap_sage.sync import heap
-
-    assert heap._done  # imported with tap_sage.sync
-    assert heap.bound_heap() is False

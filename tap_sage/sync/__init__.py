@@ -119,7 +119,6 @@ the read's phases in order).
 
 from __future__ import annotations
 
-from tap_sage.sync.heap import bound_heap
 from tap_sage.sync.pages import (
     ANCHORS,
     CHECKPOINT_PAGES,
@@ -138,8 +137,6 @@ from tap_sage.sync.pages import (
 )
 from tap_sage.sync.reader import ListReader
 from tap_sage.sync.settings import ReaderHooks, ReaderSettings
-
-bound_heap()  # as early as the tap imports its reader (tap_sage.sync.heap)
 
 __all__ = [
     "ANCHORS",
