@@ -14,6 +14,9 @@ other, at ``max_concurrency`` 1, 4 and 8:
   ``requests x latency / concurrency`` seconds for the requests it made (from the sandbox's
   request log), most of them one-page lists that no records/s figure describes.
 
+The last column: the STATE messages the sync wrote and their bytes (beside the RECORD messages'
+bytes), issue 15.
+
 Share of the limit = limit / measured, for the sync itself: from the tap's first message on
 stdout (start-up is over, no request made yet) to the end of its output; the table shows the
 share of the whole wall time (start-up included) too. Goals: >= 85% at concurrency 4, >= 90% at 1.
@@ -79,11 +82,16 @@ def _tap(code: Path, box: SandboxProcess, work: Path, tag: str, streams: list[st
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
     assert proc.stdout is not None
     first: float | None = None
-    records = 0
+    records = record_bytes = states = state_bytes = 0
     for line in proc.stdout:
         if first is None:
             first = time.perf_counter()  # the first SCHEMA: start-up is over
-        records += line.startswith(b'{"type":"RECORD"')
+        if line.startswith(b'{"type":"RECORD"'):
+            records += 1
+            record_bytes += len(line)
+        elif line.startswith(b'{"type":"STATE"'):
+            states += 1
+            state_bytes += len(line)
     ended = time.perf_counter()
     code = proc.wait()
     errors.seek(0)
@@ -96,6 +104,9 @@ def _tap(code: Path, box: SandboxProcess, work: Path, tag: str, streams: list[st
         "wall": ended - started,
         "sync": ended - (first or started),
         "records": records,
+        "record_bytes": record_bytes,
+        "states": states,
+        "state_bytes": state_bytes,
         "requests": sum(v for k, v in counts.items() if k != "token"),
     }
     return result
@@ -138,7 +149,7 @@ def main() -> None:
                                  limit))  # fmt: skip
                 print("  " + "  ".join(rows[-1]), flush=True)
     header = ("sync", "tap", "concurrency", "records", "requests", "sync time", "wall", "limit",
-              "share (sync)", "share (with start-up)")  # fmt: skip
+              "share (sync)", "share (with start-up)", "STATE (records)")  # fmt: skip
     table = [header, *rows]
     width = [max(len(r[i]) for r in table) for i in range(len(header))]
     print(f"\ntap-sage pipeline bench: {args.latency_ms} ms latency, before = {args.before}")
@@ -150,7 +161,8 @@ def _row(sync: str, side: str, workers: int, run: dict[str, Any], limit: float) 
     wall, synced = run["wall"], run["sync"]
     return (sync, side, str(workers), f"{run['records']:,}", f"{run['requests']:,}",
             f"{synced:.1f} s", f"{wall:.1f} s", f"{limit:.1f} s", f"{limit / synced:.0%}",
-            f"{limit / wall:.0%}")  # fmt: skip
+            f"{limit / wall:.0%}",
+            f"{run['states']} = {run['state_bytes'] / 1e6:.2f} MB ({run['record_bytes'] / 1e6:.1f} MB)")  # fmt: skip
 
 
 if __name__ == "__main__":

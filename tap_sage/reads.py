@@ -41,7 +41,7 @@ def read_start(
     write_starting_replication_value(stream, context)  # what the SDK does at the turn
     since = stream._since(context)
     entry = stream.get_context_state(context)
-    deleted_after = entry.get(DELETED_AFTER)
+    deleted_after = stream._deleted_after(entry, since)  # its own, else the stream's floor
     resume = stream._resume(context, since)
     old = [
         p

@@ -81,15 +81,16 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "_increment_stream_state",
         ("self", "latest_record", "context"),
         "bookmarks never come from the records seen: tap_sage.sync sets them once a read is "
-        "complete (tap_sage/streams.py)",
-        ("tap_sage.streams:SageStream",),
+        "complete (tap_sage/bookmarks.py)",
+        ("tap_sage.bookmarks:StreamState",),
     ),
     PrivateName(
         "singer_sdk:Stream",
         "_write_state_message",
         ("self",),
-        "tap-sage emits STATE at once when a read finishes or makes progress, so a killed "
-        "sync resumes from there (tap_sage/streams.py)",
+        "tap-sage writes STATE when a read finishes or makes progress, at the cadence of "
+        "tap_sage/state.py, so a killed sync resumes from there (tap_sage/bookmarks.py)",
+        ("tap_sage.bookmarks:StreamState",),
     ),
     PrivateName(
         "singer_sdk:Stream",

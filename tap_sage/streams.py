@@ -23,10 +23,10 @@ from singer_sdk.exceptions import MapperNotInitialized
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib import RecordMessage
-from singer_sdk.streams import Stream
 from typing_extensions import override
 
 from tap_sage import deletions, partitioning, reads, records
+from tap_sage.bookmarks import StreamState
 from tap_sage.progress import request_timer
 from tap_sage.readahead import Unit
 from tap_sage.records import RawRecord
@@ -36,10 +36,7 @@ from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkErro
 from tap_sage.sdk_private import pop_deselected_record_properties, utc_now
 from tap_sage.sync import (
     Page,
-    Progress,
     ReadResult,
-    epoch,
-    iso,
 )
 from tap_sage.writer import BufferedMsgSpecWriter, RawRecordLine, record_head, record_tail
 
@@ -60,10 +57,6 @@ REQUIRED_FILTERS: dict[str, tuple[str, ...]] = {
     for r in catalogue.resources().values()
     if partitioning.needs_filters(r)
 }
-#: Partition state key: lower bound of the next deletion pass when there is no bookmark yet.
-DELETED_AFTER = "deleted_since"
-#: Partition state key: checkpoint of a read in progress (``tap_sage.sync.Progress``).
-PROGRESS = "progress"
 
 # JSON numbers with a fraction decode as Decimal: no amount ever becomes a binary float.
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode
@@ -203,7 +196,7 @@ def _page_of(
     )
 
 
-class SageStream(Stream):
+class SageStream(StreamState):
     """A Sage list resource, read per business (see ``tap_sage.sync`` for how)."""
 
     # Records are Sage's JSON as decoded: already JSON-typed, nothing to conform.
@@ -222,6 +215,8 @@ class SageStream(Stream):
         #: too heavy (``_smaller_pages``)
         self._page_size: int | None = None
         self._deleted: deletions.Deletions | None = None  # the setting ``deletions``
+        #: first reads covered by the deletion floor: partition key -> (context, own bound)
+        self._floor_reads: dict[str, tuple[dict[str, Any], str]] = {}
         super().__init__(tap, schema=stream_schema(resource), name=resource.name)
         self._wire = wire.Shape.of(self.schema)
         by = [p.name for p in partitioning.enumerated(resource)]  # one read per value (usage)
@@ -359,84 +354,6 @@ class SageStream(Stream):
         given = self._sage_tap.stream_filters.get(self.name, {})
         return [{"business_id": business, **values} for business in self._sage_tap.business_ids
                 for values in partitioning.values(self.resource, given)]  # fmt: skip
-
-    @override
-    def get_replication_key_signpost(self, context: types.Context | None = None) -> None:
-        """No signpost: ``tap_sage.sync`` computes a bookmark that is safe by construction."""
-        return
-
-    @override
-    def _increment_stream_state(
-        self, latest_record: types.Record, *, context: types.Context | None = None
-    ) -> None:
-        """Bookmarks never come from the records seen: ``get_records`` sets the partition's
-        bookmark once its read is complete (``tap_sage.sync`` says why)."""
-        return
-
-    def _set_bookmark(self, context: types.Context, result: ReadResult) -> None:
-        """Record a finished read in the partition's state and emit STATE at once (so a sync
-        killed later resumes from here)."""
-        if not self.replication_key:
-            return
-        state = self.get_context_state(context)
-        state.pop(PROGRESS, None)
-        if result.bookmark is not None:
-            state["replication_key"] = self.replication_key
-            state["replication_key_value"] = result.bookmark
-            state.pop(DELETED_AFTER, None)
-        elif result.deleted_after is not None:
-            # a first read that could not be proven complete: the next one reads everything
-            # again, and its deletion pass must still cover the deletions made during this one
-            state[DELETED_AFTER] = result.deleted_after
-        else:
-            return
-        if self.get_batch_config(self.config) is None:  # in BATCH mode the SDK writes STATE
-            self.state_manager.is_flushed = False  # after the BATCH message, not before
-            self._write_state_message()
-
-    def _checkpoint(self, context: types.Context) -> t.Callable[[Progress], None]:
-        def save(progress: Progress) -> None:
-            if self.get_batch_config(self.config) is not None:
-                return  # BATCH mode: records are not on stdout yet
-            self.get_context_state(context)[PROGRESS] = progress.to_dict()
-            self.state_manager.is_flushed = False
-            self._write_state_message()
-
-        return save
-
-    def _on_start(self, context: types.Context, since: str | None) -> t.Callable[[str], None]:
-        def started(deleted_after: str) -> None:
-            """A first read (no bookmark) began: keep the lower bound of the next deletion pass
-            in state before any record goes out, so a run after a kill still emits the
-            deletions of records this one emitted."""
-            state = self.get_context_state(context)
-            if since is not None or DELETED_AFTER in state:
-                return
-            if self.get_batch_config(self.config) is not None:
-                return
-            state[DELETED_AFTER] = deleted_after
-            self.state_manager.is_flushed = False
-            self._write_state_message()
-
-        return started
-
-    def _resume(self, context: types.Context, since: str | None) -> Progress | None:
-        progress = Progress.from_dict(self.get_context_state(context).get(PROGRESS))
-        if progress is None or progress.since != since:
-            return None
-        self.logger.info(
-            "Resuming %s for business %s after %s (an interrupted run's checkpoint)",
-            self.name, context["business_id"], progress.through,
-        )  # fmt: skip
-        return progress
-
-    def _since(self, context: types.Context) -> str | None:
-        if not self.resource.incremental:
-            return None
-        value = self.get_starting_replication_key_value(context)
-        if not value:
-            return None
-        return iso(epoch(str(value)))
 
     # -- reading --------------------------------------------------------------------------------
 

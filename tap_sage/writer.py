@@ -66,6 +66,8 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         self._buffer = bytearray()
         self._last_flush = time.monotonic()
         self._records = 0
+        #: bytes of messages written so far (``tap_sage.state`` paces STATE by it)
+        self.written = 0
         atexit.register(self._flush_at_exit)
 
     def serialize_message(self, message: Message | RawRecordLine) -> bytearray:
@@ -89,8 +91,11 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
             buffer += message.head
             buffer += message.record
             buffer += message.tail
+            self.written += len(message.head) + len(message.record) + len(message.tail)
         else:
-            self._buffer += self.format_message(message)
+            line = self.format_message(message)
+            self.written += len(line)
+            self._buffer += line
         if isinstance(message, (RawRecordLine, RecordMessage)):
             self._records += 1
             if (
@@ -107,9 +112,11 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         if not records:
             return
         buffer = self._buffer
+        size = len(buffer)
         buffer += head
         buffer += (tail + head).join(records)
         buffer += tail
+        self.written += len(buffer) - size
         first = self._records == 0
         self._records += len(records)
         if (

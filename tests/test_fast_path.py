@@ -347,10 +347,11 @@ def _sync_output(
             counted += json.loads(text[len("METRIC: ") :])["value"]
     lines = out.buffer.getvalue().splitlines()  # type: ignore[attr-defined]
     # the two clock readings of a run: when a record was written, when its read began
-    return [_SINCE.sub(b"", _EXTRACTED.sub(b"", line)) for line in lines], counted
+    return [_SINCE.sub(b'"deleted_since":"<clock>"', _EXTRACTED.sub(b"", line))
+            for line in lines], counted  # fmt: skip
 
 
-_SINCE = re.compile(rb',"deleted_since":"[^"]*"')
+_SINCE = re.compile(rb'"deleted_since":"[^"]*"')  # a partition's, or its stream's floor
 
 
 def _last_state(lines: list[bytes]) -> dict[str, Any]:
