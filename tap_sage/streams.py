@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import typing as t
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -442,37 +442,9 @@ class SageStream(StreamState):
                 self.name, business_id, ", ".join(missing), self.name,
             )  # fmt: skip
             return
-        deleted = self._deletions()
-        deleted.start_partition()
-        direct = self._writes_directly()
         ended = False
         try:
-            for batch in unit.batches():
-                run: list[RawRecord] = []  # raw records to write directly, in order
-                for item, tombstone in batch:
-                    if run and (tombstone or item.__class__ is not RawRecord):
-                        # written before whatever this item writes (a SCHEMA for tombstones)
-                        self._write_raw(run)
-                        run = []
-                    if tombstone:
-                        found = deleted.record(item, business_id)  # tap_sage.deletions
-                        if found is None:
-                            continue
-                        record = found
-                    elif item.__class__ is RawRecord:  # ``business_id`` is in its text
-                        raw = item if item.has_business else item.with_business(business_id)
-                        if direct:
-                            run.append(raw)
-                        else:
-                            yield raw  # type: ignore[misc]  # a Mapping, not a dict
-                        continue
-                    else:
-                        record = item
-                    record["business_id"] = business_id
-                    record.update(by)
-                    yield record
-                if run:
-                    self._write_raw(run)
+            yield from self._partition_records(unit, business_id, by)
             ended = True
         except (SageAccessDenied, SageNotFound) as error:
             ended = True
@@ -491,6 +463,43 @@ class SageStream(StreamState):
             f" ({'; '.join(result.notes)})" if result.notes else "", result.bookmark,
         )  # fmt: skip
         self._set_bookmark(context, result)
+
+    def _partition_records(
+        self, unit: Unit, business_id: str, by: Mapping[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """The records of one partition's read, in order: deletion records from its
+        tombstones (``tap_sage.deletions``), the fast path's raw records written directly
+        (``_write_raw``, a run at a time) or yielded, the others with ``business_id`` and the
+        partition's values."""
+        deleted = self._deletions()
+        deleted.start_partition()
+        direct = self._writes_directly()
+        for batch in unit.batches():
+            run: list[RawRecord] = []  # raw records to write directly, in order
+            for item, tombstone in batch:
+                if run and (tombstone or item.__class__ is not RawRecord):
+                    # written before whatever this item writes (a SCHEMA for tombstones)
+                    self._write_raw(run)
+                    run = []
+                if tombstone:
+                    found = deleted.record(item, business_id)  # tap_sage.deletions
+                    if found is None:
+                        continue
+                    record = found
+                elif item.__class__ is RawRecord:  # ``business_id`` is in its text
+                    raw = item if item.has_business else item.with_business(business_id)
+                    if direct:
+                        run.append(raw)
+                    else:
+                        yield raw  # type: ignore[misc]  # a Mapping, not a dict
+                    continue
+                else:
+                    record = item
+                record["business_id"] = business_id
+                record.update(by)
+                yield record
+            if run:
+                self._write_raw(run)
 
 
 class SageSingletonStream(SageStream):

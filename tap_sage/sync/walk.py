@@ -122,24 +122,9 @@ class MainScan(PageScanner):
             if updated is not None and updated >= tail_from:
                 self._fresh_seen = True
                 if sortable:
-                    earlier = emitted.page_of(record_id)
-                    if earlier is not None and earlier < page.number:
-                        # updated after it was read: it moved to the end and shifted what
-                        # followed it left its place after that page's query: perhaps long
-                        # before this version's updated_at (an update before), so that query
-                        # bounds the time
-                        reseen = True
-                        removals.append(
-                            Removal(
-                                self._position(earlier),
-                                self._page_sent.get(earlier, -1),
-                                updated,
-                            )
-                        )
-                        if emitted.has_version(record_id, updated_at):
-                            continue
-                    elif earlier is None:
-                        removals.extend(self._unread_update(item, tail_from))
+                    reseen = self._moved(item, updated, page.number, tail_from, removals)
+                    if reseen and emitted.has_version(record_id, updated_at):
+                        continue
             if watch is not None:
                 watch.item(item, reseen=reseen)
             emitted.add(record_id, updated_at, page.number)
@@ -149,6 +134,30 @@ class MainScan(PageScanner):
                 out.append(item)
         self._max_updated = max_updated
         return out, here
+
+    def _moved(
+        self,
+        item: Mapping[str, Any],
+        updated: int,
+        number: int,
+        tail_from: int,
+        removals: list[Removal],
+    ) -> bool:
+        """A record of a sorted main scan updated since the scan began, on page ``number``:
+        whether it was read before on an earlier page (and so moved to the end), noting the
+        removal it made either way (``Removal``)."""
+        earlier = self._emitted.page_of(str(item.get("id")))
+        if earlier is not None and earlier < number:
+            # updated after it was read: it moved to the end and shifted what followed it
+            # left its place after that page's query: perhaps long before this version's
+            # updated_at (an update before), so that query bounds the time
+            removals.append(
+                Removal(self._position(earlier), self._page_sent.get(earlier, -1), updated)
+            )
+            return True
+        if earlier is None:
+            removals.extend(self._unread_update(item, tail_from))
+        return False
 
     def _note_updated(self, updated_at: str) -> None:
         if not updated_at:
