@@ -112,8 +112,14 @@ class StreamState(Stream):
             if floor is not None and epoch(floor) <= epoch(deleted_after):
                 return  # the last STATE written holds it (floors are written as they move)
             value = iso(epoch(deleted_after) - state.FLOOR_SLACK)
-            moved = state.lower_floors(self.tap_state, self._floor_streams(), value, epoch)
-            state.cadence_of(self._sage_tap).floored.update(moved)
+            cadence = state.cadence_of(self._sage_tap)
+            streams = self._floor_streams()
+            for name in streams:  # a floor this run did not set: a killed run's
+                inherited = state.floor_of(self.tap_state, name)
+                if inherited is not None and name not in cadence.floored:
+                    cadence.inherited.setdefault(name, inherited)
+            moved = state.lower_floors(self.tap_state, streams, value, epoch)
+            cadence.floored.update(moved)
             self._emit_state(force=True)
 
         return started
@@ -126,8 +132,11 @@ class StreamState(Stream):
         own = entry.get(DELETED_AFTER)
         if own is not None or since is not None:
             return str(own) if own is not None else None
-        if self.name in state.cadence_of(self._sage_tap).floored:
-            return None
+        cadence = state.cadence_of(self._sage_tap)
+        if self.name in cadence.floored:
+            # moved by this run (even back by a clock behind the killed run's): the floor
+            # this run began from still holds for the partitions that relied on it
+            return cadence.inherited.get(self.name)
         return state.floor_of(self.tap_state, self.name)
 
     def _floor_streams(self) -> list[str]:
@@ -147,6 +156,13 @@ class StreamState(Stream):
             if not entry.get("replication_key_value") and DELETED_AFTER not in entry:
                 entry[DELETED_AFTER] = bound
         self._floor_reads.clear()
+        # a partition a killed run began and this one did not read again (skipped, or not
+        # among this run's businesses) relied on the floor too: it keeps it as its own bound
+        floor = state.floor_of(self.tap_state, self.name)
+        if floor is not None:
+            for entry in state.partition_entries(self.tap_state, self.name):
+                if not entry.get("replication_key_value") and DELETED_AFTER not in entry:
+                    entry[DELETED_AFTER] = floor
         state.drop_floor(self.tap_state, self.name)
         state.cadence_of(self._sage_tap).finished.add(self.name)
 

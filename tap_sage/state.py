@@ -87,6 +87,8 @@ class Cadence:
     #: streams whose floor this run set or moved (it covers this run's records for the next
     #: run; this run's own deletion passes keep their own bounds)
     floored: set[str] = field(default_factory=set)
+    #: stream -> the floor it had before this run first moved it (a killed run's)
+    inherited: dict[str, str] = field(default_factory=dict)
 
     def due(self, written: int | None) -> bool:
         """Whether a STATE may go out, ``written`` bytes of output so far (None: unknown)."""
@@ -134,6 +136,14 @@ def lower_floors(tap_state: Any, streams: list[str], value: str,
             entry[FLOOR] = value
             moved.append(name)
     return moved
+
+
+def partition_entries(tap_state: Any, stream: str) -> list[dict[str, Any]]:
+    """The partition entries of ``stream`` in ``tap_state`` (none when it has none)."""
+    bookmarks = tap_state.get("bookmarks")
+    entry = bookmarks.get(stream) if isinstance(bookmarks, dict) else None
+    found = entry.get("partitions") if isinstance(entry, dict) else None
+    return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
 
 
 def drop_floor(tap_state: Any, stream: str) -> None:

@@ -87,11 +87,10 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
     def write_message(self, message: Message | RawRecordLine) -> None:
         """Buffer one message; flush unless it is a RECORD that can wait."""
         if isinstance(message, RawRecordLine):
-            buffer = self._buffer
-            buffer += message.head
-            buffer += message.record
-            buffer += message.tail
-            self.written += len(message.head) + len(message.record) + len(message.tail)
+            # one append of the whole line (see ``write_records``)
+            whole = b"".join((message.head, message.record, message.tail))
+            self._buffer += whole
+            self.written += len(whole)
         else:
             line = self.format_message(message)
             self.written += len(line)
@@ -111,12 +110,12 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         (``record_head``, ``record_tail``), as ``RawRecordLine`` would give them one by one."""
         if not records:
             return
+        # one append of the whole run: a signal handler (the SDK writes a last STATE on
+        # SIGTERM) never finds half a line in the buffer
+        lines = b"".join((head, (tail + head).join(records), tail))
         buffer = self._buffer
-        size = len(buffer)
-        buffer += head
-        buffer += (tail + head).join(records)
-        buffer += tail
-        self.written += len(buffer) - size
+        buffer += lines
+        self.written += len(lines)
         first = self._records == 0
         self._records += len(records)
         if (

@@ -132,9 +132,13 @@ def test_callback_url_checked() -> None:
 def test_repr_hides_secrets() -> None:
     s = settings(access_token="acc-SECRET-1", refresh_token="ref-SECRET-2",
                  proxy_url="http://u:prx-SECRET-3@p:1", proxy_password="prx-SECRET-4")  # fmt: skip
-    text = repr(s) + str(s)
+    # rich (a traceback with locals, a rich logging handler) prints ``__rich_repr__``, which a
+    # msgspec struct fills with every field unless told otherwise
+    rich = repr(list(s.__rich_repr__()))
+    text = repr(s) + str(s) + rich
     for secret in ("acc-SECRET-1", "ref-SECRET-2", "sec-XYZ-123", "prx-SECRET-3", "prx-SECRET-4"):
         assert secret not in text
+    assert "connection_name" in rich
 
 
 def test_default_store_unique_per_connection(

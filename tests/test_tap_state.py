@@ -191,3 +191,53 @@ def test_floors_only_move_back_and_go_with_their_stream() -> None:
     state.drop_floor(tap_state, "contacts")
     state.drop_floor(tap_state, "products")
     assert tap_state == {"bookmarks": {"contacts": {"partitions": []}}}
+
+
+def _tap_with_state(tmp_path: Path, tap_state: dict[str, Any]) -> Any:
+    from tap_sage.tap import TapSage
+
+    config = {"connection_name": "unit", "initiate_oauth": "REFRESH", "client_id": "c",
+              "client_secret": "s", "access_token": "a", "refresh_token": "r",
+              "oauth_settings_location": str(tmp_path / "tokens.json"),
+              "business_ids": ["B1", "B2"]}  # fmt: skip
+    return TapSage(config=config, validate_config=False, setup_mapper=False, state=tap_state)
+
+
+def test_a_partition_only_the_floor_covered_keeps_it_when_the_floor_goes(tmp_path: Path) -> None:
+    """A killed run began the first read of B1 (covered by the stream's floor only); this run
+    does not read B1 again (skipped: 403/404, or not among its businesses). When the stream's
+    sync ends and the floor goes, B1's entry keeps the floor as its own bound: the next run's
+    deletion pass still reaches back to what the killed run emitted."""
+    floor = "2026-01-01T00:00:00Z"
+    tap_state = {"bookmarks": {"contacts": {state.FLOOR: floor, "partitions": [
+        {"context": {"business_id": "B1"}},
+        {"context": {"business_id": "B2"}, "replication_key": "updated_at",
+         "replication_key_value": "2026-02-01T00:00:00Z"},
+    ]}}}  # fmt: skip
+    tap = _tap_with_state(tmp_path, tap_state)
+    tap.streams["contacts"]._settle_floor()
+    entries = tap.state["bookmarks"]["contacts"]["partitions"]
+    assert state.FLOOR not in tap.state["bookmarks"]["contacts"]
+    assert entries[0] == {"context": {"business_id": "B1"}, "deleted_since": floor}
+    assert "deleted_since" not in entries[1]  # it has its bookmark
+
+
+def test_a_floor_this_run_moved_still_gives_its_inherited_value(tmp_path: Path) -> None:
+    """A killed run left a floor; this run moves it (a clock behind the killed run's can move it
+    back past it): the partitions that relied on the inherited floor still start their
+    deletion passes there, not from nothing."""
+    floor = "2026-01-01T00:00:00Z"
+    tap_state = {"bookmarks": {"contacts": {state.FLOOR: floor,
+                                            "partitions": [{"context": {"business_id": "B1"}}]}}}  # fmt: skip
+    tap = _tap_with_state(tmp_path, tap_state)
+    stream = tap.streams["contacts"]
+    entry = {"context": {"business_id": "B1"}}
+    assert stream._deleted_after(entry, None) == floor
+    # B2's first read begins with a bound before the floor (this run's clock is behind): the
+    # floor moves back, and this run now counts as having moved it
+    stream._on_start({"business_id": "B2"}, None)("2025-12-31T00:00:00Z")
+    assert state.floor_of(tap.state, "contacts") < floor
+    assert "contacts" in state.cadence_of(tap).floored
+    assert stream._deleted_after(entry, None) == floor  # B1 still starts from the old floor
+    state.cadence_of(tap).inherited.clear()
+    assert stream._deleted_after(entry, None) is None  # a floor this run set moves nothing

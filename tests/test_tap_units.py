@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import Any
 
 import pytest
 from singer_sdk.singerlib import RecordMessage, StateMessage
@@ -211,3 +212,30 @@ def test_bodies_are_read_in_one_chunk_by_requests() -> None:
     assert requests.models.CONTENT_CHUNK_SIZE >= client.BODY_CHUNK
     source = inspect.getsource(requests.models.Response.content.fget)  # type: ignore[attr-defined]
     assert "iter_content(CONTENT_CHUNK_SIZE)" in source
+
+
+class _CountingBuffer(bytearray):
+    """A writer buffer that counts its appends."""
+
+    appends = 0
+
+    def __iadd__(self, other: Any) -> _CountingBuffer:  # type: ignore[override]
+        self.appends += 1
+        return super().__iadd__(other)  # type: ignore[return-value]
+
+
+def test_a_record_line_goes_into_the_buffer_in_one_append() -> None:
+    """The SDK writes a last STATE from its SIGTERM handler into the same buffer: a RECORD line
+    appended in parts could be cut there by the STATE (a broken line). Each line, and each run
+    of the fast path's lines, is one append."""
+    from tap_sage.writer import RawRecordLine
+
+    writer = BufferedMsgSpecWriter()
+    writer._buffer = _CountingBuffer()
+    writer._records = 5  # past the first record: nothing is flushed here
+    writer.write_records(b"<h>", [b"{1}", b"{2}", b"{3}"], b"<t>\n")
+    assert writer._buffer.appends == 1
+    assert bytes(writer._buffer) == b"<h>{1}<t>\n<h>{2}<t>\n<h>{3}<t>\n"
+    writer.write_message(RawRecordLine(b"<h>", b"{4}", b"<t>\n"))  # type: ignore[arg-type]
+    assert writer._buffer.appends == 2
+    assert bytes(writer._buffer).endswith(b"<t>\n<h>{4}<t>\n")

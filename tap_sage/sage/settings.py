@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import msgspec
+from typing_extensions import override
 
 from tap_sage.sage.errors import SageConfigError
 
@@ -409,6 +410,13 @@ class ConnectionSettings(msgspec.Struct, frozen=True):
             if name not in _NOT_SHOWN
         )
         return f"{type(self).__name__}({shown})"
+
+    @override
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """What ``rich`` shows (msgspec's own gives every field, secrets included): the fields
+        ``__repr__`` shows."""
+        return [(name, getattr(self, name)) for name in self.__struct_fields__
+                if name not in _NOT_SHOWN]  # fmt: skip
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ConnectionSettings:
