@@ -70,6 +70,19 @@ def _live(db: Path) -> set[tuple[str, str, str]]:
             for record_id in live_records(db, stream, business)}  # fmt: skip
 
 
+def _resume(
+    tmp_path: Path, config: dict[str, Any], killed: Run, tag: str
+) -> tuple[Run, dict[tuple[str, str, str], dict[str, Any]]]:
+    """The run after ``killed`` (from its last STATE), and what a target holds once it has
+    applied both outputs in order."""
+    resumed = run_tap(tmp_path, config, STREAMS, state=killed.state if killed.states else None,
+                      tag=tag)  # fmt: skip
+    target: dict[tuple[str, str, str], dict[str, Any]] = {}
+    _apply(target, killed)
+    _apply(target, resumed)
+    return resumed, target
+
+
 def test_a_sync_cut_anywhere_resumes_without_loss(sandbox: SandboxProcess, connection_config, tmp_path: Path) -> None:  # fmt: skip
     config = with_settings(connection_config, page_size=20, max_concurrency=4)
     full = run_tap(tmp_path, config, STREAMS, tag="full")
@@ -94,11 +107,7 @@ def test_a_sync_cut_anywhere_resumes_without_loss(sandbox: SandboxProcess, conne
             answer = api.put(f"/contacts/{changed['id']}", {"contact": {"name": name}})
             assert answer.status_code == 200, (where, answer.text)
             renamed = ("contacts", changed["business_id"], changed["id"])
-        resumed = run_tap(tmp_path, config, STREAMS, state=killed.state if killed.states else None,
-                          tag=f"resumed{number}")  # fmt: skip
-        target: dict[tuple[str, str, str], dict[str, Any]] = {}
-        _apply(target, killed)
-        _apply(target, resumed)
+        resumed, target = _resume(tmp_path, config, killed, f"resumed{number}")
         live = _live(sandbox.db)
         missing, stale = live - set(target), set(target) - live
         assert not missing, (where, "lost", sorted(missing)[:3])
@@ -130,11 +139,7 @@ def test_a_sync_killed_anywhere_resumes_without_loss(sandbox: SandboxProcess, co
         assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL, where  # killed mid-sync
         proc.stdout.close()
         killed = Run(b"".join(lines).decode(errors="replace"), "", -9)
-        resumed = run_tap(tmp_path, config, STREAMS, state=killed.state if killed.states else None,
-                          tag=f"after-kill{number}")  # fmt: skip
-        target: dict[tuple[str, str, str], dict[str, Any]] = {}
-        _apply(target, killed)
-        _apply(target, resumed)
+        _, target = _resume(tmp_path, config, killed, f"after-kill{number}")
         live = _live(sandbox.db)
         assert live == set(target), (where, sorted(live ^ set(target))[:3])
 
