@@ -8,8 +8,9 @@ before it) and at exit. The first RECORD of the process is flushed at once, so a
 test (``meltano config tap-sage test``) sees it without waiting.
 
 ``RawRecordLine`` is the tap's fast path (``tap_sage.records``): a RECORD whose record is
-already JSON text goes into the buffer as the line's three parts, with no message object built
-and encoded; the bytes are those the SDK's ``RecordMessage`` would give (tests/test_fast_path.py).
+already JSON text goes into the buffer as its three parts joined, with no message object built
+and encoded, and ``write_records`` buffers a run of them at once; the bytes are those the SDK's
+``RecordMessage`` would give (tests/test_fast_path.py). Each line, and each run, is one append.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         top-level fields, ``None`` ones left out, as ``Message.to_dict`` gives them; a
         ``RawRecordLine`` as it is."""
         if isinstance(message, RawRecordLine):
-            return bytearray(message.head + message.record + message.tail)
+            return bytearray(b"".join((message.head, message.record, message.tail)))
         if isinstance(message, SchemaMessage):
             fields = {"type": message.type, "stream": message.stream, "schema": message.schema,
                       "key_properties": message.key_properties,
@@ -86,15 +87,9 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
 
     def write_message(self, message: Message | RawRecordLine) -> None:
         """Buffer one message; flush unless it is a RECORD that can wait."""
-        if isinstance(message, RawRecordLine):
-            # one append of the whole line (see ``write_records``)
-            whole = b"".join((message.head, message.record, message.tail))
-            self._buffer += whole
-            self.written += len(whole)
-        else:
-            line = self.format_message(message)
-            self.written += len(line)
-            self._buffer += line
+        line = self.serialize_message(message)  # one append of the whole line
+        self.written += len(line)
+        self._buffer += line
         if isinstance(message, (RawRecordLine, RecordMessage)):
             self._records += 1
             if (
