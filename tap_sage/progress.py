@@ -33,13 +33,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from singer_sdk import metrics
 
-from tap_sage.sync import Page
+from tap_sage.sync import Answered, Fetch, Page
 
 #: The environment variable that sets the seconds between two progress lines (default 10).
 INTERVAL_ENV = "TAP_SAGE_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 10.0
 
-Fetch = Callable[[str, Mapping[str, Any] | None], Page]
 _T = TypeVar("_T")
 
 
@@ -117,8 +116,10 @@ class ReadProgress:
     def wrap(self, fetch: Fetch) -> Fetch:
         """``fetch`` that notes every page answered (any thread)."""
 
-        def fetch_noted(path: str, params: Mapping[str, Any] | None) -> Page:
-            page = fetch(path, params)
+        def fetch_noted(
+            path: str, params: Mapping[str, Any] | None, /, *, answered: Answered | None = None
+        ) -> Page:
+            page = fetch(path, params, answered=answered)
             self.page(page, _query(path, params))
             return page
 

@@ -35,6 +35,8 @@ from tap_sage.sage.client import decode_json
 from tap_sage.sage.errors import SageAccessDenied, SageAPIError, SageNetworkError, SageNotFound
 from tap_sage.sdk_private import pop_deselected_record_properties, utc_now
 from tap_sage.sync import (
+    Answered,
+    Fetch,
     Page,
     ReadResult,
 )
@@ -357,18 +359,22 @@ class SageStream(StreamState):
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _fetch(self, business_id: str) -> t.Callable[[str, Mapping[str, Any] | None], Page]:
+    def _fetch(self, business_id: str) -> Fetch:
         client = self._sage_tap.client
         fast = self._fast_path()
         check = self._wire.record_check
 
         budget = self._sage_tap.request_budget
 
-        def fetch(path: str, params: Mapping[str, Any] | None) -> Page:
-            # one of the connection's requests in flight (tap_sage.readahead)
-            with budget, request_timer(self.name, urlsplit(path).path, business_id):
+        def fetch(
+            path: str, params: Mapping[str, Any] | None, *, answered: Answered | None = None
+        ) -> Page:
+            with request_timer(self.name, urlsplit(path).path, business_id):
                 started = time.time()
-                response = client.request("GET", path, business_id=business_id, params=params)
+                # one of the connection's requests in flight (tap_sage.readahead) until Sage's
+                # answer begins: the next request may go while this body is read
+                response = client.request("GET", path, business_id=business_id, params=params,
+                                          slot=budget, answered=answered)  # fmt: skip
                 elapsed = time.time() - started
             # deletion passes become tombstones (dicts), never raw records
             raw = fast and _DELETIONS not in (params if params is not None else path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import sys
 import typing as t
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +28,8 @@ from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
 from tap_sage.selection import lean_catalog, row_selected, selected
 from tap_sage.streams import SageSingletonStream, SageStream
 from tap_sage.sync import epoch
-from tap_sage.writer import BufferedMsgSpecWriter
+from tap_sage.sync.pages import PAGE_BUFFER
+from tap_sage.writer import BufferedMsgSpecWriter, flush_writers
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -139,6 +142,27 @@ def validate_stream_filters(raw: Any) -> dict[str, dict[str, str]]:
     return out
 
 
+def end_output() -> None:
+    """The tap's output is complete: stdout is flushed and closed now, so that whoever reads it
+    (a target, Meltano) sees its end at once instead of after the interpreter's teardown, which
+    frees every object and joins the threads: 0.1 to 0.17 s after the last line, measured by
+    ``bench/pipeline_bench.py`` (the end of a 20,000-record sync). Only the process's own
+    stdout is closed (not one a caller put in its place); its descriptor then writes to
+    ``os.devnull``."""
+    stdout = sys.__stdout__
+    if stdout is None or sys.stdout is not stdout or stdout.closed:
+        return
+    flush_writers()
+    stdout.flush()
+    fd = stdout.fileno()
+    stdout.close()  # Python's own stdout does not close its descriptor: dup2 does, below
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)  # the pipe's end is released; a stray write goes nowhere
+    finally:
+        os.close(devnull)
+
+
 class TapSage(Tap):
     """Singer tap for Sage Business Cloud Accounting: every list and settings resource of v3.1,
     incremental where Sage allows, consistent under concurrent writes, per business."""
@@ -223,6 +247,7 @@ class TapSage(Tap):
         super().invoke(
             about=about, about_format=about_format, config=config, state=state, catalog=catalog
         )
+        end_output()
 
     @classmethod
     @override
@@ -301,11 +326,13 @@ class TapSage(Tap):
 
     @property
     def executor(self) -> ThreadPoolExecutor | None:
-        """The page-fetching threads: ``max_concurrency`` of them (at 1, the one that asks for
-        a list's next page while the page before it is read, ``PageScanner._pages_in_turn``)."""
+        """The page-fetching threads: ``max_concurrency`` waiting for answers and
+        ``PAGE_BUFFER`` more reading and decoding answered pages (each request holds a slot of
+        ``request_budget`` only until its answer begins); at 1, the next page of a list is
+        asked for while the one before it is still read (``PageScanner._pages_in_turn``)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                max_workers=self.max_concurrency, thread_name_prefix="sage-page"
+                max_workers=self.max_concurrency + PAGE_BUFFER, thread_name_prefix="sage-page"
             )
         return self._executor
 

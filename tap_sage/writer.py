@@ -20,6 +20,7 @@ import contextlib
 import sys
 import time
 import typing as t
+import weakref
 from datetime import datetime
 
 import msgspec
@@ -31,6 +32,9 @@ if t.TYPE_CHECKING:
 
 FLUSH_BYTES = 1 << 16
 FLUSH_SECONDS = 1.0
+
+#: Every writer of the process, for ``flush_writers`` (the end of the output, ``tap.end_output``).
+_WRITERS: weakref.WeakSet[BufferedMsgSpecWriter] = weakref.WeakSet()
 
 _encode = msgspec.json.encode
 
@@ -59,6 +63,12 @@ def record_tail(version: int | None, extracted: datetime) -> bytes:
     return version_part + b',"time_extracted":' + _encode(extracted) + b"}\n"
 
 
+def flush_writers() -> None:
+    """Write out what every ``BufferedMsgSpecWriter`` of the process still buffers."""
+    for writer in list(_WRITERS):
+        writer.flush()
+
+
 class BufferedMsgSpecWriter(MsgSpecWriter):
     """msgspec encoding, written in large chunks (see the module docstring)."""
 
@@ -70,6 +80,7 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
         #: bytes of messages written so far (``tap_sage.state`` paces STATE by it)
         self.written = 0
         atexit.register(self._flush_at_exit)
+        _WRITERS.add(self)
 
     def serialize_message(self, message: Message | RawRecordLine) -> bytearray:
         """The SDK's msgspec line; a SCHEMA message without ``dataclasses.asdict``, which

@@ -75,7 +75,13 @@ class FakeList:
         self.records: dict[str, Rec] = {}
         self.writes_per_request = 0.0
         self.requests = 0
-        self.lock = threading.Lock()
+        #: re-entrant: a lost answer's retry (``lost_answers``) lets the scheduler answer other
+        #: requests first, from inside the request that lost its answer
+        self.lock = threading.RLock()
+        #: share of answers lost after they began (``Answered``): the request is asked again,
+        #: after ``between`` (the scheduler answering another request first, if one waits)
+        self.lost_answers = 0.0
+        self.between: Callable[[], None] | None = None
         #: heavy pages: a list page of more items than this fails (0: none does)
         self.heavy_above = 0
         #: whether deleted items carry ``deleted_at`` (Sage's sometimes do not)
@@ -122,9 +128,20 @@ class FakeList:
             rec.deleted = self.clock
             self.log.append(f"  delete {rec.id} @{rec.deleted - BASE}")
 
-    def fetch(self, path: str, params: Mapping[str, Any] | None, *, sortable: bool) -> Page:
+    def fetch(self, path: str, params: Mapping[str, Any] | None, *, sortable: bool,
+              answered: Callable[[], None] | None = None) -> Page:  # fmt: skip
         with self.lock:  # real threads may call it too (without writes)
-            return self._fetch(path, params, sortable=sortable)
+            page = self._fetch(path, params, sortable=sortable)
+            if answered is None:
+                return page
+            answered()  # the answer began: its query ran (the reader may ask for the next)
+            if self.lost_answers and self.rng.random() < self.lost_answers:
+                self.log.append("  the answer above was lost after it began: asked again")
+                if self.between is not None:
+                    self.between()  # the next page's request may be answered first
+                page = self._fetch(path, params, sortable=sortable)
+                answered()
+            return page
 
     def _fetch(self, path: str, params: Mapping[str, Any] | None, *, sortable: bool) -> Page:
         self.requests += 1
@@ -223,25 +240,37 @@ class SeededExecutor(Executor):
         self.waiting.append(_Job(future, lambda: fn(*args, **kwargs), self.fake.clock))
         return future
 
+    def run_one(self) -> None:
+        """Answer one waiting request, if one waits (a lost answer's retry comes after it)."""
+        saved = self.fake.sent_override
+        self._answer_one()
+        self.fake.sent_override = saved
+
     def run_until(self, target: _LazyFuture) -> None:
         while not target.done():
-            self.waiting = [job for job in self.waiting if not job.future.cancelled()]
-            if not self.waiting:
+            if not self._answer_one():
                 return
-            # mostly oldest first, as a pool would, but any waiting request may overtake
-            oldest = self.rng.random() < 0.5
-            job = self.waiting[0] if oldest else self.rng.choice(self.waiting)
-            self.waiting.remove(job)
-            if not job.future.set_running_or_notify_cancel():
-                continue
-            self.fake.sent_override = self.rng.randint(job.submitted, self.fake.clock)
-            self.answered += 1
-            try:
-                job.future.set_result(job.call())
-            except BaseException as exc:  # noqa: BLE001 - handed to the reader
-                job.future.set_exception(exc)
-            finally:
-                self.fake.sent_override = None
+
+    def _answer_one(self) -> bool:
+        """Answer one waiting request (False: none waits)."""
+        self.waiting = [job for job in self.waiting if not job.future.cancelled()]
+        if not self.waiting:
+            return False
+        # mostly oldest first, as a pool would, but any waiting request may overtake
+        oldest = self.rng.random() < 0.5
+        job = self.waiting[0] if oldest else self.rng.choice(self.waiting)
+        self.waiting.remove(job)
+        if not job.future.set_running_or_notify_cancel():
+            return True
+        self.fake.sent_override = self.rng.randint(job.submitted, self.fake.clock)
+        self.answered += 1
+        try:
+            job.future.set_result(job.call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            job.future.set_exception(exc)
+        finally:
+            self.fake.sent_override = None
+        return True
 
     @override
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -255,7 +284,9 @@ def read(fake: FakeList, since: str | None, *, sortable: bool, deletions: bool, 
          wide: int | None = None) -> tuple[list[tuple[dict[str, Any], bool]], ListReader]:  # fmt: skip
     """One read of ``fake`` by the reader, all of it."""
     reader = ListReader(
-        lambda path, params: fake.fetch(path, params, sortable=sortable),
+        lambda path, params, answered=None: fake.fetch(
+            path, params, sortable=sortable, answered=answered
+        ),
         "/things",
         ReaderSettings(
             page_size=size,
@@ -290,13 +321,16 @@ class Outcome:
 
 def check_seed(seed: int, *, sortable: bool, deletions: bool, workers: int,
                heavy: bool = False, stamps: bool = True,
-               heavy_repairs: bool = False) -> Outcome:  # fmt: skip
+               heavy_repairs: bool = False, lost_answers: float = 0.0) -> Outcome:  # fmt: skip
     """Run the property for one seed; AssertionError (naming the seed) when it fails.
 
     ``heavy``: pages of more than 20 records fail, so the first read falls back from pages of
     80 to 40 to 20 (the second reads pages of 10, and 20 in its repairs). ``heavy_repairs``:
     the same limit, with a main scan of pages of 10 and the other reads (deletion pass,
-    repairs, changed records) asking for 80, so that those fall back (80, 40, 20) instead."""
+    repairs, changed records) asking for 80, so that those fall back (80, 40, 20) instead.
+    ``lost_answers``: that share of the answers that began (``Answered``: the reader's scan at
+    concurrency 1) is lost and asked again, after the scheduler answered another waiting
+    request (the next page, asked for early) when one waits."""
     rng = random.Random(seed)
     fake = FakeList(rng, rng.randint(0, 300))
     fake.heavy_above = 20 if heavy or heavy_repairs else 0
@@ -304,6 +338,8 @@ def check_seed(seed: int, *, sortable: bool, deletions: bool, workers: int,
     before = {r.id for r in fake.live()}
     rate = rng.choice(RATES)
     executor = SeededExecutor(fake, random.Random(f"scheduler {seed}"))
+    fake.lost_answers = lost_answers
+    fake.between = executor.run_one
     fake.writes_per_request = rate
     out1, reader1 = read(fake, None, sortable=sortable, deletions=deletions, workers=workers,
                          executor=executor, size=80 if heavy else 10,
@@ -311,7 +347,8 @@ def check_seed(seed: int, *, sortable: bool, deletions: bool, workers: int,
     fake.writes_per_request = 0.0
     if heavy:
         assert reader1.page_size == 20, f"seed {seed}: no fallback to smaller pages"
-    where = f"seed {seed} (sortable={sortable}, deletions={deletions}, workers={workers})"
+    where = (f"seed {seed} (sortable={sortable}, deletions={deletions}, workers={workers}, "
+             f"lost_answers={lost_answers})")  # fmt: skip
     emitted1 = {(rec["id"], rec.get("updated_at")) for rec, tomb in out1 if not tomb}
     ids1 = {rec["id"] for rec, tomb in out1 if not tomb}
     out2, _ = read(fake, reader1.result.bookmark, sortable=sortable, deletions=deletions,

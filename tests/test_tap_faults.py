@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tap_sage.sage.client import SageClient, sage_wait
@@ -171,3 +172,34 @@ def test_businesses_are_read_without_parameters(sandbox, connection_config) -> N
     asked = [line for line in lines if "GET /v3.1/businesses" in line]
     assert asked and all("/v3.1/businesses?" not in line for line in asked)
     assert any("GET /v3.1/contacts?items_per_page=5" in line for line in lines)  # queries show
+
+
+def test_sandbox_cuts_a_body_halfway(sandbox_factory) -> None:
+    box = sandbox_factory(fault_rate=1.0, fault_kinds=["cutbody"], fault_seed=8)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
+        _get(box, "/contacts", items_per_page=50, attributes="all")  # the head said more came
+
+
+def test_answers_cut_off_after_they_began_are_asked_again(sandbox_factory, connection_config, tmp_path: Path) -> None:  # fmt: skip
+    """A page whose status and headers came but whose body was cut off is asked again, at
+    concurrency 1 (where the next page is already asked for once an answer begins,
+    ``PageScanner._pages_in_turn``) and 4: the same records, order and bookmarks."""
+    clean_box = sandbox_factory()
+    cut_box = sandbox_factory(fault_rate=0.2, fault_kinds=["cutbody"], fault_seed=9)
+    runs = {}
+    for concurrency in (1, 4):
+        for name, box in (("clean", clean_box), ("cut", cut_box)):
+            config = _config(box, connection_config, tmp_path, page_size=20, max_backoff=0.05)
+            config = with_settings(config, max_concurrency=concurrency)
+            runs[name, concurrency] = run_tap(tmp_path, config, STREAMS,
+                                              tag=f"{name}{concurrency}")  # fmt: skip
+    for concurrency in (1, 4):
+        clean, cut = runs["clean", concurrency], runs["cut", concurrency]
+        assert re.search(r"Retrying GET /v3\.1/\w+ .*ChunkedEncodingError reading the answer",
+                         cut.stderr), cut.stderr[-2000:]  # fmt: skip
+        assert len(clean.records("contacts")) > 40  # several pages
+        for stream in STREAMS:
+            assert [json.dumps(r) for r in cut.records(stream)] == [
+                json.dumps(r) for r in clean.records(stream)
+            ], (stream, concurrency)
+        assert cut.state == clean.state

@@ -12,12 +12,14 @@ sink and thread; each thread gets its own ``requests.Session``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
@@ -53,6 +55,9 @@ requests.models.CONTENT_CHUNK_SIZE = max(requests.models.CONTENT_CHUNK_SIZE, BOD
 #: origin error, down, connection timed out, unreachable, timeout, TLS handshake failed).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 525})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: A connection refused, dropped or timed out, or an answer's body cut off (``IncompleteRead``:
+#: fewer bytes than its ``Content-Length``): retried where the method may be.
+DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 class RetryableError(Exception):
@@ -245,11 +250,20 @@ class SageClient:
         headers: Mapping[str, str] | None = None,
         retry: bool | None = None,
         expected: tuple[int, ...] = (200, 201, 204),
+        slot: AbstractContextManager[object] | None = None,
+        answered: Callable[[], None] | None = None,
     ) -> requests.Response:
         """Send one request, with retries; raise ``SageAPIError`` on an error answer.
 
         ``retry`` defaults to True for GET/PUT/DELETE and False for POST: a POST is retried only
         when the caller says it is safe (it carries an ``idempotency_id``).
+
+        ``slot`` (one of the connection's requests in flight, ``tap_sage.readahead``) is held
+        by each try from its sending until Sage's answer begins (status and headers in), not
+        while its body is read nor between tries; ``answered()`` is called once a 200 has
+        begun, before its body is read (``PageScanner._pages_in_turn`` asks for the next page
+        then). With either, a body cut off or timed out while it is read is retried as a
+        dropped connection is.
         """
         method = method.upper()
         may_retry = (method in SAFE_METHODS) if retry is None else retry
@@ -259,8 +273,9 @@ class SageClient:
         response: requests.Response | None = None
         try:
             response = self._send_with_retries(
-                method, url, log_path, business_id, params, json_body, headers, max_tries
-            )
+                method, url, log_path, business_id, params, json_body, headers, max_tries,
+                (slot, answered),
+            )  # fmt: skip
         except RetryableError as exc:
             if exc.response is not None:
                 raise api_error(exc.response, method, log_path) from exc
@@ -285,6 +300,7 @@ class SageClient:
         json_body: Any | None,
         headers: Mapping[str, str] | None,
         max_tries: int,
+        streamed: tuple[AbstractContextManager[object] | None, Callable[[], None] | None],
     ) -> requests.Response:
         response: requests.Response | None = None
         for attempt in backoff.retry_context(
@@ -300,7 +316,7 @@ class SageClient:
         ):  # fmt: skip
             with attempt:
                 response = self._send_once(method, url, log_path, business_id, params, json_body,
-                                           headers)  # fmt: skip
+                                           headers, *streamed)  # fmt: skip
         assert response is not None
         return response
 
@@ -313,7 +329,10 @@ class SageClient:
         params: Mapping[str, Any] | None,
         json_body: Any | None,
         headers: Mapping[str, str] | None,
+        slot: AbstractContextManager[object] | None = None,
+        answered: Callable[[], None] | None = None,
     ) -> requests.Response:
+        stream = slot is not None or answered is not None
         for renewal in (False, True):
             token = self.tokens.token()
             hdrs = {"Authorization": f"Bearer {token}"}
@@ -326,10 +345,12 @@ class SageClient:
             started = time.monotonic()
             try:
                 # verify given per request: a Session.verify would lose to REQUESTS_CA_BUNDLE
-                response = self.session.request(
-                    method, url, params=params, json=json_body, headers=hdrs,
-                    timeout=self.settings.timeout, verify=self.settings.ca_bundle or True,
-                )  # fmt: skip
+                with slot if slot is not None else contextlib.nullcontext():
+                    response = self.session.request(
+                        method, url, params=params, json=json_body, headers=hdrs,
+                        timeout=self.settings.timeout, verify=self.settings.ca_bundle or True,
+                        stream=stream,
+                    )  # fmt: skip
             except requests.exceptions.ProxyError as exc:
                 if "407 Proxy Authentication Required" in str(exc):
                     raise SageProxyError(
@@ -343,7 +364,7 @@ class SageClient:
                     f"({urlsplit(url).netloc})",
                     TLS_FIX,
                 ) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except DROPPED as exc:
                 raise RetryableError(f"{type(exc).__name__} on {method} {log_path}") from exc
             finally:
                 with self._count_lock:
@@ -362,6 +383,7 @@ class SageClient:
                 raise api_error(response, method, log_path)
             if response.status_code == 401 and not renewal:
                 self.tokens.invalidate(token)
+                response.close()
                 continue
             if response.status_code in RETRY_STATUSES:
                 what = body_summary(response)
@@ -371,8 +393,23 @@ class SageClient:
                     parse_retry_after(response.headers.get("Retry-After")),
                     response,
                 )
+            if stream:
+                if answered is not None and response.status_code == 200:
+                    answered()
+                self._read_body(response, method, log_path)
             return response
         return response
+
+    @staticmethod
+    def _read_body(response: requests.Response, method: str, log_path: str) -> None:
+        """The body of a streamed answer, read now: one cut off (``IncompleteRead``, a reset)
+        or timed out is a ``RetryableError``, as the same failure before the headers is."""
+        try:
+            response.content  # noqa: B018 - reads and keeps the body
+        except DROPPED as exc:
+            raise RetryableError(
+                f"{type(exc).__name__} reading the answer to {method} {log_path}"
+            ) from exc
 
     def get_json(
         self, path: str, *, business_id: str | None = None, params: Mapping[str, Any] | None = None

@@ -32,7 +32,7 @@ from tap_sage.sandbox.businesses import MULTI_USER_DENIED, businesses, user
 from tap_sage.sandbox.faults import WRITE_METHODS, Faults
 from tap_sage.sandbox.lists import ListQueries
 from tap_sage.sandbox.oauth_server import OAuthServer
-from tap_sage.sandbox.server import ARRIVED
+from tap_sage.sandbox.server import ARRIVED, CUT_BODY
 from tap_sage.sandbox.settings import (
     ALL_FAULT_KINDS,
     FAULT_KINDS,
@@ -155,6 +155,8 @@ class SandboxApp:
                 # (records.save / records.insert): nothing to bump here
                 response = self.route(request, conn, grant, path)
             self.faults.after(kind)
+            if kind == "cutbody":
+                request.environ[CUT_BODY] = True  # the server sends half the body (server.py)
             return response
         except Answer as answer:
             return answer.response

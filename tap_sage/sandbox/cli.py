@@ -131,7 +131,8 @@ def _add_fault_flags(serve: argparse.ArgumentParser) -> None:
         help="comma-separated faults to draw from: 500 (answered before any work), 503, "
         "429 (with Retry-After: 1), drop (socket closed, no answer), commit500 (a write is "
         "committed, then answered 500), commitdrop (committed, then dropped), html (an HTML "
-        "error page, not JSON, with 502/503/504/520-525), 429bare (429 without Retry-After); "
+        "error page, not JSON, with 502/503/504/520-525), 429bare (429 without Retry-After), "
+        "cutbody (served in full, then the connection closes halfway through the body); "
         f"default: {','.join(FAULT_KINDS)}",
     )
     serve.add_argument(

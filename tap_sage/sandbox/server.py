@@ -31,6 +31,8 @@ IDLE_TIMEOUT = 300.0
 BODILESS = frozenset({204, 304})
 #: The environ key of the request's arrival (``time.monotonic()`` when its first line was read).
 ARRIVED = "sage_sandbox.arrived"
+#: Set by the application on an answer whose body is to be cut halfway (the ``cutbody`` fault).
+CUT_BODY = "sage_sandbox.cut_body"
 
 
 class _Body(io.RawIOBase):
@@ -158,6 +160,13 @@ class KeepAliveHandler(WSGIRequestHandler):
             payload = b""
         # logged before the answer leaves: a client that got it finds its line in the log
         self.log_request(code, len(payload))
+        if environ.get(CUT_BODY) and payload:
+            # the cutbody fault: all the head, half the body, then the connection closes
+            self.close_connection = True
+            self.wfile.write(head + payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.wfile.write(head + payload)
 
 

@@ -11,8 +11,9 @@ from tap_sage.sandbox import oauth
 FAULT_KINDS = ("500", "503", "429", "drop", "commit500", "commitdrop")
 #: Faults drawn only when named (``--fault-kinds``): ``html``, an HTML error page (not JSON) with
 #: 502, 503, 504 or 520-525 as a gateway or CDN in front of Sage answers; ``429bare``, a 429
-#: without ``Retry-After``.
-EXTRA_FAULT_KINDS = ("html", "429bare")
+#: without ``Retry-After``; ``cutbody``, the request is served in full (a write committed) but
+#: the connection closes halfway through the answer's body, after its status and headers.
+EXTRA_FAULT_KINDS = ("html", "429bare", "cutbody")
 ALL_FAULT_KINDS = FAULT_KINDS + EXTRA_FAULT_KINDS
 HTML_STATUSES = (502, 503, 504, 520, 521, 522, 523, 524, 525)
 PAGING_MODES = ("seek", "offset")

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: Seconds of disagreement tolerated between the clock of Sage's ``Date`` header and the clock
@@ -80,8 +80,18 @@ class Page:
     past_end: bool = False
 
 
-#: ``fetch(path_or_next, params)`` -> Page. ``params`` is None when following a ``$next``.
-Fetch = Callable[[str, Mapping[str, Any] | None], Page]
+#: Told that Sage's answer to a page request has begun (status and headers in: its query
+#: ran), before its body is read; told again if that body is lost and the request is retried.
+Answered = Callable[[], None]
+
+
+class Fetch(Protocol):
+    """``fetch(path_or_next, params)`` -> Page. ``params`` is None when following a ``$next``;
+    ``answered``, when given, is called as ``Answered`` says (``PageScanner._pages_in_turn``)."""
+
+    def __call__(
+        self, path: str, params: Mapping[str, Any] | None, /, *, answered: Answered | None = None
+    ) -> Page: ...
 
 
 def with_page(link: str, number: int) -> str:

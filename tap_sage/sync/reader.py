@@ -84,6 +84,7 @@ class ListReader(Repairs):
         self.on_smaller_pages = hooks.on_smaller_pages
         self._out_before: set[int] = set()  # versions emitted by a scan given up
         self._lock = threading.Lock()
+        self._reordered = False
 
     def records(self) -> Iterator[tuple[dict[str, Any], bool]]:
         """Every record to emit, in order, as ``(record, is_tombstone)``."""

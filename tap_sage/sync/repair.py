@@ -46,13 +46,13 @@ class Repairs(GapRepairs):
 
     def _scan_doubts(self, book: _ScanBook) -> None:
         """Without a deletion feed, a fallen ``$total``; read concurrently, a record read on two
-        pages: either may mean a record left a place the scan had passed."""
+        pages (``_sequential``): either may mean a record left a place the scan had passed."""
         if len(book.metas) <= 1:
             return
         if book.watch is not None and book.watch.lost:
             book.removals.append(Removal(1, -1))  # $total fell: something may have left
             self.result.notes.append("$total says records left during the scan")
-        if book.dups and self.max_concurrency > 1:
+        if book.dups and not self._sequential:
             book.removals.append(Removal(max(1, min(book.dups) - 1), -1))
             self.result.notes.append("a record was read on two pages")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 from tap_sage.sync.pages import (
     ANCHORS,
     PAGE_BUFFER,
+    Answered,
     Fetch,
     Page,
     Progress,
@@ -62,15 +64,21 @@ class ReaderState:
     on_smaller_pages: Callable[[int, Exception], None] | None
     _out_before: set[int]
     _lock: threading.Lock
+    #: a scan at ``max_concurrency`` 1 was answered out of order (``_InTurn``)
+    _reordered: bool
 
 
 class PageScanner(ReaderState):
     """Part of ``ListReader``: the pages of one query, in order."""
 
-    def _get(self, path: str, params: Mapping[str, Any] | None) -> Page:
+    def _get(
+        self, path: str, params: Mapping[str, Any] | None, answered: Answered | None = None
+    ) -> Page:
         with self._lock:
             self.result.requests += 1
-        return self.fetch(path, params)
+        if answered is None:
+            return self.fetch(path, params)
+        return self.fetch(path, params, answered=answered)
 
     def _params(self, since: str | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -126,29 +134,30 @@ class PageScanner(ReaderState):
         yield from self._concurrent_pages(template, page)
 
     def _pages_in_turn(self, page: Page, executor: Executor) -> Iterator[Page]:
-        """The pages after ``page`` one at a time, as the sequential scan reads them: each is
-        asked for only once the one before it is answered (so a read in order stays one,
-        ``_position``), but at once, in the executor, while the caller reads the one before:
-        one request is in flight all along, and reading a page costs no latency."""
-        number = page.number
-        ahead: Future[Page] | None = None
-        if page.next is not None:
-            ahead = executor.submit(self._get, page.next, None)
+        """The pages after ``page`` one at a time, in order, as the sequential scan reads them
+        (``_InTurn``): each asked for once the one before it is answered, so a read in order
+        stays one (``_position``), but as soon as that answer begins, while its body is read
+        and decoded and while the caller reads the page before: one request is in flight all
+        along, and reading a page costs no latency."""
+        turn = _InTurn(self, executor, page)
         try:
             yield page
-            while ahead is not None:
-                page = ahead.result()
-                ahead = None
-                if page.number <= number:
-                    yield self._past_end(number + 1, page)
+            number = page.number
+            while True:
+                taken = turn.take(number + 1)
+                if taken is None:
                     return
-                number = page.number
-                if page.next is not None:
-                    ahead = executor.submit(self._get, page.next, None)
-                yield page
+                if taken.number <= number:
+                    yield self._past_end(number + 1, taken)
+                    return
+                number = taken.number
+                if taken.next is None:
+                    yield taken
+                    return
+                turn.follow(number, taken.next)
+                yield taken
         finally:
-            if ahead is not None:
-                ahead.cancel()  # the scan was given up: its answer is not wanted
+            turn.discard()
 
     @staticmethod
     def _past_end(number: int, answer: Page) -> Page:
@@ -203,6 +212,97 @@ class PageScanner(ReaderState):
                 for i in items[:ANCHORS] + items[-ANCHORS:]
             ),
         )
+
+
+class _InTurn:
+    """The requests of one scan at ``max_concurrency`` 1 after its first page.
+
+    Page ``n + 1`` is asked for from the fetching thread the moment Sage begins to answer page
+    ``n`` (``Answered``: its query ran), while page ``n``'s body is still read and decoded, as
+    long as the first page's ``$total`` says it is not the last and no more than
+    ``PAGE_BUFFER`` pages wait unread; otherwise (the last page, a full buffer, a list that
+    outgrew that total) when the caller takes page ``n`` (``follow``, with its own ``$next``).
+    A page whose answer was lost after it began and was asked again (answered twice) may have
+    been queried after the pages after it: the read is then no longer in order
+    (``ReaderState._reordered``) but what a concurrent scan is (positions bound nothing, a
+    record read twice is a doubt), and as there, the last page is queried only after every
+    page before it was answered, so that it shows whatever moved to the end meanwhile.
+    """
+
+    def __init__(self, scanner: PageScanner, executor: Executor, first: Page) -> None:
+        self.scanner = scanner
+        self.executor = executor
+        self.template = first.next
+        self.last = max(first.number + 1, math.ceil(first.total / scanner.page_size))
+        self.lock = threading.Lock()
+        self.pending: dict[int, Future[Page]] = {}
+        self.taken = first.number
+        self.answers: dict[int, int] = {}  # times Sage began to answer each page
+        self.early: set[int] = set()  # pages asked for when the one before began answering
+        self.closed = False
+        if first.next is not None:
+            self._submit(first.number + 1, first.next)
+
+    def _submit(self, number: int, link: str) -> None:
+        """Ask for page ``number`` (with ``self.lock`` held, or before any thread runs)."""
+        answered = functools.partial(self._answered, number)
+        self.pending[number] = self.executor.submit(self.scanner._get, link, None, answered)
+
+    def _answered(self, number: int) -> None:
+        """Sage began to answer page ``number`` (in a fetching thread)."""
+        with self.lock:
+            count = self.answers[number] = self.answers.get(number, 0) + 1
+            if count > 1 and number + 1 in self.early:
+                self.scanner._reordered = True
+            self._extend()
+
+    def _extend(self) -> None:
+        """Ask for the page after the highest one asked for, if that one's answer began and
+        the first page's total says there is one (with ``self.lock`` held)."""
+        if self.closed or self.template is None or not self.pending:
+            return
+        highest = max(self.pending)
+        following = highest + 1
+        if (
+            self.answers.get(highest)
+            and following < self.last  # the last: once every page before it is taken
+            and following - self.taken <= 1 + PAGE_BUFFER
+        ):
+            self.early.add(following)
+            self._submit(following, with_page(self.template, following))
+
+    def take(self, number: int) -> Page | None:
+        """Page ``number``'s answer (waits for it), or None when it was never asked for."""
+        with self.lock:
+            future = self.pending.get(number)
+        if future is None:
+            return None
+        page = future.result()
+        with self.lock:
+            del self.pending[number]
+            self.taken = number
+            self._extend()
+        return page
+
+    def follow(self, number: int, link: str) -> None:
+        """Page ``number`` was taken and has a ``$next`` (``link``): ask for the page after it
+        now unless it was asked for already."""
+        with self.lock:
+            if number + 1 not in self.pending:
+                self._submit(number + 1, link)
+
+    def discard(self) -> None:
+        """Cancel what was asked for and not taken; wait for what is running."""
+        with self.lock:
+            self.closed = True
+            futures = list(self.pending.values())
+            self.pending.clear()
+        for future in futures:
+            future.cancel()
+        for future in futures:
+            if not future.cancelled():
+                with contextlib.suppress(Exception):  # a discarded prefetch
+                    future.result()
 
 
 class _Ahead:

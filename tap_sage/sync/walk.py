@@ -177,7 +177,7 @@ class MainScan(PageScanner):
 
     @property
     def _sequential(self) -> bool:
-        return self.executor is None or self.max_concurrency <= 1
+        return (self.executor is None or self.max_concurrency <= 1) and not self._reordered
 
     def _unread_update(self, item: Mapping[str, Any], tail_from: int) -> list[Removal]:
         """A record updated during the scan whose earlier version this scan never read.
