@@ -66,12 +66,15 @@ bench: $(STAMP)
 
 # The list reader under concurrent writes, thousands of seeds (not part of `make test`):
 # STRESS_SEEDS seeds x 16 cases (workers 1/2/4/8, sortable or not, deletion feed or not),
-# stopping after STRESS_SECONDS. A failure names its seed: replay it with
-# `$(BIN)/python scripts/stress_reader.py --seed N`.
+# stopping after STRESS_SECONDS; then the scan at concurrency 1 with 30% of its answers lost
+# after they began (asked again once the next page was asked for), for STRESS_SECONDS / 3.
+# A failure names its seed: replay it with `$(BIN)/python scripts/stress_reader.py --seed N`.
 STRESS_SEEDS ?= 3000
 STRESS_SECONDS ?= 300
 stress: $(STAMP)
 	$(BIN)/python scripts/stress_reader.py --seeds $(STRESS_SEEDS) --seconds $(STRESS_SECONDS)
+	$(BIN)/python scripts/stress_reader.py --workers 1 --lost-answers 0.3 --seeds $(STRESS_SEEDS) \
+		--seconds $$(( $(STRESS_SECONDS) / 3 ))
 
 demo: $(STAMP)
 	bash scripts/demo.sh

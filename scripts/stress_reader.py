@@ -7,6 +7,7 @@ checks that no record was lost (``check_seed``). Every failure names its seed an
 
     python scripts/stress_reader.py --seeds 3000 --seconds 240
     python scripts/stress_reader.py --seed 11 --workers 4 --sortable yes --deletions yes
+    python scripts/stress_reader.py --workers 1 --lost-answers 0.3   # answers lost after they began
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="pages above 20 records fail: every read falls back to smaller ones")  # fmt: skip
     parser.add_argument("--no-stamps", action="store_true",
                         help="deleted items come without deleted_at")  # fmt: skip
+    parser.add_argument("--lost-answers", type=float, default=0.0,
+                        help="share of answers lost after they began and asked again (the "
+                        "scan at concurrency 1 has asked for the next page by then)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # an unproven read warns; counted below instead
     cases = list(itertools.product(_flag(args.sortable), _flag(args.deletions),
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         for sortable, deletions, workers in cases:
             try:
                 outcome = check_seed(seed, sortable=sortable, deletions=deletions, workers=workers,
-                                     heavy=args.heavy, stamps=not args.no_stamps)  # fmt: skip
+                                     heavy=args.heavy, stamps=not args.no_stamps,
+                                     lost_answers=args.lost_answers)  # fmt: skip
             except AssertionError as exc:
                 failures.append(str(exc))
                 print(f"FAIL {exc}", flush=True)

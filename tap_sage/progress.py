@@ -119,7 +119,10 @@ class ReadProgress:
         def fetch_noted(
             path: str, params: Mapping[str, Any] | None, /, *, answered: Answered | None = None
         ) -> Page:
-            page = fetch(path, params, answered=answered)
+            if answered is None:
+                page = fetch(path, params)
+            else:
+                page = fetch(path, params, answered=answered)
             self.page(page, _query(path, params))
             return page
 

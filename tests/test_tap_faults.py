@@ -4,8 +4,11 @@ JSON), 429 without ``Retry-After``, and heavy pages (lists with ``attributes=all
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +206,43 @@ def test_answers_cut_off_after_they_began_are_asked_again(sandbox_factory, conne
                 json.dumps(r) for r in clean.records(stream)
             ], (stream, concurrency)
         assert cut.state == clean.state
+
+
+def test_an_error_answer_cut_off_is_retried_when_streamed(sandbox, connection_config) -> None:
+    """A list page is read with ``stream`` (its slot of the budget ends when its answer
+    begins): an error answer whose body is cut off (an HTML 503 from a gateway, here from a
+    bare socket server) is retried as it is without ``stream``, not raised as a ``requests``
+    error; ``answered`` is told of the 200 only."""
+    server = socket.create_server(("127.0.0.1", 0))
+    asked: list[bytes] = []
+    cut = b"<html><title>503 Service"
+    ok = b'{"$items": [], "$total": 0}'
+
+    def serve() -> None:
+        for answer in (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n"
+            b"Content-Length: 1000\r\n\r\n" + cut,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(ok)).encode() + b"\r\n\r\n" + ok,
+        ):
+            conn, _ = server.accept()
+            with conn:
+                asked.append(conn.recv(65536).split(b"\r\n", 1)[0])
+                conn.sendall(answer)
+                conn.shutdown(socket.SHUT_RDWR)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    config = dict(connection_config, connection_name=f"cut-{port}")
+    config["advanced_config"] = {**config["advanced_config"], "max_backoff": 0.05,
+                                 "api_url": f"http://127.0.0.1:{port}/v3.1"}  # fmt: skip
+    client = SageClient.for_config(config)
+    began: list[int] = []
+    response = client.request("GET", "/contacts", slot=contextlib.nullcontext(),
+                              answered=lambda: began.append(1))  # fmt: skip
+    thread.join(10)
+    server.close()
+    assert response.status_code == 200 and response.content == ok
+    assert asked == [b"GET /v3.1/contacts HTTP/1.1"] * 2  # the cut 503, then the 200
+    assert began == [1]

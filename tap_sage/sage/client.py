@@ -369,6 +369,10 @@ class SageClient:
             finally:
                 with self._count_lock:
                     self.request_count += 1
+            if stream and response.status_code != 200:
+                # an error's body is read now, as without ``stream``: the checks below read it,
+                # and one cut off or timed out is retried like any dropped connection
+                self._read_body(response, method, log_path)
             elapsed = (time.monotonic() - started) * 1000
             request_id = request_id_of(response) or "-"
             LOGGER.debug(
@@ -383,7 +387,6 @@ class SageClient:
                 raise api_error(response, method, log_path)
             if response.status_code == 401 and not renewal:
                 self.tokens.invalidate(token)
-                response.close()
                 continue
             if response.status_code in RETRY_STATUSES:
                 what = body_summary(response)
@@ -393,10 +396,12 @@ class SageClient:
                     parse_retry_after(response.headers.get("Retry-After")),
                     response,
                 )
-            if stream:
-                if answered is not None and response.status_code == 200:
-                    answered()
-                self._read_body(response, method, log_path)
+            if stream and response.status_code == 200:
+                try:
+                    if answered is not None:
+                        answered()
+                finally:  # read (and the connection given back) whatever the callback did
+                    self._read_body(response, method, log_path)
             return response
         return response
 
