@@ -49,10 +49,9 @@ def test_answers_lost_after_they_began_lose_nothing(sortable: bool, deletions: b
     begins (``_InTurn``); when that answer's body is then lost and the page asked again, the
     next page's query may run before the retry's: the scan is no longer in order. Under the
     writer, with a third of the answers lost that way, no record is lost or doubled
-    (``check_seed``). Asking for the last page early as well loses a record here (seed 89: a
-    record moved to the end after the last page was read and before an earlier page's retry;
-    checked by hand, the way the other rules of the reader were). The harness does reorder
-    the scan (``_reordered``, in some seeds), so the path is exercised."""
+    (``check_seed``). Asking for the last page early too fails this test (seed 89 loses a
+    record that moved to the end after the last page was read and before an earlier page's
+    retry). The harness does reorder the scan (``_reordered``, in some seeds): the path runs."""
     reordered = 0
     for seed in range(SEEDS):
         check_seed(seed, sortable=sortable, deletions=deletions, workers=1, lost_answers=0.3)
