@@ -344,13 +344,21 @@ class SageClient:
                 hdrs.update(headers)
             started = time.monotonic()
             try:
+                session = self.session
+                # what Session.request does, with the request made (and the environment's
+                # proxies and CA bundle looked up) before the slot is taken: the slot covers
+                # the sending and the wait for the answer only
+                prepared = session.prepare_request(
+                    requests.Request(method, url, headers=hdrs, json=json_body, params=params)
+                )
                 # verify given per request: a Session.verify would lose to REQUESTS_CA_BUNDLE
+                options = session.merge_environment_settings(
+                    prepared.url, {}, stream, self.settings.ca_bundle or True, None
+                )
                 with slot if slot is not None else contextlib.nullcontext():
-                    response = self.session.request(
-                        method, url, params=params, json=json_body, headers=hdrs,
-                        timeout=self.settings.timeout, verify=self.settings.ca_bundle or True,
-                        stream=stream,
-                    )  # fmt: skip
+                    response = session.send(
+                        prepared, timeout=self.settings.timeout, allow_redirects=True, **options
+                    )
             except requests.exceptions.ProxyError as exc:
                 if "407 Proxy Authentication Required" in str(exc):
                     raise SageProxyError(
