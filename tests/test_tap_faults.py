@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from tap_sage.sage.client import SageClient, sage_wait
+from tap_sage.sage.client import BearerAuth, SageClient, sage_wait
 from tap_sage.sandbox.app import HTML_STATUSES
 from tap_sage.sandbox.runner import SandboxProcess
 from tests.tap_helpers import run_tap
@@ -246,3 +246,25 @@ def test_an_error_answer_cut_off_is_retried_when_streamed(sandbox, connection_co
     assert response.status_code == 200 and response.content == ok
     assert asked == [b"GET /v3.1/contacts HTTP/1.1"] * 2  # the cut 503, then the 200
     assert began == [1]
+
+
+def test_a_netrc_entry_for_the_host_does_not_replace_the_token(sandbox, connection_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """requests gives a request without auth the ``~/.netrc`` (``$NETRC``) entry of its host as
+    Basic credentials, over an ``Authorization`` header: the bearer token goes as the request's
+    auth (``BearerAuth``), so a user's netrc line for the API host loses no connection."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elsewhere\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    basic = requests.Session().prepare_request(requests.Request("GET", sandbox.api_url))
+    assert basic.headers["Authorization"].startswith("Basic ")  # requests does read it
+    # a stale access token: the first call is answered 401, the client refreshes (the token
+    # endpoint takes the client's credentials in its form, with no netrc line in their way)
+    config = dict(connection_config, connection_name="netrc", access_token="stale")
+    client = SageClient.for_config(config)
+    assert client.businesses()
+    sent = client.session.prepare_request(
+        requests.Request("GET", sandbox.api_url, auth=BearerAuth("t0ken"))
+    )
+    assert sent.headers["Authorization"] == "Bearer t0ken"
+    assert "t0ken" not in repr(BearerAuth("t0ken"))

@@ -60,6 +60,25 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
+class BearerAuth(requests.auth.AuthBase):
+    """The access token as ``Authorization: Bearer``. Given to requests as the request's auth,
+    not as a header: a request without auth gets the ``~/.netrc`` (``$NETRC``) entry of its
+    host, which would replace the bearer token with Basic credentials (requests'
+    ``Session.prepare_request``), and costs a look at that file per request."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(********)"
+
+
 class RetryableError(Exception):
     """A transient failure worth another try: 429, 5xx, timeout or dropped connection."""
 
@@ -335,7 +354,7 @@ class SageClient:
         stream = slot is not None or answered is not None
         for renewal in (False, True):
             token = self.tokens.token()
-            hdrs = {"Authorization": f"Bearer {token}"}
+            hdrs: dict[str, str] = {}
             if business_id:
                 hdrs["X-Business"] = business_id
             if json_body is not None:
@@ -348,8 +367,9 @@ class SageClient:
                 # what Session.request does, with the request made (and the environment's
                 # proxies and CA bundle looked up) before the slot is taken: the slot covers
                 # the sending and the wait for the answer only
+                bearer = BearerAuth(token)
                 prepared = session.prepare_request(
-                    requests.Request(method, url, headers=hdrs, json=json_body, params=params)
+                    requests.Request(method, url, hdrs, json=json_body, params=params, auth=bearer)
                 )
                 # verify given per request: a Session.verify would lose to REQUESTS_CA_BUNDLE
                 options = session.merge_environment_settings(

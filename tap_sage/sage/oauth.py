@@ -38,6 +38,18 @@ from tap_sage.sage.settings import ConnectionSettings
 LOGGER = logging.getLogger("sage.auth")
 
 
+class _FormOnly(requests.auth.AuthBase):
+    """No ``Authorization`` header: the client's credentials go in the form. Given as the
+    request's auth so that requests does not put the ``~/.netrc`` (``$NETRC``) entry of the
+    token host there instead, as it does for a request without auth."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+NO_NETRC = _FormOnly()
+
+
 class TokenRequestNotSent(Exception):
     """The token request never reached the server: trying again is safe."""
 
@@ -118,6 +130,7 @@ class OAuthEndpoints:
             return self.session.post(
                 url,
                 data=form,
+                auth=NO_NETRC,
                 headers={"Accept": "application/json"},
                 timeout=self.settings.timeout,
                 allow_redirects=False,
