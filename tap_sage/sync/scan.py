@@ -214,6 +214,17 @@ class PageScanner(ReaderState):
         )
 
 
+def _withdraw(futures: list[Future[Page]]) -> None:
+    """Cancel the requests of ``futures`` not started; wait for those running (their answers,
+    and errors, are not wanted), so that none is still in flight when the scan is over."""
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        if not future.cancelled():
+            with contextlib.suppress(Exception):  # a discarded prefetch
+                future.result()
+
+
 class _InTurn:
     """The requests of one scan at ``max_concurrency`` 1 after its first page.
 
@@ -300,12 +311,7 @@ class _InTurn:
             self.closed = True
             futures = list(self.pending.values())
             self.pending.clear()
-        for future in futures:
-            future.cancel()
-        for future in futures:
-            if not future.cancelled():
-                with contextlib.suppress(Exception):  # a discarded prefetch
-                    future.result()
+        _withdraw(futures)
 
 
 class _Ahead:
@@ -347,9 +353,4 @@ class _Ahead:
 
     def discard(self) -> None:
         """Cancel what was requested and not taken (an early end, or an error)."""
-        for future in self.pending.values():
-            future.cancel()
-        for future in self.pending.values():
-            if not future.cancelled():
-                with contextlib.suppress(Exception):  # a discarded prefetch
-                    future.result()
+        _withdraw(list(self.pending.values()))
