@@ -293,7 +293,7 @@ class SageClient:
         try:
             response = self._send_with_retries(
                 method, url, log_path, business_id, params, json_body, headers, max_tries,
-                (slot, answered),
+                slot=slot, answered=answered,
             )  # fmt: skip
         except RetryableError as exc:
             if exc.response is not None:
@@ -319,7 +319,9 @@ class SageClient:
         json_body: Any | None,
         headers: Mapping[str, str] | None,
         max_tries: int,
-        streamed: tuple[AbstractContextManager[object] | None, Callable[[], None] | None],
+        *,
+        slot: AbstractContextManager[object] | None,
+        answered: Callable[[], None] | None,
     ) -> requests.Response:
         response: requests.Response | None = None
         for attempt in backoff.retry_context(
@@ -335,7 +337,7 @@ class SageClient:
         ):  # fmt: skip
             with attempt:
                 response = self._send_once(method, url, log_path, business_id, params, json_body,
-                                           headers, *streamed)  # fmt: skip
+                                           headers, slot, answered)  # fmt: skip
         assert response is not None
         return response
 
