@@ -2,34 +2,37 @@
 
 from __future__ import annotations
 
-import functools
-import io
-import os
-import sys
-import typing as t
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from datetime import date
-from typing import Any
+from tap_sage.startup import long_lived_imports
 
-import click
-from singer_sdk import Tap
-from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.tap_base import CliTestOptionValue
-from typing_extensions import override
+with long_lived_imports():  # objects that live as long as the process (tap_sage.startup)
+    import functools
+    import io
+    import os
+    import sys
+    import typing as t
+    from collections.abc import Mapping
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import date
+    from typing import Any
 
-import tap_sage.about  # noqa: F401 - registers the markdown about formatter
-from tap_sage import deletions, partitioning
-from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
-from tap_sage.sage import catalogue
-from tap_sage.sage.client import SageClient
-from tap_sage.sage.errors import SageConfigError
-from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
-from tap_sage.selection import lean_catalog, row_selected, selected
-from tap_sage.streams import SageSingletonStream, SageStream
-from tap_sage.sync import epoch
-from tap_sage.sync.pages import PAGE_BUFFER
-from tap_sage.writer import BufferedMsgSpecWriter, flush_writers
+    import click
+    from singer_sdk import Tap
+    from singer_sdk.exceptions import ConfigValidationError
+    from singer_sdk.tap_base import CliTestOptionValue
+    from typing_extensions import override
+
+    import tap_sage.about  # noqa: F401 - registers the markdown about formatter
+    from tap_sage import deletions, partitioning
+    from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
+    from tap_sage.sage import catalogue
+    from tap_sage.sage.client import SageClient
+    from tap_sage.sage.errors import SageConfigError
+    from tap_sage.sage.settings import CONNECTION_PROPERTIES, ConnectionSettings
+    from tap_sage.selection import lean_catalog, row_selected, selected
+    from tap_sage.streams import SageSingletonStream, SageStream
+    from tap_sage.sync import epoch
+    from tap_sage.sync.pages import PAGE_BUFFER
+    from tap_sage.writer import BufferedMsgSpecWriter, flush_writers
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream

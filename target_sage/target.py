@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-import copy
-import json
-import logging
-import sys
-from typing import IO, Any, ClassVar
+from tap_sage.startup import long_lived_imports
 
-import click
-import jsonschema
-from singer_sdk import Target
-from singer_sdk.exceptions import (
-    InvalidRecord,
-    MissingKeyPropertiesError,
-    RecordsWithoutSchemaException,
-)
-from singer_sdk.sinks import Sink
-from typing_extensions import override
+with long_lived_imports():  # objects that live as long as the process (tap_sage.startup)
+    import copy
+    import json
+    import logging
+    import sys
+    from typing import IO, Any, ClassVar
 
-import tap_sage.about  # noqa: F401 - registers the markdown about formatter
-from tap_sage.sage.client import SageClient
-from tap_sage.sage.errors import SageError
-from tap_sage.sage.settings import CONNECTION_PROPERTIES
-from tap_sage.sdk_private import active_sinks, env_var_config, latest_state
-from target_sage import run_lock
-from target_sage.engine import Engine, new_run_id
-from target_sage.ledger_db import open_ledger
-from target_sage.payload import DottedFieldError, source_key
-from target_sage.procedures import about_text
-from target_sage.reader import LineReader
-from target_sage.results import DeadLetterFile, Result, ResultsFile
-from target_sage.settings import TARGET_PROPERTIES, TargetSettings
-from target_sage.sinks import SageSink
-from target_sage.work import TargetFailure
+    import click
+    import jsonschema
+    from singer_sdk import Target
+    from singer_sdk.exceptions import (
+        InvalidRecord,
+        MissingKeyPropertiesError,
+        RecordsWithoutSchemaException,
+    )
+    from singer_sdk.sinks import Sink
+    from typing_extensions import override
+
+    import tap_sage.about  # noqa: F401 - registers the markdown about formatter
+    from tap_sage.sage.client import SageClient
+    from tap_sage.sage.errors import SageError
+    from tap_sage.sage.settings import CONNECTION_PROPERTIES
+    from tap_sage.sdk_private import active_sinks, env_var_config, latest_state
+    from target_sage import run_lock
+    from target_sage.engine import Engine, new_run_id
+    from target_sage.ledger_db import open_ledger
+    from target_sage.payload import DottedFieldError, source_key
+    from target_sage.procedures import about_text
+    from target_sage.reader import LineReader
+    from target_sage.results import DeadLetterFile, Result, ResultsFile
+    from target_sage.settings import TARGET_PROPERTIES, TargetSettings
+    from target_sage.sinks import SageSink
+    from target_sage.work import TargetFailure
 
 LOGGER = logging.getLogger("target_sage")
 
