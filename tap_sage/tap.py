@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tap_sage.startup import long_lived_imports
+from tap_sage.startup import long_lived_imports, package_version
 
 with long_lived_imports():  # objects that live as long as the process (tap_sage.startup)
     import functools
@@ -177,6 +177,18 @@ class TapSage(Tap):
         "type": "object",
         "properties": {**CONNECTION_PROPERTIES, **TAP_PROPERTIES},
     }
+
+    @classmethod
+    @override
+    def get_plugin_version(cls) -> str:
+        """The distribution's version, read without the ``email`` package (``startup``)."""
+        return package_version(cls.package_name or cls.name)
+
+    @classmethod
+    @override
+    def get_sdk_version(cls) -> str:
+        """singer-sdk's version, read without the ``email`` package (``startup``)."""
+        return package_version("singer-sdk")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Initialise the tap; with ``validate_config`` (the default), check every setting."""

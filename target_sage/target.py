@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tap_sage.startup import long_lived_imports
+from tap_sage.startup import long_lived_imports, package_version
 
 with long_lived_imports():  # objects that live as long as the process (tap_sage.startup)
     import copy
@@ -59,6 +59,18 @@ class TargetSage(Target):
     }
     default_sink_class = SageSink
     message_reader_class = LineReader
+
+    @classmethod
+    @override
+    def get_plugin_version(cls) -> str:
+        """The distribution's version, read without the ``email`` package (``startup``)."""
+        return package_version(cls.package_name or cls.name)
+
+    @classmethod
+    @override
+    def get_sdk_version(cls) -> str:
+        """singer-sdk's version, read without the ``email`` package (``startup``)."""
+        return package_version("singer-sdk")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

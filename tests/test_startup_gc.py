@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tap_sage.startup import YOUNG_THRESHOLD, long_lived_imports
+from tap_sage.startup import YOUNG_THRESHOLD, long_lived_imports, package_version
 
 #: what a fresh interpreter reports after importing an executable's module: the thresholds,
 #: how many objects were frozen, and the garbage a full pass then finds among them
@@ -67,3 +67,33 @@ def test_the_thresholds_come_back_when_an_import_fails() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*saved)
+
+
+@pytest.mark.parametrize("distribution", ["tap-sage", "singer-sdk", "requests", "msgspec", "click"])
+def test_a_package_version_is_what_importlib_metadata_says(distribution: str) -> None:
+    from importlib import metadata
+
+    assert package_version(distribution) == metadata.version(distribution)
+
+
+def test_an_unknown_distribution_has_the_sdks_answer() -> None:
+    assert package_version("no-such-distribution-here") == "[could not be detected]"
+
+
+def test_both_executables_report_their_versions_by_it() -> None:
+    """The SDK's ``--version`` line and its start-up log line read these two class methods."""
+    from importlib import metadata
+
+    from tap_sage.tap import TapSage
+    from target_sage.target import TargetSage
+
+    for plugin in (TapSage, TargetSage):
+        assert plugin.get_plugin_version() == metadata.version("tap-sage")
+        assert plugin.get_sdk_version() == metadata.version("singer-sdk")
+    out = subprocess.run(
+        [sys.executable, "-m", "tap_sage.tap", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"v{metadata.version('tap-sage')}, Meltano SDK v{metadata.version('singer-sdk')}" in out

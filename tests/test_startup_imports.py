@@ -42,6 +42,9 @@ NOT_AT_START = (
     "target_sage",
     "psycopg",
     "sqlalchemy",
+    # what importlib.metadata.version imports to parse a METADATA file (tap_sage.startup)
+    "email.policy",
+    "email.headerregistry",
 )
 
 
