@@ -425,9 +425,11 @@ class TapSage(Tap):
             wanted = {e.tap_stream_id for e in catalog.streams if selected(e.metadata)}
             wanted |= set(catalogue.resources()) - listed
         streams: list[Stream] = []
-        for resource in catalogue.resources().values():
-            if wanted is not None and resource.name not in wanted:
-                continue
+        resources = catalogue.resources()
+        for name in resources:
+            if wanted is not None and name not in wanted:
+                continue  # not decoded (``catalogue.Catalogue``)
+            resource = resources[name]
             if resource.singleton:
                 streams.append(SageSingletonStream(self, resource))
             elif resource.list:

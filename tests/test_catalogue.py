@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tap_sage.sage import catalogue
@@ -83,3 +84,29 @@ def test_resources_file_is_sorted_and_unique() -> None:
     data = json.loads(catalogue.RESOURCES_FILE.read_text())
     names = [r["name"] for r in data["resources"]]
     assert names == sorted(set(names))
+
+
+def test_a_resource_is_decoded_when_first_asked_for_and_kept() -> None:
+    """``catalogue.Catalogue``: a sync of one stream decodes one resource of the file."""
+    fresh = catalogue.Catalogue(catalogue.RESOURCES_FILE.read_bytes())
+    assert len(fresh) == len(catalogue.resources()) > 80
+    assert "sales_invoices" in fresh and "no_such_resource" not in fresh
+    assert fresh._decoded == {}  # the names and `in` decode nothing
+    invoices = fresh["sales_invoices"]
+    assert list(fresh._decoded) == ["sales_invoices"]
+    assert fresh["sales_invoices"] is invoices
+    assert invoices == catalogue.resources()["sales_invoices"]
+    with pytest.raises(KeyError):
+        fresh["no_such_resource"]
+    assert [r.name for r in fresh.values()] == list(fresh)  # every entry decodes, in order
+
+
+def test_an_unknown_field_in_an_entry_is_refused_when_it_is_decoded() -> None:
+    text = catalogue.RESOURCES_FILE.read_bytes().replace(
+        b'"name": "bank_accounts",', b'"name": "bank_accounts", "surprise": 1,', 1
+    )
+    assert text != catalogue.RESOURCES_FILE.read_bytes()
+    fresh = catalogue.Catalogue(text)
+    assert fresh["contacts"].name == "contacts"
+    with pytest.raises(msgspec.ValidationError, match="surprise"):
+        fresh["bank_accounts"]
