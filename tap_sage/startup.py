@@ -17,7 +17,10 @@ Inside ``long_lived_imports`` only the young generation is collected (every 10,0
 allocations: the garbage of the imports dies young, and 20 objects of it, 1.4 KB, are left),
 14 to 15 ms in all; at the end everything that survived is frozen (``gc.freeze``: it lived
 through the imports, and it lives as long as the process), so that no later pass walks it
-again, and the thresholds are as they were. Every other object is collected as usual.
+again, and the thresholds are as they were. Every other object is collected as usual. The
+freeze is the whole process's: a program that imports ``tap_sage.tap`` into its own process
+(pytest does) has what it holds at that moment frozen too, its garbage cycles then among it
+never collected; the executables run as processes of their own.
 Measured side by side (``bench/startup_bench.py``): see the README's benchmark table.
 """
 
@@ -64,10 +67,13 @@ def package_version(distribution: str) -> str:
         text = metadata.distribution(distribution).read_text("METADATA") or ""
     except metadata.PackageNotFoundError:
         return "[could not be detected]"  # the SDK's answer (singer_sdk.helpers._packaging)
-    for line in text.splitlines():
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
         if not line:
-            break
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "version" and value.strip():
+            break  # the headers end here
+        if line[0] in " \t":
+            continue  # the folded rest of the header before
+        name, colon, value = line.partition(":")
+        if colon and name.lower() == "version" and value.strip():
             return value.strip()
     return metadata.version(distribution)

@@ -6,6 +6,7 @@ import gc
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,13 +46,14 @@ def test_an_executable_import_freezes_what_lives_and_collects_what_dies_young(mo
 def test_the_block_collects_only_young_objects_and_restores_the_thresholds() -> None:
     saved = gc.get_threshold()
     gc.set_threshold(700, 10, 10)
+    default = gc.get_threshold()  # as this Python reports it back
     try:
         frozen = gc.get_freeze_count()
         with long_lived_imports():
             assert gc.get_threshold()[0] == YOUNG_THRESHOLD
             assert gc.get_threshold()[1] > 1_000_000
             kept: list[list[int]] = [[] for _ in range(100)]
-        assert gc.get_threshold() == (700, 10, 10)
+        assert gc.get_threshold() == default
         assert gc.get_freeze_count() >= frozen + len(kept)
     finally:
         gc.unfreeze()
@@ -74,6 +76,21 @@ def test_a_package_version_is_what_importlib_metadata_says(distribution: str) ->
     from importlib import metadata
 
     assert package_version(distribution) == metadata.version(distribution)
+
+
+def test_a_version_is_the_header_not_a_line_folded_into_another(tmp_path: Path) -> None:
+    """A METADATA whose summary folds a line that reads like a ``Version`` header."""
+    info = tmp_path / "folded_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: folded-pkg\nSummary: a\n Version: 9.9\nVersion: 1.0\n\n"
+        "Version: 7.7\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert package_version("folded-pkg") == "1.0"
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 def test_an_unknown_distribution_has_the_sdks_answer() -> None:
