@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tap_sage.startup import long_lived_imports, package_version
+from tap_sage.startup import long_lived_imports
 
 with long_lived_imports():  # objects that live as long as the process (tap_sage.startup)
     import functools
@@ -21,8 +21,8 @@ with long_lived_imports():  # objects that live as long as the process (tap_sage
     from singer_sdk.tap_base import CliTestOptionValue
     from typing_extensions import override
 
-    import tap_sage.about  # noqa: F401 - registers the markdown about formatter
     from tap_sage import deletions, partitioning
+    from tap_sage.about import SageVersions  # and registers the markdown about formatter
     from tap_sage.readahead import RequestBudget, Scheduler, Slot, partitions_ahead
     from tap_sage.sage import catalogue
     from tap_sage.sage.client import SageClient
@@ -166,7 +166,7 @@ def end_output() -> None:
         os.close(devnull)
 
 
-class TapSage(Tap):
+class TapSage(SageVersions, Tap):
     """Singer tap for Sage Business Cloud Accounting: every list and settings resource of v3.1,
     incremental where Sage allows, consistent under concurrent writes, per business."""
 
@@ -177,18 +177,6 @@ class TapSage(Tap):
         "type": "object",
         "properties": {**CONNECTION_PROPERTIES, **TAP_PROPERTIES},
     }
-
-    @classmethod
-    @override
-    def get_plugin_version(cls) -> str:
-        """The distribution's version, read without the ``email`` package (``startup``)."""
-        return package_version(cls.package_name or cls.name)
-
-    @classmethod
-    @override
-    def get_sdk_version(cls) -> str:
-        """singer-sdk's version, read without the ``email`` package (``startup``)."""
-        return package_version("singer-sdk")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Initialise the tap; with ``validate_config`` (the default), check every setting."""

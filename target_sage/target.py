@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tap_sage.startup import long_lived_imports, package_version
+from tap_sage.startup import long_lived_imports
 
 with long_lived_imports():  # objects that live as long as the process (tap_sage.startup)
     import copy
@@ -22,7 +22,7 @@ with long_lived_imports():  # objects that live as long as the process (tap_sage
     from singer_sdk.sinks import Sink
     from typing_extensions import override
 
-    import tap_sage.about  # noqa: F401 - registers the markdown about formatter
+    from tap_sage.about import SageVersions  # and registers the markdown about formatter
     from tap_sage.sage.client import SageClient
     from tap_sage.sage.errors import SageError
     from tap_sage.sage.settings import CONNECTION_PROPERTIES
@@ -47,7 +47,7 @@ LOGGER = logging.getLogger("target_sage")
 MELTANO_PROBE_STREAM = "meltano_test_stream"
 
 
-class TargetSage(Target):
+class TargetSage(SageVersions, Target):
     """Singer target for Sage Business Cloud Accounting (API v3.1)."""
 
     name = "target-sage"
@@ -59,18 +59,6 @@ class TargetSage(Target):
     }
     default_sink_class = SageSink
     message_reader_class = LineReader
-
-    @classmethod
-    @override
-    def get_plugin_version(cls) -> str:
-        """The distribution's version, read without the ``email`` package (``startup``)."""
-        return package_version(cls.package_name or cls.name)
-
-    @classmethod
-    @override
-    def get_sdk_version(cls) -> str:
-        """singer-sdk's version, read without the ``email`` package (``startup``)."""
-        return package_version("singer-sdk")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
