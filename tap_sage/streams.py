@@ -8,7 +8,6 @@ bookmarks. The consistent, concurrent read of a list lives in ``tap_sage.sync``.
 from __future__ import annotations
 
 import email.utils
-import functools
 import logging
 import math
 import time
@@ -50,22 +49,6 @@ if t.TYPE_CHECKING:
     from tap_sage.tap import TapSage
 
 DELETED_AT = "_sdc_deleted_at"
-
-
-#: List parameters Sage requires (from the v3.1 spec) with no values listed in it. Such a stream
-#: is not selected by default and reads only with the parameter given in ``stream_filters``.
-#: (A required parameter the spec enumerates, tax_determinations' ``usage``, partitions the
-#: stream instead: ``tap_sage.partitioning``.)
-@functools.cache
-def streams_needing_filters() -> dict[str, tuple[str, ...]]:
-    """Every stream that reads only with ``stream_filters``, with the parameters it needs
-    (a function: a sync of one stream decodes only its own resource, ``catalogue.Catalogue``)."""
-    return {
-        r.name: tuple(p.name for p in r.params if p.required and not p.enum)
-        for r in catalogue.resources().values()
-        if partitioning.needs_filters(r)
-    }
-
 
 # JSON numbers with a fraction decode as Decimal: no amount ever becomes a binary float.
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode
@@ -232,6 +215,9 @@ class SageStream(StreamState):
         self.primary_keys = ["business_id", *by, resource.key or "id"]
         self.replication_key = "updated_at" if resource.incremental else None
         if partitioning.needs_filters(resource):
+            # a list parameter Sage requires, with no values in the spec: the stream reads only
+            # with it in ``stream_filters`` (one the spec enumerates, tax_determinations'
+            # ``usage``, partitions the stream instead: ``tap_sage.partitioning``)
             self.selected_by_default = False
 
     # -- output -------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
+from tap_sage import partitioning
 from tap_sage.sage import catalogue
 from tap_sage.sandbox.runner import SandboxProcess, seed_db
-from tap_sage.streams import streams_needing_filters
 from tap_sage.tap import TapSage
 
 _WORKDIR = Path(tempfile.mkdtemp(prefix="tap-sage-standard-"))
@@ -63,7 +63,9 @@ _EMPTY = sorted(
     name
     for name, res in catalogue.resources().items()
     if not (res.available_in("GB", "Plus") or res.available_in("US", "Start"))
-) + sorted(streams_needing_filters())  # not selected by default: Sage requires a filter parameter
+) + sorted(  # not selected by default: Sage requires a filter parameter
+    name for name, res in catalogue.resources().items() if partitioning.needs_filters(res)
+)
 
 TestTapSage = get_tap_test_class(
     tap_class=TapSage,
