@@ -5,11 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPEC ?= ../shared/sage-api/swagger-v3.1.json
-LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts orchestrator)
+LINT_PATHS := $(wildcard tap_sage target_sage tests bench scripts orchestrator hatch_build.py)
 
 .PHONY: test lint typecheck pytest demo bench stress schemas check-schemas clean postgres loaders warehouse-all store-soak
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py tap_sage/sage/_wirescan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

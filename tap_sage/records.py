@@ -31,6 +31,8 @@ from typing import Any
 
 import msgspec
 
+from tap_sage.sage.wire import SCANNER
+
 if t.TYPE_CHECKING:
     from tap_sage.sage.wire import RecordCheck
 
@@ -148,11 +150,18 @@ def decode_page(
 
     The usual page (no backslash, no ``business_id`` and no item to change anywhere) is
     checked as a whole (``RecordCheck.check_all``); any other page item by item."""
+    business = None if business_id is None else _encode(business_id)
+    if check.table is not None and SCANNER is not None:
+        scanned = SCANNER.scan(
+            content, check.table, None if business is None else _BUSINESS_KEY + business
+        )
+        if scanned is not None:
+            texts, metas, members = scanned
+            return _scanned_page(texts, metas, members, check.attrs, business=business is not None)
     envelope = _decode_envelope(content)
     if envelope.items and _pretty(content, bytes(envelope.items[0])):
         content = msgspec.json.format(content, indent=-1)
         envelope = _decode_envelope(content)
-    business = None if business_id is None else _encode(business_id)
     metas = None
     if b"\\" not in content:
         metas = check.check_all(content)
@@ -166,6 +175,33 @@ def decode_page(
         body["$itemsPerPage"] = envelope.per_page
     if envelope.per_page_snake is not None:
         body["$items_per_page"] = envelope.per_page_snake
+    return body
+
+
+#: The envelope members a page body keeps, by their JSON key.
+_MEMBERS = (b"$total", b"$page", b"$next", b"$itemsPerPage", b"$items_per_page")
+
+
+def _scanned_page(
+    texts: list[bytes],
+    metas: list[tuple[Any, ...]],
+    members: list[tuple[bytes, bytes]],
+    attrs: Mapping[str, int],
+    *,
+    business: bool,
+) -> dict[str, Any]:
+    """A page as ``decode_page`` gives it, from what ``_wirescan.scan`` read (each item's
+    text, with ``business_id`` in it when ``business``; the reader's values; the envelope's
+    other members as JSON texts, the last of one key kept, as msgspec keeps it)."""
+    found = {key: msgspec.json.decode(text) for key, text in members if key in _MEMBERS}
+    body: dict[str, Any] = {
+        "$items": [RawRecord(text, meta, attrs, business=business)
+                   for text, meta in zip(texts, metas, strict=True)],
+        "$total": found.get(b"$total"), "$page": found.get(b"$page"), "$next": found.get(b"$next"),
+    }  # fmt: skip
+    for key in (b"$itemsPerPage", b"$items_per_page"):
+        if found.get(key) is not None:
+            body[key.decode()] = found[key]
     return body
 
 

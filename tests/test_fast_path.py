@@ -49,6 +49,17 @@ def same_instant(line: bytes) -> bytes:
     return stamped
 
 
+@pytest.fixture(autouse=True, params=["scanner", "msgspec"])
+def page_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: pages read by the compiled scanner (``wire.SCANNER``, what an install
+    with a C compiler uses), and by msgspec alone (an install without one)."""
+    if request.param == "scanner":
+        assert records.SCANNER is not None, "the page scanner was not compiled (hatch_build.py)"
+    else:
+        monkeypatch.setattr(records, "SCANNER", None)
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def tap() -> TapSage:
     config = {"access_token": "x", "initiate_oauth": "OFF", "business_ids": [BUSINESS]}

@@ -456,6 +456,29 @@ def read_shape(resource: str) -> Shape:
 
 # -- the check of the tap's fast path ------------------------------------------------------------
 
+
+def _load_scanner() -> Any:
+    """``tap_sage.sage._wirescan``, the compiled page scanner, when this install has it (the
+    wheel's build hook compiles it where a C compiler is; ``hatch_build.py``) and it is the
+    version this module speaks; None otherwise, and pages are read with msgspec alone.
+    ``TAP_SAGE_PURE_PYTHON=1`` leaves it unused."""
+    import os
+
+    if os.environ.get("TAP_SAGE_PURE_PYTHON") == "1":
+        return None
+    try:
+        from tap_sage.sage import _wirescan
+    except ImportError:
+        return None
+    return _wirescan if getattr(_wirescan, "ABI_VERSION", None) == SCANNER_ABI else None
+
+
+#: The version of ``_wirescan``'s interface this module speaks (its ``ABI_VERSION``): a scanner
+#: left over from an older build is not used.
+SCANNER_ABI = 1
+SCANNER: Any = _load_scanner()
+
+
 #: A decimal ``_record`` keeps as it is: Sage's plain digits.
 _PlainDecimal = Annotated[str, msgspec.Meta(pattern=r"\A-?[0-9]+(?:\.[0-9]+)?\Z")]
 #: A date ``_record`` keeps as it is: any string but ``""``.
@@ -616,16 +639,48 @@ def _page_child(
     return lambda objs: verify(list(filter(None, map(get, objs))))
 
 
+def _key_kinds(plan: Plan, kinds: dict[str, int], scanner: Any) -> dict[str, int]:
+    """Every key of ``plan`` that ``_record`` may change, at any depth, with what it must be
+    (``tap_sage.sage._wirescan``'s kinds, or-ed where one name is several things)."""
+    for key, op, sub in plan:
+        kind = {_DEC: scanner.DEC, _DATE: scanner.DATE, _TXT: scanner.TEXT,
+                _ARR_DEC: scanner.DECLIST}.get(op, 0)  # fmt: skip
+        if kind:
+            kinds[key] = kinds.get(key, 0) | kind
+        elif sub is not None:
+            _key_kinds(sub, kinds, scanner)
+    return kinds
+
+
+def scan_table(plan: Plan, scanner: Any) -> bytes:
+    """``plan`` as the key table of ``tap_sage.sage._wirescan.scan``: per key its length, its
+    kinds, its reader slot (1 + its place in ``READER_FIELDS``, 0 for none) and its UTF-8
+    bytes. ``business_id`` is forbidden at an item's top level (``RecordCheck``)."""
+    kinds = _key_kinds(plan, {}, scanner)
+    kinds["business_id"] = kinds.get("business_id", 0) | scanner.FORBID
+    slots = {key: i + 1 for i, key in enumerate(READER_FIELDS)}
+    out = bytearray()
+    for key in sorted(kinds.keys() | slots.keys()):
+        name = key.encode()
+        if not 0 < len(name) < 256:
+            msg = f"scan_table: key {key!r} cannot be in the scanner's table"
+            raise ValueError(msg)
+        out += bytes((len(name), kinds.get(key, 0), slots.get(key, 0))) + name
+    return bytes(out)
+
+
 class RecordCheck:
     """Decides, per item or for a whole page at once, whether ``Shape.to_record`` would leave
     Sage's items exactly as they are (the tap's fast path emits such an item's JSON text
     unchanged), in one C pass and a join of the decimals, and keeps the few values the list
     reader needs (``READER_FIELDS``): ``check`` gives them as a tuple, ``attrs`` says where
-    each is."""
+    each is. ``table``: the same check as ``tap_sage.sage._wirescan``'s key table (None without the
+    compiled scanner), which ``tap_sage.records`` tries first on a whole page."""
 
-    __slots__ = ("attrs", "decode", "decode_page", "values", "verify", "verify_all")
+    __slots__ = ("attrs", "decode", "decode_page", "table", "values", "verify", "verify_all")
 
     def __init__(self, plan: Plan) -> None:
+        self.table = None if SCANNER is None else scan_table(plan, SCANNER)
         # an item with a ``business_id`` of its own goes the ordinary way (``tap_sage.records``)
         kind, names, tree = _check_struct(plan, READER_FIELDS, forbid=("business_id",))
         self.verify = _verifier(tree)
