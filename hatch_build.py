@@ -31,10 +31,13 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[misc]
         root = Path(self.root)
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
         target = root / "tap_sage" / "sage" / f"_wirescan{suffix}"
+        # built beside the target and moved over it: two installs from one checkout at once
+        # (``meltano install`` of tap-sage and target-sage) never import half a file
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
         command = [
             *compiler, "-O2", "-fPIC", "-shared", "-Wall", "-Wextra",
-            f"-I{sysconfig.get_paths()['include']}", str(root / SOURCE), "-o", str(target),
+            f"-I{sysconfig.get_paths()['include']}", str(root / SOURCE), "-o", str(partial),
         ]  # fmt: skip
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -42,11 +45,13 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[misc]
             sys.stderr.write(f"tap-sage: no C compiler ({error}); the page scanner is left out\n")
             return
         if done.returncode != 0:
+            partial.unlink(missing_ok=True)
             sys.stderr.write(
                 "tap-sage: the page scanner did not compile; the wheel is pure Python "
                 f"(the same records, more CPU):\n{done.stderr}\n"
             )
             return
+        partial.replace(target)
         if version == "editable":
             return  # imported from beside its source, as the package is
         build_data["artifacts"].append(str(target.relative_to(root)))

@@ -146,13 +146,16 @@ def tap_config(box: SandboxProcess, work: Path, tag: str, **settings: Any) -> di
 
 
 def run_tap(box: SandboxProcess, work: Path, tag: str, stream: str, *, wire: bool = True,
-            **settings: Any) -> Measured:  # fmt: skip
+            scanner: bool = True, **settings: Any) -> Measured:  # fmt: skip
     config = tap_config(box, work, tag, **settings)
     (work / f"{tag}.config.json").write_text(json.dumps(config))
     (work / f"{tag}.catalog.json").write_text(json.dumps(catalog_for(config, [stream])))
     program = ["-m", "tap_sage.tap", "--config", str(work / f"{tag}.config.json"),
                "--catalog", str(work / f"{tag}.catalog.json")]  # fmt: skip
-    return measured(work, tag, program, {} if wire else {"TAP_SAGE_BENCH_NO_WIRE": "1"})
+    env = {} if wire else {"TAP_SAGE_BENCH_NO_WIRE": "1"}
+    if not scanner:  # pages read by msgspec alone, as an install without a C compiler does
+        env["TAP_SAGE_PURE_PYTHON"] = "1"
+    return measured(work, tag, program, env)
 
 
 def run_peer(box: SandboxProcess, work: Path, tag: str, stream: str, business: str,
@@ -284,26 +287,35 @@ def main() -> None:
         peer_all = run_peer(box, work, "peer-all", STREAM, business)
         # tap-sage with the wire on and off and the bare loop, taken in turn ``--repeat``
         # times: the least CPU of each (a shared machine's noise only ever adds)
-        taps, bares, loops = [tap_all], [], []
+        taps, bares, loops, pures, pure_bares = [tap_all], [], [], [], []
         for i in range(args.repeat):
             if i:
                 taps.append(run_tap(box, work, f"all{i}", STREAM))
             bares.append(run_tap(box, work, f"all-nowire{i}", STREAM, wire=False))
             loops.append(run_loop(box, work, f"loop{i}", STREAM, business))
+            pures.append(run_tap(box, work, f"all-pure{i}", STREAM, scanner=False))
+            pure_bares.append(run_tap(box, work, f"all-pure-nowire{i}", STREAM, wire=False,
+                                      scanner=False))  # fmt: skip
         tap_best = min(taps, key=lambda r: r.work_cpu)
         tap_bare = min(bares, key=lambda r: r.work_cpu)
         loop = min(loops, key=lambda r: r.work_cpu)
+        pure = min(pures, key=lambda r: r.work_cpu)
+        pure_bare = min(pure_bares, key=lambda r: r.work_cpu)
         assert int(loop.stdout.read_text().strip()) == n_all  # the loop prints its count
         for run, who in ((tap_best, "tap-sage"), (tap_bare, "tap-sage, wire off"),
-                         (peer_all, "peer")):  # fmt: skip
+                         (peer_all, "peer"), (pure, "tap-sage, msgspec reader"),
+                         (pure_bare, "tap-sage, msgspec reader, wire off")):  # fmt: skip
             assert run.records() == n_all, (who, run.records(), n_all)
         figures["cpu_us_runs"] = {
             "tap": [r.work_cpu / n_all * 1e6 for r in taps],
             "tap_nowire": [r.work_cpu / n_all * 1e6 for r in bares],
             "loop": [r.work_cpu / n_all * 1e6 for r in loops],
+            "tap_msgspec": [r.work_cpu / n_all * 1e6 for r in pures],
+            "tap_msgspec_nowire": [r.work_cpu / n_all * 1e6 for r in pure_bares],
         }
         us = {k: r.work_cpu / n_all * 1e6 for k, r in
-              (("tap", tap_best), ("tap_nowire", tap_bare), ("peer", peer_all), ("loop", loop))}  # fmt: skip
+              (("tap", tap_best), ("tap_nowire", tap_bare), ("peer", peer_all), ("loop", loop),
+               ("tap_msgspec", pure), ("tap_msgspec_nowire", pure_bare))}  # fmt: skip
         rows.append(("2. marginal CPU per record", f"tap-sage {us['tap']:.1f} us",
                      f"requests loop {us['loop']:.1f} us",
                      f"{us['tap'] / us['loop']:.2f}x (goal <= 0.5x)"))  # fmt: skip
@@ -311,6 +323,10 @@ def main() -> None:
                      f"tap-sage {us['tap'] / us['peer']:.2f}x of the peer"))  # fmt: skip
         rows.append(("   wire conversion on vs off", f"on {us['tap']:.1f} us", f"off {us['tap_nowire']:.1f} us",
                      f"{(us['tap'] / us['tap_nowire'] - 1) * 100:+.1f}% (goal: a few %)"))  # fmt: skip
+        rows.append(("   without the compiled scanner (msgspec reader)", f"on {us['tap_msgspec']:.1f} us",
+                     f"off {us['tap_msgspec_nowire']:.1f} us",
+                     f"{(us['tap_msgspec'] / us['tap_msgspec_nowire'] - 1) * 100:+.1f}%; "
+                     f"{us['tap_msgspec'] / us['loop']:.2f}x of the loop"))  # fmt: skip
         figures["cpu_us"] = us
 
         pages = math.ceil(n_all / 200)

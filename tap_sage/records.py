@@ -3,10 +3,20 @@
 Most items of a list need nothing done to them: their decimals are Sage's plain strings, no
 date is ``""``, no stream map or selection touches them. Turning such an item into Python
 objects and back (decode, ``Shape.to_record``, encode) is about half of the tap's CPU per
-record. ``decode_page`` splits a list page into its items' JSON texts instead, and checks each
-one in a single C pass (``wire.RecordCheck``): an item that passes becomes a ``RawRecord``,
-whose text goes out unchanged, with ``,"business_id":"..."`` spliced before its last brace;
-any other item is decoded and converted the ordinary way (``Shape.to_record``). Both produce
+record. ``decode_page`` splits a list page into its items' JSON texts instead, and checks
+them: an item that passes becomes a ``RawRecord``, whose text goes out unchanged, with
+``,"business_id":"..."`` spliced before its last brace; any other item is decoded and converted
+the ordinary way (``Shape.to_record``). Two readers do it, the first that takes the page:
+
+- the compiled page scanner (``tap_sage/sage/_wirescan.c``, ``wire.SCANNER``): one pass in C
+  that checks the page's whole grammar, every decimal, date and text field of every item and
+  the reader's fields, and splits and splices the items' texts; it refuses (and the next reader
+  goes) at anything it is not sure of, a whole page at a time. An install without a C
+  compiler has none (``hatch_build.py``);
+- msgspec: the page split into ``msgspec.Raw`` items, checked in one decode of the fields
+  that could need work (``wire.RecordCheck``), a page at a time, else item by item.
+
+Both produce
 the same bytes (tests/test_fast_path.py), because the ordinary path writes with msgspec, and an
 item's text is msgspec's own writing of it when:
 
@@ -17,9 +27,10 @@ item's text is msgspec's own writing of it when:
   check refuses an item that has one),
 - ``wire.RecordCheck`` finds nothing ``to_record`` would change.
 
-What the check cannot see: a JSON number outside every decimal and text field of the
+What msgspec's check cannot see: a JSON number outside every decimal and text field of the
 schema written with an exponent or as ``-0`` (the ordinary path writes ``1E+5`` for ``1e5``);
-Sage writes none (its decimals are strings, its integers plain).
+Sage writes none (its decimals are strings, its integers plain). The compiled scanner refuses
+those pages (its ``number``), so msgspec's reader gets them.
 """
 
 from __future__ import annotations
@@ -148,8 +159,9 @@ def decode_page(
     ``post_process`` does it) elsewhere. Raises ``msgspec.DecodeError`` / ``ValidationError``
     for what is no list page.
 
-    The usual page (no backslash, no ``business_id`` and no item to change anywhere) is
-    checked as a whole (``RecordCheck.check_all``); any other page item by item."""
+    The usual page (compact, no backslash, no ``business_id`` and no item to change
+    anywhere) is read by the compiled scanner when there is one, else checked as a whole by
+    msgspec (``RecordCheck.check_all``); any other page item by item."""
     business = None if business_id is None else _encode(business_id)
     if check.table is not None and SCANNER is not None:
         scanned = SCANNER.scan(
