@@ -45,7 +45,9 @@ def test_without_the_scanner_the_wheel_is_pure_python(tmp_path: Path) -> None:
     assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
 
 
-@pytest.mark.parametrize(("env", "expected"), [({}, "True"), ({"TAP_SAGE_PURE_PYTHON": "1"}, "False")])
+@pytest.mark.parametrize(
+    ("env", "expected"), [({}, "True"), ({"TAP_SAGE_PURE_PYTHON": "1"}, "False")]
+)
 def test_the_tap_uses_the_scanner_unless_told_not_to(env: dict[str, str], expected: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "from tap_sage.sage import wire; print(wire.SCANNER is not None)"],
