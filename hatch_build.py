@@ -4,11 +4,14 @@ with the C compiler Python was built with, when there is one.
 The extension is optional: without a compiler or Python's headers the wheel is pure Python and
 ``tap_sage.records`` reads pages with msgspec alone (the same records, more CPU per record).
 ``TAP_SAGE_PURE_PYTHON=1`` skips it on purpose. An editable install builds it beside its source
-(``tap_sage/sage/_wirescan.<suffix>``, ignored by git), so ``make venv`` is all a checkout needs.
+(``tap_sage/sage/_wirescan.<suffix>``, ignored by git), so ``make venv`` is all a checkout needs;
+the module carries the hash of the source it was built from, and ``tap_sage.sage.wire`` leaves
+a build older than the source beside it unused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -34,10 +37,18 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[misc]
         # built beside the target and moved over it: two installs from one checkout at once
         # (``meltano install`` of tap-sage and target-sage) never import half a file
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+        # the command Python links its own extensions with (``-bundle -undefined
+        # dynamic_lookup`` on macOS, ``-shared`` elsewhere)
+        linker = (
+            sysconfig.get_config_var("LDSHARED")
+            or f"{sysconfig.get_config_var('CC') or 'cc'} -shared"
+        )
+        source = root / SOURCE
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
         command = [
-            *compiler, "-O2", "-fPIC", "-shared", "-Wall", "-Wextra",
-            f"-I{sysconfig.get_paths()['include']}", str(root / SOURCE), "-o", str(partial),
+            *shlex.split(linker), "-O2", "-fPIC", "-Wall", "-Wextra",
+            f"-I{sysconfig.get_paths()['include']}", f'-DWIRESCAN_SOURCE="{digest}"',
+            str(source), "-o", str(partial),
         ]  # fmt: skip
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=False)

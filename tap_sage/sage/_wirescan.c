@@ -19,7 +19,7 @@
  * more items the ordinary way, never fewer. Entries: [key length][kinds][reader slot][key bytes].
  *
  * Rules per kind (the same as ``wire._record``):
- *   DEC     null, or a non-empty string of 0-9 . - only
+ *   DEC     null, or a string -?[0-9]+(\.[0-9]+)? (what ``wire.decimal_text`` keeps)
  *   DATE    anything but ""
  *   TEXT    anything but a number
  *   DECLIST null, or an array of null and -?[0-9]+(\.[0-9]+)? strings
@@ -31,8 +31,13 @@
 #include <Python.h>
 #include <string.h>
 
-#define ABI_VERSION 1
+#define ABI_VERSION 2
+#ifndef WIRESCAN_SOURCE /* the hash of this file it was built from (hatch_build.py) */
+#define WIRESCAN_SOURCE ""
+#endif
 #define MAX_DEPTH 64
+/* the longest number taken (msgspec refuses integers of over 4300 digits, Python's limit) */
+#define MAX_NUMBER 256
 #define SLOTS 4
 #define TABLE_SIZE 1024 /* open addressing, a power of two; at most TABLE_SIZE / 2 keys */
 
@@ -151,6 +156,7 @@ static int string(Scan *s, const unsigned char **start, Py_ssize_t *len) {
 static int number(Scan *s) {
     const unsigned char *p = s->p, *end = s->end;
     int zero;
+    if (end - p > MAX_NUMBER) end = p + MAX_NUMBER + 1; /* a longer one is refused below */
     if (*p == '-') p++;
     if (p >= end || *p < '0' || *p > '9') return -1;
     zero = *p == '0';
@@ -170,6 +176,7 @@ static int number(Scan *s) {
     } else if (zero && s->p[0] == '-') {
         return -1;
     }
+    if (p - s->p > MAX_NUMBER) return -1;
     s->p = p; /* an exponent's letter is then where a comma or a bracket must be: refused */
     return 0;
 }
@@ -181,15 +188,6 @@ static int literal(Scan *s, const char *word, Py_ssize_t n) {
 }
 
 static int value(Scan *s, int top, int *type, const unsigned char **at, Py_ssize_t *len);
-
-static int decimal_chars(const unsigned char *p, Py_ssize_t n) {
-    if (n == 0) return 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = p[i];
-        if (!((c >= '0' && c <= '9') || c == '.' || c == '-')) return 0;
-    }
-    return 1;
-}
 
 /* -?[0-9]+(\.[0-9]+)? */
 static int plain_decimal(const unsigned char *p, Py_ssize_t n) {
@@ -256,7 +254,7 @@ static int member(Scan *s, const Entry *e, int top) {
     } else if (value(s, 0, &type, &at, &len) < 0) {
         return -1;
     }
-    if ((kinds & K_DEC) && !(type == T_LITERAL_NULL || (type == T_STRING && decimal_chars(at, len))))
+    if ((kinds & K_DEC) && !(type == T_LITERAL_NULL || (type == T_STRING && plain_decimal(at, len))))
         return -1;
     if ((kinds & K_DATE) && type == T_STRING && len == 0) return -1;
     if ((kinds & K_TEXT) && type == T_NUMBER) return -1;
@@ -547,6 +545,8 @@ PyMODINIT_FUNC PyInit__wirescan(void) {
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "ABI_VERSION", ABI_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "SLOTS", SLOTS) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_KEYS", TABLE_SIZE / 2) < 0 ||
+        PyModule_AddStringConstant(m, "SOURCE", WIRESCAN_SOURCE) < 0 ||
         PyModule_AddIntConstant(m, "DEC", K_DEC) < 0 ||
         PyModule_AddIntConstant(m, "DATE", K_DATE) < 0 ||
         PyModule_AddIntConstant(m, "TEXT", K_TEXT) < 0 ||

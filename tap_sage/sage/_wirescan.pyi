@@ -4,6 +4,8 @@ from typing import Any
 
 ABI_VERSION: int
 SLOTS: int
+MAX_KEYS: int
+SOURCE: str
 DEC: int
 DATE: int
 TEXT: int
