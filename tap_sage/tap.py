@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tap_sage.startup import long_lived_imports
+from tap_sage.startup import long_lived_imports, one_malloc_arena
+
+one_malloc_arena()  # before any thread allocates (tap_sage.startup)
 
 with long_lived_imports():  # objects that live as long as the process (tap_sage.startup)
     import functools
