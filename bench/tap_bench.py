@@ -255,6 +255,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, help="sandbox scale (default 50; --quick: 5)")
     parser.add_argument("--db", type=Path, help="sandbox database to seed (or reuse)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--memory-rounds", type=int, default=1,
+                        help="pairs of the all / last-tenth syncs for the peak memory")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of tap-sage (wire on, off) and the loop, least CPU kept")  # fmt: skip
     args = parser.parse_args()
@@ -348,6 +350,16 @@ def main() -> None:
         rows.append(("   the same, SDK peer (all)", f"{peer_all.peak_mib:.1f} MiB", "", ""))
         figures["memory"] = {"tap_all": tap_all.peak_mib, "tap_tenth": tap_tenth.peak_mib,
                              "tenth_records": tap_tenth.records(), "peer_all": peer_all.peak_mib}  # fmt: skip
+        # the peaks move from run to run: more pairs of the two syncs, in turn, on request
+        ratios = [tap_all.peak_mib / tap_tenth.peak_mib - 1]
+        for i in range(1, args.memory_rounds):
+            again_all = run_tap(box, work, f"mem-all{i}", STREAM)
+            again_tenth = run_tap(box, work, f"mem-tenth{i}", STREAM, start_date=since)
+            ratios.append(again_all.peak_mib / again_tenth.peak_mib - 1)
+        if len(ratios) > 1:
+            rows.append((f"   the same, {len(ratios)} pairs in turn", "",
+                         ", ".join(f"{r * 100:+.1f}%" for r in sorted(ratios)), ""))  # fmt: skip
+            figures["memory"]["ratios"] = ratios
 
     n_lat = count_live(db, LATENCY_STREAM)
     print(f"latency {LATENCY_MS} ms, {n_lat:,} {LATENCY_STREAM} ...", flush=True)
