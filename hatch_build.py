@@ -25,8 +25,46 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 SOURCE = "tap_sage/sage/_wirescan.c"
 
 
+def _linkers() -> list[list[str]]:
+    """The commands to try, in turn: the user's ``LDSHARED`` or ``CC`` (as setuptools honours
+    them), the command Python links its own extensions with (``-bundle -undefined
+    dynamic_lookup`` on macOS, ``-shared`` elsewhere; it may name a compiler of the machine
+    Python was built on), then the machine's ``cc``."""
+    out: list[list[str]] = []
+    if os.environ.get("LDSHARED"):
+        out.append(shlex.split(os.environ["LDSHARED"]))
+    elif os.environ.get("CC"):
+        out.append([*shlex.split(os.environ["CC"]), "-shared"])
+    configured = sysconfig.get_config_var("LDSHARED")
+    if configured:
+        out.append(shlex.split(configured))
+    out.append(["cc", "-shared"])
+    return out
+
+
+def _compile(source: Path, partial: Path) -> str | None:
+    """Compile ``source`` into ``partial``; None when done, else why not."""
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    flags = ["-O2", "-fPIC", "-Wall", "-Wextra", f"-I{sysconfig.get_paths()['include']}",
+             f'-DWIRESCAN_SOURCE="{digest}"', str(source), "-o", str(partial)]  # fmt: skip
+    why = "no compiler found"
+    for linker in _linkers():
+        try:
+            done = subprocess.run(
+                [*linker, *flags], capture_output=True, text=True, errors="replace",
+                timeout=300, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as error:
+            why = f"{linker[0]}: {error}"
+            continue
+        if done.returncode == 0 and partial.exists():
+            return None
+        why = f"{' '.join(linker)} failed:\n{done.stderr[-4000:]}"
+    return why
+
+
 class CustomBuildHook(BuildHookInterface):  # type: ignore[misc]
-    """Compile the scanner; leave the wheel pure when it cannot be."""
+    """Compile the scanner; leave the wheel pure when it cannot be (never fail the install)."""
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel" or os.environ.get("TAP_SAGE_PURE_PYTHON") == "1":
@@ -37,32 +75,19 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[misc]
         # built beside the target and moved over it: two installs from one checkout at once
         # (``meltano install`` of tap-sage and target-sage) never import half a file
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        # the command Python links its own extensions with (``-bundle -undefined
-        # dynamic_lookup`` on macOS, ``-shared`` elsewhere)
-        linker = (
-            sysconfig.get_config_var("LDSHARED")
-            or f"{sysconfig.get_config_var('CC') or 'cc'} -shared"
-        )
-        source = root / SOURCE
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-        command = [
-            *shlex.split(linker), "-O2", "-fPIC", "-Wall", "-Wextra",
-            f"-I{sysconfig.get_paths()['include']}", f'-DWIRESCAN_SOURCE="{digest}"',
-            str(source), "-o", str(partial),
-        ]  # fmt: skip
         try:
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-        except OSError as error:
-            sys.stderr.write(f"tap-sage: no C compiler ({error}); the page scanner is left out\n")
-            return
-        if done.returncode != 0:
+            why = _compile(root / SOURCE, partial)
+            if why is None:
+                partial.replace(target)
+        except Exception as error:  # noqa: BLE001 - whatever it is, the wheel stays installable
+            why = f"{type(error).__name__}: {error}"
+        if why is not None:
             partial.unlink(missing_ok=True)
             sys.stderr.write(
-                "tap-sage: the page scanner did not compile; the wheel is pure Python "
-                f"(the same records, more CPU):\n{done.stderr}\n"
+                "tap-sage: the page scanner was not compiled; the wheel is pure Python (the "
+                f"same records, more CPU a record): {why}\n"
             )
             return
-        partial.replace(target)
         if version == "editable":
             return  # imported from beside its source, as the package is
         build_data["artifacts"].append(str(target.relative_to(root)))

@@ -30,7 +30,10 @@ item's text is msgspec's own writing of it when:
 What msgspec's check cannot see: a JSON number outside every decimal and text field of the
 schema written with an exponent or as ``-0`` (the ordinary path writes ``1E+5`` for ``1e5``);
 Sage writes none (its decimals are strings, its integers plain). The compiled scanner refuses
-those pages (its ``number``), so msgspec's reader gets them.
+those pages (its ``number``), so msgspec's reader gets them. Nor a key repeated in one object:
+both readers keep the item's text with both (the scanner checks each occurrence, msgspec the
+last), where the ordinary path writes the last alone; every JSON reader of the loaders keeps
+the last too, and Sage writes no such object.
 """
 
 from __future__ import annotations

@@ -29,9 +29,23 @@ for thread in threads:
 ctypes.CDLL(None).malloc_stats()
 """
 
+
+def _glibc() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_stats  # noqa: B018 - glibc has it, musl does not
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ,
-    reason="glibc's arenas (Linux), and no MALLOC_ARENA_MAX set around the tests",
+    not sys.platform.startswith("linux")
+    or not _glibc()
+    or "MALLOC_ARENA_MAX" in os.environ
+    or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""),
+    reason="glibc's arenas, with no arena setting of the user's around the tests",
 )
 
 
@@ -50,3 +64,16 @@ def test_the_tap_runs_on_one_heap() -> None:
 
 def test_the_users_malloc_arena_max_is_kept() -> None:
     assert arenas("tap", MALLOC_ARENA_MAX="4") > 1
+
+
+def test_a_glibc_tunable_is_kept_and_so_is_a_process_with_threads() -> None:
+    assert arenas("tap", GLIBC_TUNABLES="glibc.malloc.arena_max=4") > 1
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import threading, time\n"
+         "threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n"
+         "from tap_sage.startup import one_malloc_arena\n"
+         "print(one_malloc_arena())"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "False"

@@ -44,7 +44,8 @@ STREAMS = ["sales_invoices", "products", "bank_accounts", "contacts", "journals"
            "purchase_credit_notes", "transactions", "contact_payments"]  # fmt: skip
 BUSINESS = "0d40342d0287cd6b13555c54afca6c90"
 
-pytestmark = pytest.mark.skipif(wire.SCANNER is None, reason="the scanner is not compiled")
+# No skip when the scanner is missing: a checkout's install builds it (hatch_build.py), and
+# without it the fast path's tests would prove nothing; the first test says what is wrong.
 encode = msgspec.json.encode
 #: how the ordinary path writes a record (the SDK's msgspec writer: a ``Decimal`` as a number)
 write = msgspec.json.Encoder(decimal_format="number").encode
@@ -52,8 +53,8 @@ write = msgspec.json.Encoder(decimal_format="number").encode
 
 def test_the_scanner_is_built_in_this_install() -> None:
     """``make venv`` compiles it (hatch_build.py: the machine's C compiler and Python's
-    headers); without it every test here would skip and the fast path would be msgspec's."""
-    assert wire.SCANNER is not None
+    headers); a build older than ``_wirescan.c`` is not used (``make venv`` builds again)."""
+    assert wire.SCANNER is not None, "no page scanner: run make venv (a C compiler is needed)"
     assert wire.SCANNER.ABI_VERSION == wire.SCANNER_ABI
 
 
@@ -467,3 +468,16 @@ def test_a_build_older_than_its_source_is_not_used(monkeypatch: pytest.MonkeyPat
     assert wire._load_scanner() is None
     monkeypatch.setattr(_wirescan, "ABI_VERSION", wire.SCANNER_ABI + 1)
     assert wire._load_scanner() is None
+
+
+@pytest.mark.parametrize("value", [[], {}, [1], {"a": "1"}, True])
+def test_what_is_no_decimal_stops_the_ordinary_path_too(value: Any) -> None:
+    """``Shape.to_record`` itself: an empty list or object in a decimal field is no decimal
+    (the readers' one check must not drop it as falsy), nor a decimal list that is no list."""
+    shape = wire.read_shape(TABLE_STREAM)
+    for item in ({"total_amount": value}, {"total_amount": value, "net_amount": "1.0"}):
+        with pytest.raises(wire.WireValueError, match="field total_amount"):
+            shape.to_record(dict(item))
+    if not isinstance(value, list):
+        with pytest.raises(wire.WireValueError, match=r"field rates: .* is not a list of decimals"):
+            LISTS.to_record({"rates": value})

@@ -300,9 +300,14 @@ def _record(plan: Plan, obj: dict[str, Any]) -> None:
     if plan.decimals:
         values = list(map(get, plan.decimals))
         try:  # every value None or a plain decimal string? (a number makes join raise, a 0 is
-            # caught by ``0 in``; an empty string by ``"" in``)
+            # caught by ``0 in``; an empty string, list or object by the other ``in``: what
+            # ``filter`` drops must be None only)
             plain = (
-                "" not in values and 0 not in values and _plain_decimals(list(filter(None, values)))
+                "" not in values
+                and 0 not in values
+                and [] not in values
+                and {} not in values
+                and _plain_decimals(list(filter(None, values)))
             )
         except TypeError:
             plain = False
@@ -334,6 +339,8 @@ def _record(plan: Plan, obj: dict[str, Any]) -> None:
         value = get(key)
         if value.__class__ is list:
             obj[key] = [decimal_text(v, key) for v in value]
+        elif value is not None:
+            raise WireValueError(key, value, "a list of decimals")
 
 
 _EMPTY = Plan(())
@@ -362,7 +369,9 @@ def _read(plan: Plan, obj: dict[str, Any], where: str, number: Any = None) -> No
                 for i, item in enumerate(value):
                     if item.__class__ is dict:
                         _read(sub or _EMPTY, item, f"{where}{key}.{i}.", number)
-        elif op == _ARR_DEC and value.__class__ is list:
+        elif op == _ARR_DEC:
+            if value.__class__ is not list:
+                raise WireValueError(where + key, value, "a list of decimals")
             obj[key] = [convert(v, f"{where}{key}.{i}") for i, v in enumerate(value)]
 
 
