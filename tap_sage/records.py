@@ -172,7 +172,12 @@ def decode_page(
         )
         if scanned is not None:
             texts, metas, members = scanned
-            return _scanned_page(texts, metas, members, check.attrs, business=business is not None)
+            # the envelope's other members, as JSON texts: decoded as msgspec's reader does
+            envelope = _decode_envelope(b"{%b}" % b",".join(b'"%b":%b' % m for m in members))
+            attrs, spliced = check.attrs, business is not None
+            records = [RawRecord(text, meta, attrs, business=spliced)
+                       for text, meta in zip(texts, metas, strict=True)]  # fmt: skip
+            return _body(records, envelope)
     envelope = _decode_envelope(content)
     if envelope.items and _pretty(content, bytes(envelope.items[0])):
         content = msgspec.json.format(content, indent=-1)
@@ -184,39 +189,17 @@ def decode_page(
         items: list[Any] = _raw_records(envelope.items, metas, check.attrs, business)
     else:
         items = _checked_items(envelope.items, check, business)
+    return _body(items, envelope)
+
+
+def _body(items: list[Any], envelope: _Envelope) -> dict[str, Any]:
+    """The page body ``decode_page`` gives, from its items and its envelope."""
     body: dict[str, Any] = {"$items": items, "$total": envelope.total, "$page": envelope.page}
     body["$next"] = envelope.next
     if envelope.per_page is not None:
         body["$itemsPerPage"] = envelope.per_page
     if envelope.per_page_snake is not None:
         body["$items_per_page"] = envelope.per_page_snake
-    return body
-
-
-#: The envelope members a page body keeps, by their JSON key.
-_MEMBERS = (b"$total", b"$page", b"$next", b"$itemsPerPage", b"$items_per_page")
-
-
-def _scanned_page(
-    texts: list[bytes],
-    metas: list[tuple[Any, ...]],
-    members: list[tuple[bytes, bytes]],
-    attrs: Mapping[str, int],
-    *,
-    business: bool,
-) -> dict[str, Any]:
-    """A page as ``decode_page`` gives it, from what ``_wirescan.scan`` read (each item's
-    text, with ``business_id`` in it when ``business``; the reader's values; the envelope's
-    other members as JSON texts, the last of one key kept, as msgspec keeps it)."""
-    found = {key: msgspec.json.decode(text) for key, text in members if key in _MEMBERS}
-    body: dict[str, Any] = {
-        "$items": [RawRecord(text, meta, attrs, business=business)
-                   for text, meta in zip(texts, metas, strict=True)],
-        "$total": found.get(b"$total"), "$page": found.get(b"$page"), "$next": found.get(b"$next"),
-    }  # fmt: skip
-    for key in (b"$itemsPerPage", b"$items_per_page"):
-        if found.get(key) is not None:
-            body[key.decode()] = found[key]
     return body
 
 
