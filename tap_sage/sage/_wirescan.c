@@ -203,15 +203,44 @@ static int plain_decimal(const unsigned char *p, Py_ssize_t n) {
     return digits > 0 && i == n;
 }
 
-/* an array of decimals (DECLIST) at s->p ('['): 0 when every element is null or plain */
-static int decimal_list(Scan *s) {
+/* at a container's opening bracket: steps over it; 1 when an element follows, 0 when it is
+ * closed at once by ``close`` (stepped over too) */
+static int opened(Scan *s, unsigned char close) {
     s->p++;
-    if (s->p < s->end && *s->p == ']') {
+    if (s->p < s->end && *s->p == close) {
         s->p++;
         return 0;
     }
-    for (;;) {
-        if (s->p >= s->end) return -1;
+    return 1;
+}
+
+/* after a container's element: 1 when another follows (a comma, stepped over), 0 at ``close``
+ * (stepped over), -1 at anything else */
+static int following(Scan *s, unsigned char close) {
+    if (s->p >= s->end) return -1;
+    if (*s->p == ',') {
+        s->p++;
+        return 1;
+    }
+    if (*s->p == close) {
+        s->p++;
+        return 0;
+    }
+    return -1;
+}
+
+/* an object member's key and its colon: 0 and the key, or -1 */
+static int member_key(Scan *s, const unsigned char **key, Py_ssize_t *n) {
+    if (s->p >= s->end || *s->p != '"' || string(s, key, n) < 0) return -1;
+    if (s->p >= s->end || *s->p != ':') return -1;
+    s->p++;
+    return 0;
+}
+
+/* an array of decimals (DECLIST) at s->p ('['): 0 when every element is null or plain */
+static int decimal_list(Scan *s) {
+    for (int more = opened(s, ']'); more; more = following(s, ']')) {
+        if (more < 0 || s->p >= s->end) return -1;
         if (*s->p == 'n') {
             if (literal(s, "null", 4) < 0) return -1;
         } else if (*s->p == '"') {
@@ -221,16 +250,8 @@ static int decimal_list(Scan *s) {
         } else {
             return -1;
         }
-        if (s->p >= s->end) return -1;
-        if (*s->p == ',') {
-            s->p++;
-        } else if (*s->p == ']') {
-            s->p++;
-            return 0;
-        } else {
-            return -1;
-        }
     }
+    return 0;
 }
 
 /* a member's value under the rules of its key's entry (NULL: none) */
@@ -270,57 +291,27 @@ static int member(Scan *s, const Entry *e, int top) {
 /* an object at s->p ('{'); ``top``: an item's own members (reader slots, FORBID) */
 static int object(Scan *s, int top) {
     if (++s->depth > MAX_DEPTH) return -1;
-    s->p++;
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    for (;;) {
+    for (int more = opened(s, '}'); more; more = following(s, '}')) {
         const unsigned char *key;
         Py_ssize_t n;
-        if (s->p >= s->end || *s->p != '"' || string(s, &key, &n) < 0) return -1;
-        if (s->p >= s->end || *s->p != ':') return -1;
-        s->p++;
+        if (more < 0 || member_key(s, &key, &n) < 0) return -1;
         const Entry *e = s->table == NULL ? NULL : lookup(s->table, key, n);
         if (member(s, e, top) < 0) return -1;
-        if (s->p >= s->end) return -1;
-        if (*s->p == ',') {
-            s->p++;
-        } else if (*s->p == '}') {
-            s->p++;
-            s->depth--;
-            return 0;
-        } else {
-            return -1;
-        }
     }
+    s->depth--;
+    return 0;
 }
 
 static int array(Scan *s) {
     if (++s->depth > MAX_DEPTH) return -1;
-    s->p++;
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    for (;;) {
+    for (int more = opened(s, ']'); more; more = following(s, ']')) {
         int type;
         const unsigned char *at;
         Py_ssize_t len;
-        if (value(s, 0, &type, &at, &len) < 0) return -1;
-        if (s->p >= s->end) return -1;
-        if (*s->p == ',') {
-            s->p++;
-        } else if (*s->p == ']') {
-            s->p++;
-            s->depth--;
-            return 0;
-        } else {
-            return -1;
-        }
+        if (more < 0 || value(s, 0, &type, &at, &len) < 0) return -1;
     }
+    s->depth--;
+    return 0;
 }
 
 static int value(Scan *s, int top, int *type, const unsigned char **at, Py_ssize_t *len) {
@@ -392,15 +383,9 @@ static PyObject *item_text(const unsigned char *start, Py_ssize_t n, const char 
 static int items(Scan *s, PyObject *texts, PyObject *values, const char *suffix,
                  Py_ssize_t suffix_len) {
     if (s->p >= s->end || *s->p != '[') return -1;
-    s->p++;
     s->depth++;
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    for (;;) {
-        if (s->p >= s->end || *s->p != '{') return -1;
+    for (int more = opened(s, ']'); more; more = following(s, ']')) {
+        if (more < 0 || s->p >= s->end || *s->p != '{') return -1;
         for (int i = 0; i <= SLOTS; i++) s->slot_type[i] = T_NONE;
         const unsigned char *start = s->p;
         if (object(s, 1) < 0) return -1;
@@ -414,17 +399,9 @@ static int items(Scan *s, PyObject *texts, PyObject *values, const char *suffix,
         failed = PyList_Append(values, meta);
         Py_DECREF(meta);
         if (failed) return -2;
-        if (s->p >= s->end) return -1;
-        if (*s->p == ',') {
-            s->p++;
-        } else if (*s->p == ']') {
-            s->p++;
-            s->depth--;
-            return 0;
-        } else {
-            return -1;
-        }
     }
+    s->depth--;
+    return 0;
 }
 
 static PyObject *page(Scan *s, const char *suffix, Py_ssize_t suffix_len) {
@@ -433,18 +410,11 @@ static PyObject *page(Scan *s, const char *suffix, Py_ssize_t suffix_len) {
     int seen_items = 0;
     if (texts == NULL || values == NULL || members == NULL) goto done;
     if (s->p >= s->end || *s->p != '{') goto refuse;
-    s->p++;
     s->depth = 1;
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        goto end;
-    }
-    for (;;) {
+    for (int more = opened(s, '}'); more; more = following(s, '}')) {
         const unsigned char *key;
         Py_ssize_t n;
-        if (s->p >= s->end || *s->p != '"' || string(s, &key, &n) < 0) goto refuse;
-        if (s->p >= s->end || *s->p != ':') goto refuse;
-        s->p++;
+        if (more < 0 || member_key(s, &key, &n) < 0) goto refuse;
         if (n == 6 && memcmp(key, "$items", 6) == 0) {
             if (seen_items++) goto refuse;
             int r = items(s, texts, values, suffix, suffix_len);
@@ -465,17 +435,7 @@ static PyObject *page(Scan *s, const char *suffix, Py_ssize_t suffix_len) {
             Py_DECREF(pair);
             if (r) goto done;
         }
-        if (s->p >= s->end) goto refuse;
-        if (*s->p == ',') {
-            s->p++;
-        } else if (*s->p == '}') {
-            s->p++;
-            break;
-        } else {
-            goto refuse;
-        }
     }
-end:
     if (s->p != s->end) goto refuse;
     result = Py_BuildValue("(OOO)", texts, values, members);
     goto done;
