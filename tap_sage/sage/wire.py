@@ -664,16 +664,16 @@ def _page_child(
     return lambda objs: verify(list(filter(None, map(get, objs))))
 
 
-def _key_kinds(plan: Plan, kinds: dict[str, int], scanner: Any) -> dict[str, int]:
+def _key_kinds(plan: Plan, kinds: dict[str, int], by_op: dict[int, int]) -> dict[str, int]:
     """Every key of ``plan`` that ``_record`` may change, at any depth, with what it must be
-    (``tap_sage.sage._wirescan``'s kinds, or-ed where one name is several things)."""
+    (``by_op``: a plan step's op -> ``tap_sage.sage._wirescan``'s kind; or-ed where one name
+    is several things)."""
     for key, op, sub in plan:
-        kind = {_DEC: scanner.DEC, _DATE: scanner.DATE, _TXT: scanner.TEXT,
-                _ARR_DEC: scanner.DECLIST}.get(op, 0)  # fmt: skip
+        kind = by_op.get(op, 0)
         if kind:
             kinds[key] = kinds.get(key, 0) | kind
         elif sub is not None:
-            _key_kinds(sub, kinds, scanner)
+            _key_kinds(sub, kinds, by_op)
     return kinds
 
 
@@ -682,7 +682,8 @@ def scan_table(plan: Plan, scanner: Any) -> bytes | None:
     kinds, its reader slot (1 + its place in ``READER_FIELDS``, 0 for none) and its UTF-8
     bytes. ``business_id`` is forbidden at an item's top level (``RecordCheck``). None for a
     schema of more keys than the scanner's table holds."""
-    kinds = _key_kinds(plan, {}, scanner)
+    by_op = {_DEC: scanner.DEC, _DATE: scanner.DATE, _TXT: scanner.TEXT, _ARR_DEC: scanner.DECLIST}
+    kinds = _key_kinds(plan, {}, by_op)
     kinds["business_id"] = kinds.get("business_id", 0) | scanner.FORBID
     slots = {key: i + 1 for i, key in enumerate(READER_FIELDS)}
     if len(kinds.keys() | slots.keys()) > scanner.MAX_KEYS:
