@@ -109,6 +109,15 @@ def _has_duplicate_keys(text: bytes) -> bool:
     return found
 
 
+def msgspec_reader(page: bytes, check: Any, business: str | None = None) -> dict[str, Any]:
+    """``records.decode_page`` as an install without the scanner reads the page."""
+    saved, records.SCANNER = records.SCANNER, None
+    try:
+        return records.decode_page(page, check, business)
+    finally:
+        records.SCANNER = saved
+
+
 def check_page(stream: str | wire.Shape, page: bytes, business: str | None, where: str) -> bool:
     """Scan ``page`` with the table of ``stream`` (or of a shape); when accepted, hold it to
     everything the module docstring says. Returns whether it was accepted."""
@@ -145,11 +154,7 @@ def check_page(stream: str | wire.Shape, page: bytes, business: str | None, wher
         assert msgspec.json.decode(text) == whole[key.decode()] or duplicates, where
     # the page as the tap reads it, both ways: the same items, texts, values and envelope
     got = records.decode_page(page, check, business)
-    saved, records.SCANNER = records.SCANNER, None
-    try:
-        other = records.decode_page(page, check, business)
-    finally:
-        records.SCANNER = saved
+    other = msgspec_reader(page, check, business)
     assert {k: v for k, v in got.items() if k != "$items"} == {
         k: v for k, v in other.items() if k != "$items"
     } or duplicates, where
@@ -371,11 +376,7 @@ def test_a_decimal_in_another_form_is_refused_and_then_converted_or_refused(valu
     page = encode({"$items": [{"id": "a", "total_amount": value}]})
     assert scan(page) is None
     check = wire.read_shape(TABLE_STREAM).record_check
-    saved, records.SCANNER = records.SCANNER, None
-    try:
-        (item,) = records.decode_page(page, check)["$items"]
-    finally:
-        records.SCANNER = saved
+    (item,) = msgspec_reader(page, check)["$items"]
     assert item.__class__ is dict
     shape = wire.read_shape(TABLE_STREAM)
     try:
