@@ -163,24 +163,19 @@ def decode_page(
     for what is no list page.
 
     The usual page (compact, no backslash, no ``business_id`` and no item to change
-    anywhere) is read by the compiled scanner when there is one, else checked as a whole by
-    msgspec (``RecordCheck.check_all``); any other page item by item."""
+    anywhere) is read by the compiled scanner when there is one (a pretty-printed page once
+    compacted), else checked as a whole by msgspec (``RecordCheck.check_all``); any other
+    page item by item."""
     business = None if business_id is None else _encode(business_id)
-    if check.table is not None and SCANNER is not None:
-        scanned = SCANNER.scan(
-            content, check.table, None if business is None else _BUSINESS_KEY + business
-        )
-        if scanned is not None:
-            texts, metas, members = scanned
-            # the envelope's other members, as JSON texts: decoded as msgspec's reader does
-            envelope = _decode_envelope(b"{%b}" % b",".join(b'"%b":%b' % m for m in members))
-            attrs, spliced = check.attrs, business is not None
-            records = [RawRecord(text, meta, attrs, business=spliced)
-                       for text, meta in zip(texts, metas, strict=True)]  # fmt: skip
-            return _body(records, envelope)
+    scanned = _scanned(content, check, business)
+    if scanned is not None:
+        return scanned
     envelope = _decode_envelope(content)
     if envelope.items and _pretty(content, bytes(envelope.items[0])):
         content = msgspec.json.format(content, indent=-1)
+        scanned = _scanned(content, check, business)  # compact now: the scanner may take it
+        if scanned is not None:
+            return scanned
         envelope = _decode_envelope(content)
     metas = None
     if b"\\" not in content:
@@ -190,6 +185,23 @@ def decode_page(
     else:
         items = _checked_items(envelope.items, check, business)
     return _body(items, envelope)
+
+
+def _scanned(content: bytes, check: RecordCheck, business: bytes | None) -> dict[str, Any] | None:
+    """The page as the compiled scanner reads it, or None (no scanner, or it refused)."""
+    if check.table is None or SCANNER is None:
+        return None
+    suffix = None if business is None else _BUSINESS_KEY + business
+    scanned = SCANNER.scan(content, check.table, suffix)
+    if scanned is None:
+        return None
+    texts, metas, members = scanned
+    # the envelope's other members, as JSON texts: decoded as msgspec's reader does
+    envelope = _decode_envelope(b"{%b}" % b",".join(b'"%b":%b' % m for m in members))
+    attrs, spliced = check.attrs, business is not None
+    records = [RawRecord(text, meta, attrs, business=spliced)
+               for text, meta in zip(texts, metas, strict=True)]  # fmt: skip
+    return _body(records, envelope)
 
 
 def _body(items: list[Any], envelope: _Envelope) -> dict[str, Any]:

@@ -8,7 +8,8 @@
  * page holds: anything it is not sure of is ``None``.
  *
  * It takes only JSON that the ordinary path would write the same way: compact (no whitespace
- * between tokens), no backslash anywhere, valid UTF-8, numbers without an exponent (``number``
+ * between tokens), no backslash in an item (escapes only in the envelope's other members, which
+ * msgspec then decodes), valid UTF-8, numbers without an exponent (``number``
  * says which fractions), nesting at most ``MAX_DEPTH``. It checks the whole grammar itself, so
  * a page it accepts is well-formed JSON. A key repeated in one object is kept twice (msgspec,
  * and so the ordinary path, keep the last); Sage writes none.
@@ -59,6 +60,7 @@ typedef struct {
     const unsigned char *p;
     const unsigned char *end;
     int depth;
+    int escapes; /* whether a string may hold escapes (the envelope's members only) */
     const Table *table;
     /* the item being read: its reader slots (start and length of the value, type) */
     const unsigned char *slot_at[SLOTS + 1];
@@ -121,6 +123,22 @@ static int string(Scan *s, const unsigned char **start, Py_ssize_t *len) {
         if (p >= end) return -1;
         unsigned char c = *p;
         if (c == '"') break;
+        if (c == '\\' && s->escapes) { /* one of JSON's escapes: msgspec decodes it */
+            if (end - p < 2) return -1;
+            if (p[1] == 'u') {
+                if (end - p < 6) return -1;
+                for (int i = 2; i < 6; i++) {
+                    unsigned char h = p[i] | 0x20; /* ASCII letters to lower case */
+                    if (!((p[i] >= '0' && p[i] <= '9') || (h >= 'a' && h <= 'f'))) return -1;
+                }
+                p += 6;
+            } else if (strchr("\"\\/bfnrt", p[1]) != NULL && p[1] != '\0') {
+                p += 2;
+            } else {
+                return -1;
+            }
+            continue;
+        }
         if (c < 0x80) return -1; /* a backslash or a control character */
         /* UTF-8: the shortest form, no surrogate, at most U+10FFFF */
         Py_ssize_t left = end - p;
@@ -422,12 +440,15 @@ static PyObject *page(Scan *s, const char *suffix, Py_ssize_t suffix_len) {
             if (r < 0) goto refuse;
         } else {
             const Table *table = s->table;
-            s->table = NULL; /* the envelope's other members: no rules */
+            s->table = NULL; /* the envelope's other members: no rules, and escapes taken (Sage
+                              * writes ``&`` in ``$next`` as ``\u0026``, recorded/products_...) */
+            s->escapes = 1;
             int type;
             const unsigned char *at, *start = s->p;
             Py_ssize_t len;
             int r = value(s, 0, &type, &at, &len);
             s->table = table;
+            s->escapes = 0;
             if (r < 0) goto refuse;
             PyObject *pair = Py_BuildValue("(y#y#)", key, n, start, (Py_ssize_t)(s->p - start));
             if (pair == NULL) goto done;
