@@ -343,7 +343,10 @@ def _render(
 ) -> Response:
     if attributes == "all" and not tombstones:
         page = b",".join(r[1] for r in rows)
-        return raw_json(200, b"".join((store.encode(head)[:-1], b',"$items":[', page, b"]}")))
+        # Sage (Rails) writes ``&`` as ``\u0026``: recorded, products_list_attributes_all.json's
+        # ``$next``; in JSON text an ``&`` can only be inside a string, so this is its escape
+        envelope = store.encode(head)[:-1].replace(b"&", b"\\u0026")
+        return raw_json(200, b"".join((envelope, b',"$items":[', page, b"]}")))
     items: list[dict[str, Any]] = []
     for _, data in rows:
         record = store.loads(data)
