@@ -162,8 +162,8 @@ def decode_page(
     ``post_process`` does it) elsewhere. Raises ``msgspec.DecodeError`` / ``ValidationError``
     for what is no list page.
 
-    The usual page (compact, no backslash, no ``business_id`` and no item to change
-    anywhere) is read by the compiled scanner when there is one (a pretty-printed page once
+    The usual page (compact, no backslash in its items, no ``business_id`` and no item to
+    change anywhere) is read by the compiled scanner when there is one (a pretty-printed page once
     compacted), else checked as a whole by msgspec (``RecordCheck.check_all``); any other
     page item by item."""
     business = None if business_id is None else _encode(business_id)
@@ -177,9 +177,7 @@ def decode_page(
         if scanned is not None:
             return scanned
         envelope = _decode_envelope(content)
-    metas = None
-    if b"\\" not in content:
-        metas = check.check_all(content)
+    metas = check.check_all(content) if _items_unescaped(content) else None
     if metas is not None and len(metas) == len(envelope.items):
         items: list[Any] = _raw_records(envelope.items, metas, check.attrs, business)
     else:
@@ -202,6 +200,15 @@ def _scanned(content: bytes, check: RecordCheck, business: bytes | None) -> dict
     records = [RawRecord(text, meta, attrs, business=spliced)
                for text, meta in zip(texts, metas, strict=True)]  # fmt: skip
     return _body(records, envelope)
+
+
+def _items_unescaped(content: bytes) -> bool:
+    """Whether no item of a compact page has a backslash: none from the first ``"$items":[``
+    on (the page's own is that one or a later one, so the search covers every item). Escapes
+    before it are the envelope's: Sage writes ``&`` in ``$next`` as ``\\u0026`` (recorded:
+    products), and msgspec decodes them."""
+    at = content.find(b'"$items":[')
+    return content.find(b"\\", max(at, 0)) < 0
 
 
 def _body(items: list[Any], envelope: _Envelope) -> dict[str, Any]:

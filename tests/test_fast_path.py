@@ -442,3 +442,18 @@ def test_records_written_directly_are_the_sdk_loops_bytes(
     assert direct == looped and direct_count == looped_count > 0
     tombstones = [line for line in direct if b'"_sdc_deleted_at"' in line and b"RECORD" in line]
     assert len(tombstones) == 1 and contacts[0]["id"].encode() in tombstones[0]
+
+
+@pytest.mark.parametrize(
+    ("page", "unescaped"),
+    [
+        (b'{"$next":"/x?a=1\\u0026b=2","$items":[{"id":"a"}]}', True),  # Sage's $next
+        (b'{"$items":[{"id":"a\\u0026"}],"$next":null}', False),
+        (b'{"$items":[{"id":"a"}],"$next":"\\u0026"}', False),  # after the items: not told apart
+        (b'{"k\\"$items":[1],"$items":[{"id":"a\\n"}]}', False),  # a key that looks like it
+        (b'{"$next":"\\u0026"}', False),  # no items: the whole page
+        (b'{"$items":[]}', True),
+    ],
+)
+def test_escapes_of_the_envelope_leave_the_items_to_one_check(page: bytes, unescaped: bool) -> None:
+    assert records._items_unescaped(page) is unescaped
